@@ -1,0 +1,143 @@
+"""The base config (every valid key with its default), loading config files, and command-line overrides.
+
+Configs are Python: an experiment file defines `get_config()` returning an `ml_collections.ConfigDict`,
+normally `base_config()` with some values changed. Config files are executed as Python code, so only run
+configs you trust. Overrides use dotted keys, `--config.optim.lr=0.05`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from typing import Iterable, Optional
+
+import ml_collections
+
+from kd_jax.errors import KDJaxError
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a training run reads, with defaults. Keys not listed here are rejected."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"          # 'digits' (embedded), 'cifar10', 'cifar100' (tfds in data_dir)
+  c.data.data_dir = ""            # tfds data_dir holding array_record builds; '' = tfds default
+  c.data.val_fraction = 0.1       # carved from training data; used for any selection, never the test split
+  c.data.crop_pad = 0             # random-crop padding (4 for CIFAR); 0 = no crop
+  c.data.flip = False             # random horizontal flip (True for CIFAR)
+
+  c.student = ml_collections.ConfigDict()
+  c.student.model = "cnn_small"
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.model = ""            # '' = no teacher
+  c.teacher.workdir = ""          # a finished kd_jax run whose exported model is the teacher
+
+  # Weighted sum of distillers: term -> {weight, distiller (defaults to the term's name), hyper-params}.
+  c.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"            # 'sgd' or 'adamw'
+  c.optim.lr = 0.05
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 5e-4     # coupled (added to the gradient) for sgd, as in PyTorch; decoupled for adamw
+  c.optim.schedule = "multistep"  # 'multistep', 'cosine' or 'constant'
+  c.optim.milestones = (150, 180, 210)  # epochs at which multistep multiplies the lr by gamma
+  c.optim.gamma = 0.1
+  c.optim.warmup_epochs = 0
+
+  c.batch_size = 64
+  c.eval_batch_size = 256
+  c.epochs = 240
+  c.max_steps = 0                 # > 0 stops early after this many steps (smoke tests)
+  c.log_every_steps = 50
+  c.checkpoint_every_epochs = 1
+  c.keep_checkpoints = 3
+  c.progress_bar = True
+  return c
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Executes a Python config file and returns its `get_config()`."""
+  if not os.path.isfile(path):
+    raise KDJaxError(f"Config file {path!r} does not exist.")
+  spec = importlib.util.spec_from_file_location("kd_jax_user_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # configs are Python and are executed: only run configs you trust
+  if not hasattr(module, "get_config"):
+    raise KDJaxError(f"Config file {path!r} defines no get_config().")
+  config = module.get_config()
+  validate(config)
+  return config
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string such as resnet8x4
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+  """Applies `key.sub=value` overrides in place; unknown keys and wrong types raise `KDJaxError`."""
+  for item in overrides:
+    if "=" not in item:
+      raise KDJaxError(f"Override {item!r} must look like key.sub=value.")
+    key, text = item.split("=", 1)
+    *parents, leaf = key.split(".")
+    node, path = config, "config"
+    for part in parents:
+      if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+        raise KDJaxError(f"Unknown config key {path}.{part}. Valid keys of {path}: "
+                         f"{', '.join(sorted(node.keys()))}.")
+      node, path = node[part], f"{path}.{part}"
+    if leaf not in node:
+      raise KDJaxError(f"Unknown config key {path}.{leaf}. Valid keys of {path}: {', '.join(sorted(node.keys()))}.")
+    value = _parse_value(text)
+    old = node[leaf]
+    if isinstance(old, bool) != isinstance(value, bool) and old is not None:
+      raise KDJaxError(f"config {key} expects {type(old).__name__}, got {text!r}.")
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise KDJaxError(f"config {key} expects {type(old).__name__}, got {text!r}.") from e
+  validate(config)
+  return config
+
+
+def _check_keys(given: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, path: str) -> None:
+  for key in given.keys():
+    if key not in schema:
+      raise KDJaxError(f"Unknown config key {path}.{key}. Valid keys of {path}: {', '.join(sorted(schema.keys()))}.")
+    if isinstance(schema[key], ml_collections.ConfigDict) and path + "." + key != "config.loss":
+      if not isinstance(given[key], ml_collections.ConfigDict):
+        raise KDJaxError(f"{path}.{key} must be a section with keys {', '.join(sorted(schema[key].keys()))}.")
+      _check_keys(given[key], schema[key], f"{path}.{key}")
+
+
+def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.ConfigDict] = None) -> None:
+  """Rejects keys absent from `base_config()` (listing the valid ones) and out-of-range values."""
+  _check_keys(config, schema or base_config(), "config")
+  problems = []
+  if config.get("batch_size", 1) <= 0:
+    problems.append(f"batch_size must be > 0, got {config.batch_size}")
+  if config.get("epochs", 1) <= 0:
+    problems.append(f"epochs must be > 0, got {config.epochs}")
+  optim = config.get("optim", {})
+  if optim.get("lr", 1.0) <= 0:
+    problems.append(f"optim.lr must be > 0, got {optim.lr}")
+  if optim.get("schedule", "constant") not in ("multistep", "cosine", "constant"):
+    problems.append(f"optim.schedule must be 'multistep', 'cosine' or 'constant', got {optim.schedule!r}")
+  if optim.get("name", "sgd") not in ("sgd", "adamw"):
+    problems.append(f"optim.name must be 'sgd' or 'adamw', got {optim.name!r}")
+  val = config.get("data", {}).get("val_fraction", 0.0)
+  if not 0.0 <= val < 1.0:
+    problems.append(f"data.val_fraction must be in [0, 1), got {val}")
+  if problems:
+    raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")

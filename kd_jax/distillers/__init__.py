@@ -1,0 +1,65 @@
+"""Distillers: losses bound to model outputs, their trainable parts, and the name registry.
+
+Adding a distiller: write its class in the module of its family and add one line to `DISTILLERS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from kd_jax.distillers.base import Distiller, WeightedSum, split_state
+from kd_jax.distillers.feature import FitNet, Regressor
+from kd_jax.distillers.logit import KD, CrossEntropy
+from kd_jax.errors import KDJaxError
+
+DISTILLERS: dict[str, type[Distiller]] = {
+    "ce": CrossEntropy,
+    "kd": KD,
+    "fitnet": FitNet,
+}
+
+
+def distiller_names() -> list[str]:
+  return sorted(DISTILLERS)
+
+
+def make_distiller(name: str, **kwargs: Any) -> Distiller:
+  """Builds a registered distiller; unknown names or hyper-parameters raise `KDJaxError` listing valid ones."""
+  if name not in DISTILLERS:
+    raise KDJaxError(f"Unknown distiller {name!r}. Registered distillers: {', '.join(distiller_names())}.")
+  cls = DISTILLERS[name]
+  valid = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(kwargs) - set(valid))
+  if unknown:
+    raise KDJaxError(f"Distiller {name!r} has no hyper-parameter(s) {', '.join(unknown)}. "
+                     f"Valid: {', '.join(valid) or '(none)'}.")
+  try:
+    return cls(**kwargs)
+  except (TypeError, ValueError) as e:
+    raise KDJaxError(f"Distiller {name!r}: {e}") from e
+
+
+def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
+  """Builds the weighted sum described by a config's `loss` section.
+
+  Each entry is `term_name: {weight: w, distiller: registry name (defaults to term_name), **hparams}`,
+  e.g. `{'ce': {'weight': 0.1}, 'kd': {'weight': 0.9, 'temperature': 4.0}}`.
+  """
+  if not loss_config:
+    raise KDJaxError("config.loss is empty: give at least one term, e.g. "
+                     "config.loss = {'ce': {'weight': 1.0}}. Registered distillers: "
+                     f"{', '.join(distiller_names())}.")
+  terms = []
+  for term, spec in loss_config.items():
+    spec = dict(spec)
+    if "weight" not in spec:
+      raise KDJaxError(f"config.loss.{term} needs a 'weight'.")
+    weight = float(spec.pop("weight"))
+    name = spec.pop("distiller", term)
+    terms.append((term, weight, make_distiller(name, **spec)))
+  return WeightedSum(tuple(terms))
+
+
+__all__ = ["DISTILLERS", "CrossEntropy", "Distiller", "FitNet", "KD", "Regressor", "WeightedSum",
+           "distiller_names", "from_config", "make_distiller", "split_state"]

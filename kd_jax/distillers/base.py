@@ -1,0 +1,108 @@
+"""The distiller interface and the weighted sum of distillers.
+
+A distiller binds a pure loss from `kd_jax.losses` to the model outputs it reads, and owns any trainable
+extra parts (regressors, connectors, ...) as Flax modules. It is an immutable dataclass: its fields are
+hyper-parameters, so it can be hashed and closed over by a jitted train step.
+
+Variables follow Flax's convention, a dict of collections: `{'params': ..., 'batch_stats': ...}`.
+`params` are trained by the optimizer together with the student; any other collection is state that the
+distiller returns updated (e.g. a connector's BatchNorm statistics, a memory bank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from kd_jax.models.outputs import ModelOutput
+
+Variables = Dict[str, Any]
+Metrics = Dict[str, jax.Array]
+Batch = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Distiller:
+  """Base class. Subclasses override `loss` and, if they own trainable parts, `init`.
+
+  `needs_teacher` is False for terms that never read the teacher (plain cross-entropy): a run made only
+  of such terms skips the teacher's forward pass.
+  """
+
+  needs_teacher = True
+
+  def init(self, rng: jax.Array, student: ModelOutput, teacher: Optional[ModelOutput],
+           batch: Batch) -> Variables:
+    """Initial variables, built from sample outputs so that shapes (e.g. a regressor's) fit the models."""
+    del rng, student, teacher, batch
+    return {}
+
+  def loss(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
+           batch: Batch, *, rng: jax.Array, train: bool) -> Tuple[jax.Array, Metrics, Variables]:
+    """Returns `(loss, metrics, new_state)`; `new_state` holds the updated non-`params` collections."""
+    raise NotImplementedError
+
+  def __call__(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
+               batch: Batch, *, rng: jax.Array, train: bool) -> Tuple[jax.Array, Metrics, Variables]:
+    return self.loss(variables, student, teacher, batch, rng=rng, train=train)
+
+
+def split_state(variables: Variables) -> Tuple[Any, Variables]:
+  """Splits Flax-style variables into `(params, other collections)`."""
+  params = variables.get("params", {})
+  state = {k: v for k, v in variables.items() if k != "params"}
+  return params, state
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedSum(Distiller):
+  """`L = Σ_i w_i · L_i`, itself a distiller.
+
+  Each term's variables live under its name inside every collection
+  (`{'params': {name: ...}, 'batch_stats': {name: ...}}`) so the train step can still find all trainable
+  parameters under `params`. Metrics are reported per term as `name/<metric>`, with the term's unweighted
+  loss as `name/loss`.
+
+  Attributes:
+    terms: `(name, weight, distiller)` triples; names must be unique.
+  """
+
+  terms: Tuple[Tuple[str, float, Distiller], ...] = ()
+
+  def __post_init__(self):
+    names = [name for name, _, _ in self.terms]
+    if len(set(names)) != len(names):
+      raise ValueError(f"WeightedSum: term names must be unique, got {names}.")
+
+  @property
+  def needs_teacher(self) -> bool:  # type: ignore[override]
+    return any(d.needs_teacher for _, _, d in self.terms)
+
+  @staticmethod
+  def _sub(variables: Variables, name: str) -> Variables:
+    return {col: tree[name] for col, tree in variables.items() if name in tree}
+
+  def init(self, rng, student, teacher, batch):
+    variables: Variables = {}
+    for i, (name, _, distiller) in enumerate(self.terms):
+      for col, tree in distiller.init(jax.random.fold_in(rng, i), student, teacher, batch).items():
+        variables.setdefault(col, {})[name] = tree
+    return variables
+
+  def loss(self, variables, student, teacher, batch, *, rng, train):
+    total = jnp.zeros((), jnp.float32)
+    metrics: Metrics = {}
+    new_state: Variables = {}
+    for i, (name, weight, distiller) in enumerate(self.terms):
+      value, term_metrics, term_state = distiller(
+          self._sub(variables, name), student, teacher, batch,
+          rng=jax.random.fold_in(rng, i), train=train)
+      total = total + weight * value
+      metrics[f"{name}/loss"] = value
+      metrics.update({f"{name}/{k}": v for k, v in term_metrics.items()})
+      for col, tree in term_state.items():
+        new_state.setdefault(col, {})[name] = tree
+    return total, metrics, new_state
