@@ -1,0 +1,24 @@
+"""Input pipelines: datasets as random-access splits, batches as pure functions of (seed, step), augmentation in JAX.
+
+`load_dataset` / `from_arrays` give a `Dataset` of train / val / test `Split`s (val carved from training
+data); `train_batch` and `eval_batches` cut batches from a split; `augment` is applied inside the jitted
+train step. See `datasets.py` and `pipeline.py` for the determinism guarantees.
+"""
+
+from kd_jax.data.augment import augment
+from kd_jax.data.datasets import DATASETS
+from kd_jax.data.datasets import Dataset
+from kd_jax.data.datasets import DatasetSpec
+from kd_jax.data.datasets import Split
+from kd_jax.data.datasets import dataset_names
+from kd_jax.data.datasets import from_arrays
+from kd_jax.data.datasets import load_dataset
+from kd_jax.data.pipeline import batch_indices
+from kd_jax.data.pipeline import eval_batches
+from kd_jax.data.pipeline import steps_per_epoch
+from kd_jax.data.pipeline import train_batch
+
+__all__ = [
+    "DATASETS", "Dataset", "DatasetSpec", "Split", "augment", "batch_indices", "dataset_names", "eval_batches",
+    "from_arrays", "load_dataset", "steps_per_epoch", "train_batch",
+]
