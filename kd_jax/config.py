@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import sys
 from typing import Iterable, Optional
 
 import ml_collections
@@ -67,7 +68,12 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     raise KDJaxError(f"Config file {path!r} does not exist.")
   spec = importlib.util.spec_from_file_location("kd_jax_user_config", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)  # configs are Python and are executed: only run configs you trust
+  # The file's folder is importable while it runs, so experiment configs can build on each other.
+  sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+  try:
+    spec.loader.exec_module(module)  # configs are Python and are executed: only run configs you trust
+  finally:
+    sys.path.pop(0)
   if not hasattr(module, "get_config"):
     raise KDJaxError(f"Config file {path!r} defines no get_config().")
   config = module.get_config()
@@ -83,7 +89,12 @@ def _parse_value(text: str):
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
-  """Applies `key.sub=value` overrides in place; unknown keys and wrong types raise `KDJaxError`."""
+  """Applies `key.sub=value` overrides in place; unknown keys and wrong types raise `KDJaxError`.
+
+  Values are Python literals (strings may be bare). `config.loss` is open: `loss.NAME={'weight': ...}`
+  adds a term, `loss.kd.reduction='mean'` sets a hyper-parameter the
+  config did not list (the distiller validates it), and a whole section can be replaced with a dict (`loss={'ce': {'weight': 1.0}}`).
+  """
   for item in overrides:
     if "=" not in item:
       raise KDJaxError(f"Override {item!r} must look like key.sub=value.")
@@ -95,10 +106,19 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         raise KDJaxError(f"Unknown config key {path}.{part}. Valid keys of {path}: "
                          f"{', '.join(sorted(node.keys()))}.")
       node, path = node[part], f"{path}.{part}"
-    if leaf not in node:
-      raise KDJaxError(f"Unknown config key {path}.{leaf}. Valid keys of {path}: {', '.join(sorted(node.keys()))}.")
     value = _parse_value(text)
+    if leaf not in node:
+      if parents[:1] == ["loss"]:
+        # config.loss is open: a new term joins the sum, a new hyper-parameter is checked by its distiller.
+        node[leaf] = value
+        continue
+      raise KDJaxError(f"Unknown config key {path}.{leaf}. Valid keys of {path}: {', '.join(sorted(node.keys()))}.")
     old = node[leaf]
+    if isinstance(old, ml_collections.ConfigDict):
+      if not isinstance(value, dict):
+        raise KDJaxError(f"config {key} is a section; give a dict, e.g. --config.{key}=\"{{...}}\".")
+      node[leaf] = ml_collections.ConfigDict(value)
+      continue
     if isinstance(old, bool) != isinstance(value, bool) and old is not None:
       raise KDJaxError(f"config {key} expects {type(old).__name__}, got {text!r}.")
     if isinstance(old, tuple) and isinstance(value, list):

@@ -1,0 +1,72 @@
+"""Command line: `python -m kd_jax [study|train|list]`.
+
+`python -m kd_jax` with no arguments runs the default study on the embedded digits data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from kd_jax.errors import KDJaxError
+
+EPILOG = """commands:
+  study (default)  teacher, CE student and KD student on the embedded digits data; prints a results table
+  train            one run from a Python config: --config FILE [--config.KEY=VALUE ...] --workdir DIR
+  list             registered models, distillers and datasets
+
+examples:
+  python -m kd_jax
+  python -m kd_jax train --config experiments/digits_kd.py --config.loss.kd.temperature=2 --workdir runs/t2
+Config files are Python and are executed: only run configs you trust."""
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m kd_jax", description="Knowledge distillation in JAX/Flax.",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command")
+  study = sub.add_parser("study", help="run the default study (the default command)")
+  study.add_argument("--workdir", help="run directory (default: runs/study-<time>-seed<seed>)")
+  study.add_argument("--seed", type=int, default=0)
+  study.add_argument("--quick", action="store_true", help="a few steps per run, for smoke tests")
+  study.add_argument("--no-progress", action="store_true", help="hide progress bars")
+  train = sub.add_parser("train", help="train one run from a config file",
+                         description="Extra --config.KEY=VALUE arguments override config keys.")
+  train.add_argument("--config", required=True, help="Python file defining get_config()")
+  train.add_argument("--workdir", required=True, help="run directory; an existing run there is resumed")
+  sub.add_parser("list", help="list models, distillers and datasets")
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "-h"):
+    argv = ["study", *argv]
+  args, extra = _parser().parse_known_args(argv)
+  overrides = [a[len("--config."):] for a in extra if a.startswith("--config.")]
+  unknown = [a for a in extra if not a.startswith("--config.")]
+  if unknown or (overrides and args.command != "train"):
+    _parser().error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+  try:
+    if args.command == "list":
+      from kd_jax import data, distillers, models
+      print("models:     ", ", ".join(models.model_names()))
+      print("distillers: ", ", ".join(distillers.distiller_names()))
+      print("datasets:   ", ", ".join(data.dataset_names()))
+    elif args.command == "train":
+      from kd_jax.config import apply_overrides, load_config_file
+      from kd_jax.train.loop import train_and_evaluate
+      config = apply_overrides(load_config_file(args.config), overrides)
+      results = train_and_evaluate(config, args.workdir)
+      print(f"test accuracy {100 * results['test_accuracy']:.2f}% (val {100 * results['val_accuracy']:.2f}%); "
+            f"results in {results['workdir']}")
+    else:
+      from kd_jax.study import run_study
+      out = run_study(args.workdir, seed=args.seed, quick=args.quick, progress_bar=not args.no_progress)
+      print("\n" + out["table"] + "\n")
+      print(f"Run directory: {out['workdir']} (results.md, results.json, metrics, checkpoints)")
+  except KDJaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0

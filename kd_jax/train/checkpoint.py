@@ -1,0 +1,103 @@
+"""Checkpoints (orbax): resumable train states, and exported models that later runs load as teachers.
+
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a crash never
+leaves a half-written checkpoint that looks finished. Nothing here uses pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import orbax.checkpoint as ocp
+
+from kd_jax.errors import KDJaxError
+
+log = logging.getLogger(__name__)
+
+EXPORT_DIR = "model"
+EXPORT_INFO = "model.json"
+
+
+def checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                             meta=ocp.args.JsonSave(meta)), force=True)
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Tuple[Optional[Any], Optional[dict]]:
+  """Restores the newest readable checkpoint into `template`'s structure and shardings.
+
+  A checkpoint that fails to read (e.g. truncated by a crash outside orbax's atomic rename) is skipped with
+  a warning and the previous one is used; with none readable the run starts from scratch only if there
+  were none at all.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  for step in steps:
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      return restored["state"], restored["meta"]
+    except Exception as e:  # noqa: BLE001 - any read failure means "try the previous checkpoint"
+      log.warning("Checkpoint at step %d in %s is unreadable (%s); falling back to the previous one.",
+                  step, manager.directory, e)
+  if steps:
+    raise KDJaxError(f"No readable checkpoint in {manager.directory} (tried steps {steps}). "
+                     "Move the directory away to start from scratch.")
+  return None, None
+
+
+def export_model(workdir: str, variables: Any, info: dict) -> str:
+  """Writes the final model variables (`params`, `batch_stats`) and a JSON description for reuse."""
+  path = os.path.join(os.path.abspath(workdir), EXPORT_DIR)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, jax.device_get(variables), force=True)
+  checkpointer.wait_until_finished()
+  with open(os.path.join(workdir, EXPORT_INFO), "w") as f:
+    json.dump(info, f, indent=2)
+  return path
+
+
+def read_export_info(workdir: str) -> dict:
+  info_path = os.path.join(workdir, EXPORT_INFO)
+  if not os.path.isfile(info_path):
+    raise KDJaxError(f"{workdir!r} holds no exported model ({EXPORT_INFO} is missing). Point "
+                     "config.teacher.workdir at a kd_jax run that finished training (run it again with the "
+                     "same --workdir to resume and finish it).")
+  with open(info_path) as f:
+    return json.load(f)
+
+
+def _flat_shapes(tree: Any) -> dict:
+  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def load_exported_model(workdir: str, model: nn.Module, sample_images: jax.Array) -> Any:
+  """Loads an exported model's variables, checking every parameter against `model`'s shapes.
+
+  A mismatch raises `KDJaxError` naming the parameter, e.g. a resnet32x4 checkpoint given to a resnet8x4.
+  """
+  path = os.path.join(os.path.abspath(workdir), EXPORT_DIR)
+  checkpointer = ocp.StandardCheckpointer()
+  expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), sample_images, train=False))
+  stored = checkpointer.metadata(path).item_metadata.tree
+  want, have = _flat_shapes(expected), _flat_shapes(stored)
+  problems = [f"{k}: model expects {want[k]}, checkpoint has {have[k]}" for k in sorted(want)
+              if k in have and want[k] != have[k]]
+  problems += [f"{k}: missing from the checkpoint" for k in sorted(set(want) - set(have))]
+  problems += [f"{k}: in the checkpoint but not in the model" for k in sorted(set(have) - set(want))]
+  if problems:
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+    raise KDJaxError(f"The model exported in {workdir!r} does not fit the configured model: {shown}.")
+  return checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, expected))

@@ -1,0 +1,119 @@
+"""The train state and the pure train/eval steps.
+
+One training step, top to bottom: augment the batch once (teacher and student see the same view), run the
+frozen teacher, run the student in train mode, evaluate the distiller on both outputs, differentiate with
+respect to the student's and the distiller's parameters, apply the optax update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from kd_jax.data import augment
+from kd_jax.distillers import Distiller, split_state
+
+Metrics = Dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue bit-exactly from a checkpoint.
+
+  The teacher is not here: its variables are an input of the step, never optimised.
+  """
+
+  step: jax.Array
+  params: Any              # student parameters
+  batch_stats: Any         # student BatchNorm statistics
+  distiller_params: Any    # trainable parts of the distillers (regressors, connectors, ...)
+  distiller_state: Any     # other distiller collections (their BatchNorm statistics, memory banks, ...)
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+def teacher_forward(teacher: Optional[nn.Module], teacher_variables: Any, images: jax.Array):
+  """The frozen teacher in eval mode; constants for the gradient."""
+  if teacher is None:
+    return None
+  return jax.lax.stop_gradient(teacher.apply(teacher_variables, images, train=False))
+
+
+def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
+                       tx: optax.GradientTransformation, sample_batch: Dict[str, jax.Array],
+                       teacher: Optional[nn.Module] = None, teacher_variables: Any = None) -> TrainState:
+  """Initialises the student, then the distiller from sample student/teacher outputs."""
+  student_rng, distiller_rng, state_rng = jax.random.split(rng, 3)
+  images = sample_batch["image"]
+  variables = student.init(student_rng, images, train=False)
+  student_out = student.apply(variables, images, train=False)
+  teacher_out = teacher_forward(teacher, teacher_variables, images) if distiller.needs_teacher else None
+  distiller_params, distiller_state = split_state(
+      distiller.init(distiller_rng, student_out, teacher_out, sample_batch))
+  trainable = {"student": variables["params"], "distiller": distiller_params}
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=variables["params"],
+      batch_stats=variables.get("batch_stats", {}), distiller_params=distiller_params,
+      distiller_state=distiller_state, opt_state=tx.init(trainable), rng=state_rng)
+
+
+def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables: Any, *,
+               student: nn.Module, teacher: Optional[nn.Module], distiller: Distiller,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               crop_pad: int = 0, flip: bool = False) -> Tuple[TrainState, Metrics]:
+  """One optimisation step; pure, meant to be jitted once with everything after `*` bound."""
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  augment_rng, distiller_rng = jax.random.split(step_rng)
+  images = batch["image"]
+  if crop_pad or flip:
+    images = augment(augment_rng, images, pad=crop_pad, flip=flip)
+  teacher_out = teacher_forward(teacher, teacher_variables, images) if distiller.needs_teacher else None
+
+  def loss_fn(trainable):
+    student_out, new_student = student.apply(
+        {"params": trainable["student"], "batch_stats": state.batch_stats}, images, train=True,
+        mutable=["batch_stats"])
+    loss, metrics, new_distiller_state = distiller(
+        {"params": trainable["distiller"], **state.distiller_state}, student_out, teacher_out, batch,
+        rng=distiller_rng, train=True)
+    return loss, (metrics, new_student.get("batch_stats", {}), new_distiller_state, student_out.logits)
+
+  trainable = {"student": state.params, "distiller": state.distiller_params}
+  (loss, (metrics, batch_stats, distiller_state, logits)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(trainable)
+  updates, opt_state = tx.update(grads, state.opt_state, trainable)
+  trainable = optax.apply_updates(trainable, updates)
+  new_state = state.replace(
+      step=state.step + 1, params=trainable["student"], batch_stats=batch_stats,
+      distiller_params=trainable["distiller"],
+      distiller_state=_merge(state.distiller_state, distiller_state), opt_state=opt_state)
+  metrics = dict(metrics, loss=loss, lr=jnp.asarray(schedule(state.step), jnp.float32),
+                 accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]))
+  return new_state, metrics
+
+
+def _merge(old: Any, new: Any) -> Any:
+  """`old` with the leaves that `new` updates replaced, so the state keeps one structure across steps."""
+  flat = traverse_util.flatten_dict(old)
+  flat.update(traverse_util.flatten_dict(new))
+  return traverse_util.unflatten_dict(flat)
+
+
+def eval_step(variables: Any, batch: Dict[str, jax.Array], *, model: nn.Module) -> Metrics:
+  """Sums (not means) of correct predictions, cross-entropy and counts over the real examples of a batch.
+
+  The last batch of a split is padded; `batch['mask']` marks real examples. Summing lets the host add
+  batches exactly and divide once.
+  """
+  out = model.apply(variables, batch["image"], train=False)
+  mask = batch["mask"]
+  log_p = jax.nn.log_softmax(out.logits.astype(jnp.float32))
+  nll = -jnp.take_along_axis(log_p, batch["label"][:, None], axis=-1)[:, 0]
+  return {"correct": jnp.sum((jnp.argmax(out.logits, -1) == batch["label"]) * mask),
+          "nll": jnp.sum(nll * mask), "count": jnp.sum(mask)}

@@ -1,0 +1,88 @@
+"""The command line: the default study end to end (shrunk), and bad inputs with their messages."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kd_jax import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_default_study_quick_runs_and_writes_table(tmp_path):
+  workdir = tmp_path / "study"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.run([sys.executable, "-m", "kd_jax", "--quick", "--no-progress", "--workdir", str(workdir)],
+                        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = (workdir / "results.md").read_text()
+  assert table in proc.stdout
+  rows = [l for l in table.splitlines() if l.startswith("| teacher") or l.startswith("| student")]
+  assert [r.split("|")[1].strip() for r in rows] == ["teacher", "student_ce", "student_kd"]
+  for run in ("teacher", "student_ce", "student_kd"):
+    assert (workdir / run / "checkpoints").is_dir()
+    assert (workdir / run / "metrics.jsonl").is_file()
+    assert (workdir / run / "model.json").is_file()
+  assert f"Run directory: {workdir}" in proc.stdout
+
+
+def test_help_lists_commands(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  for word in ("study", "train", "list", "--config.KEY=VALUE"):
+    assert word in out
+
+
+def test_list(capsys):
+  assert cli.main(["list"]) == 0
+  out = capsys.readouterr().out
+  assert "resnet8x4" in out and "fitnet" in out and "digits" in out
+
+
+def _train(tmp_path, *overrides, config="experiments/digits_teacher.py"):
+  return cli.main(["train", "--config", os.path.join(REPO, config), "--workdir", str(tmp_path / "run"),
+                   *overrides])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--config.optim.lrr=0.1"], "Unknown config key config.optim.lrr. Valid keys of config.optim: gamma, lr"),
+    (["--config.nope=1"], "Valid keys of config: batch_size"),
+    (["--config.optim.lr=fast"], "optim.lr expects float"),
+    (["--config.optim.lr=-1.0"], "optim.lr must be > 0"),
+    (["--config.student.model=resnet9"], "Unknown model 'resnet9'"),
+    (["--config.loss.extra={'weight': 1.0, 'distiller': 'kdd'}"],
+     "Unknown distiller 'kdd'. Registered distillers: ce, fitnet, kd"),
+    (["--config.loss.ce.temperature=2.0"], "Distiller 'ce' has no hyper-parameter(s) temperature. Valid: "),
+    (["--config.batch_size=30"], "not divisible by the 8 devices"),
+    (["--config.data.name=cifar100", "--config.data.data_dir=/nonexistent"], "tfds build cifar100"),
+    (["--config.data.name=mnist3"], "Unknown dataset"),
+])
+def test_bad_inputs_exit_nonzero_with_message(tmp_path, capsys, overrides, message):
+  assert _train(tmp_path, *overrides) == 2
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(tmp_path / "run" / "checkpoints")
+
+
+def test_kd_without_teacher_and_missing_teacher_export(tmp_path, capsys):
+  assert _train(tmp_path, config="experiments/digits_kd.py") == 2
+  assert "teacher.workdir is empty" in capsys.readouterr().err
+  assert _train(tmp_path, f"--config.teacher.workdir={tmp_path}", config="experiments/digits_kd.py") == 2
+  assert "holds no exported model" in capsys.readouterr().err
+
+
+def test_unwritable_workdir(tmp_path, capsys):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  assert cli.main(["train", "--config", os.path.join(REPO, "experiments/digits_teacher.py"),
+                   "--workdir", str(blocker / "run")]) == 2
+  assert "Cannot create workdir" in capsys.readouterr().err
+  assert blocker.read_text() == "not a directory"
+
+
+def test_missing_config_file(tmp_path, capsys):
+  assert cli.main(["train", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path)]) == 2
+  assert "does not exist" in capsys.readouterr().err

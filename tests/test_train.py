@@ -1,0 +1,177 @@
+"""The train step on a device mesh, resume, teacher loading and failure handling."""
+
+import functools
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import data as kd_data
+from kd_jax import distillers, models
+from kd_jax.config import base_config
+from kd_jax.errors import KDJaxError
+from kd_jax.train import checkpoint as ckpt
+from kd_jax.train import optim, sharding
+from kd_jax.train.loop import train_and_evaluate
+from kd_jax.train.step import create_train_state, train_step
+
+
+def _small_config(**overrides):
+  c = base_config()
+  c.data.name = "digits"
+  c.student.model = "cnn_tiny"
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.epochs = 2
+  c.max_steps = 4
+  c.log_every_steps = 2
+  c.progress_bar = False
+  c.optim.schedule = "constant"
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+@pytest.fixture(scope="module")
+def digits():
+  return kd_data.load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, digits):
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  train_and_evaluate(_small_config(**{"student.model": "cnn_small", "max_steps": 6}), workdir, dataset=digits)
+  return workdir
+
+
+def _run_steps(devices, num_steps, digits, teacher_dir):
+  """`num_steps` KD + FitNet steps of cnn_tiny on a mesh over `devices`; returns (losses, final state)."""
+  mesh = sharding.make_mesh(devices)
+  config = _small_config()
+  student = models.create_model("cnn_tiny", 10)
+  sample = kd_data.train_batch(digits.train, 32, seed=0, step=0)
+  teacher, teacher_vars = models.create_model("cnn_small", 10), None
+  teacher_vars = ckpt.load_exported_model(teacher_dir, teacher, sample["image"][:1])
+  distiller = distillers.from_config({"ce": {"weight": 0.5}, "kd": {"weight": 0.5},
+                                      "fitnet": {"weight": 1.0, "stage": 0}})
+  schedule = optim.learning_rate_schedule(config.optim, 10, 100)
+  tx = optim.make_optimizer(config.optim, schedule)
+  state = create_train_state(jax.random.PRNGKey(0), student, distiller, tx,
+                             {k: jnp.asarray(v) for k, v in sample.items()}, teacher, teacher_vars)
+  state = sharding.replicate(state, mesh)
+  teacher_vars = sharding.replicate(teacher_vars, mesh)
+  step = jax.jit(functools.partial(train_step, student=student, teacher=teacher, distiller=distiller, tx=tx,
+                                   schedule=schedule, crop_pad=1, flip=True))
+  losses = []
+  for i in range(num_steps):
+    batch = sharding.shard_batch(kd_data.train_batch(digits.train, 32, seed=0, step=i), mesh)
+    state, metrics = step(state, batch, teacher_vars)
+    losses.append(float(metrics["loss"]))
+  return np.array(losses), jax.device_get(state)
+
+
+def test_eight_devices_match_one_device(digits, teacher_dir):
+  assert jax.device_count() == 8, "conftest.py forces 8 CPU devices"
+  losses_1, state_1 = _run_steps(jax.devices()[:1], 3, digits, teacher_dir)
+  losses_8, state_8 = _run_steps(jax.devices(), 3, digits, teacher_dir)
+  np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(state_8.params, state_1.params, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(state_8.batch_stats, state_1.batch_stats, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(state_8.distiller_params, state_1.distiller_params, rtol=1e-5, atol=1e-5)
+  assert losses_1[-1] != losses_1[0]  # the steps did train
+
+
+def test_batch_sharded_and_state_replicated(digits):
+  mesh = sharding.make_mesh()
+  batch = sharding.shard_batch(kd_data.train_batch(digits.train, 32, seed=0, step=0), mesh)
+  assert batch["image"].sharding.spec == jax.sharding.PartitionSpec("data")
+  assert len(batch["image"].addressable_shards) == 8
+  assert batch["image"].addressable_shards[0].data.shape[0] == 4
+  with pytest.raises(KDJaxError, match="not divisible by the 8 devices"):
+    sharding.check_batch_size(30, mesh)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, digits, teacher_dir):
+  kd = {"loss": {"ce": {"weight": 0.1}, "kd": {"weight": 0.9}}, "teacher.workdir": teacher_dir,
+        "data.crop_pad": 1, "data.flip": True}
+  straight = str(tmp_path / "straight")
+  train_and_evaluate(_small_config(max_steps=7, **kd), straight, dataset=digits)
+  resumed = str(tmp_path / "resumed")
+  first = train_and_evaluate(_small_config(max_steps=3, **kd), resumed, dataset=digits)
+  assert first["steps"] == 3
+  second = train_and_evaluate(_small_config(max_steps=7, **kd), resumed, dataset=digits)
+  assert second["steps"] == 7
+  model = models.create_model("cnn_tiny", 10)
+  image = digits.train.get(np.arange(1))["image"]
+  a = ckpt.load_exported_model(straight, model, image)
+  b = ckpt.load_exported_model(resumed, model, image)
+  chex.assert_trees_all_equal(a, b)  # bit-identical on CPU
+  # Metrics were logged at the run's end (a partial epoch) with the distiller's parts.
+  lines = [json.loads(l) for l in open(os.path.join(resumed, "metrics.jsonl"))]
+  assert lines[-1]["step"] == 7 and "val/accuracy" in lines[-1] and "train/kd/loss" in lines[-1]
+  assert os.path.isdir(os.path.join(resumed, "tb"))
+
+
+def test_teacher_is_frozen_and_checkpoint_mismatch_names_parameter(tmp_path, digits, teacher_dir):
+  model = models.create_model("cnn_small", 10)
+  image = digits.train.get(np.arange(1))["image"]
+  before = ckpt.load_exported_model(teacher_dir, model, image)
+  train_and_evaluate(_small_config(**{"loss": {"kd": {"weight": 1.0}}, "teacher.workdir": teacher_dir}),
+                     str(tmp_path / "kd"), dataset=digits)
+  chex.assert_trees_all_equal(before, ckpt.load_exported_model(teacher_dir, model, image))
+  wrong = _small_config(**{"loss": {"kd": {"weight": 1.0}}, "teacher.workdir": teacher_dir,
+                           "teacher.model": "cnn_large"})
+  with pytest.raises(KDJaxError, match=r"does not fit the configured model: (params|batch_stats)/\S+: model expects"):
+    train_and_evaluate(wrong, str(tmp_path / "wrong"), dataset=digits)
+  with pytest.raises(KDJaxError, match="teacher.workdir is empty"):
+    train_and_evaluate(_small_config(**{"loss": {"kd": {"weight": 1.0}}}), str(tmp_path / "none"),
+                       dataset=digits)
+
+
+def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path, digits):
+  workdir = str(tmp_path / "nan")
+  train_and_evaluate(_small_config(max_steps=2), workdir, dataset=digits)
+  x = digits.train.get(np.arange(len(digits.train)))
+  x["image"][:] = np.nan
+  poisoned = kd_data.from_arrays(x["image"], x["label"], x_test=x["image"][:8], y_test=x["label"][:8],
+                                 num_classes=10, val_fraction=0.0)
+  with pytest.raises(KDJaxError, match=r"Non-finite .*loss.* at step 4"):
+    train_and_evaluate(_small_config(max_steps=4), workdir, dataset=poisoned)
+  manager = ckpt.checkpoint_manager(workdir, 3)
+  assert manager.latest_step() == 2
+
+
+def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, digits, caplog):
+  workdir = str(tmp_path / "trunc")
+  spe = kd_data.steps_per_epoch(len(digits.train), 32)
+  config = _small_config(max_steps=2 * spe)  # checkpoints at the end of epochs 1 and 2
+  config.log_every_steps = spe
+  train_and_evaluate(config, workdir, dataset=digits)
+  latest = os.path.join(workdir, "checkpoints", str(2 * spe), "state")
+  for root, _, files in os.walk(latest):
+    for name in files:
+      open(os.path.join(root, name), "w").close()  # truncate every file of the newest checkpoint
+  manager = ckpt.checkpoint_manager(workdir, 3)
+  mesh = sharding.make_mesh()
+  template = _template_state(config, digits, mesh)
+  state, meta = ckpt.restore_latest(manager, template)
+  assert int(state.step) == spe and meta["epoch"] == 1
+  assert "unreadable" in caplog.text
+
+
+def _template_state(config, digits, mesh):
+  student = models.create_model(config.student.model, 10)
+  distiller = distillers.from_config(config.loss)
+  schedule = optim.learning_rate_schedule(config.optim, 10, 100)
+  sample = kd_data.train_batch(digits.train, config.batch_size, seed=0, step=0)
+  state = create_train_state(jax.random.PRNGKey(0), student, distiller, optim.make_optimizer(config.optim, schedule),
+                             {k: jnp.asarray(v) for k, v in sample.items()})
+  return sharding.replicate(state, mesh)
