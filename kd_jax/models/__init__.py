@@ -1,0 +1,129 @@
+"""The model zoo: every model is a Flax linen module returning a `ModelOutput`.
+
+Contract: `model.apply(variables, x, train=...)` with NHWC float inputs (MLPs flatten any input) returns
+`ModelOutput(logits, stages, preact_stages, embedding)`. BatchNorm statistics live in the `batch_stats`
+collection, so a train-mode call needs `mutable=["batch_stats"]`; eval mode needs nothing mutable.
+
+    model = create_model("resnet8x4", num_classes=100)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+
+`MODELS` maps a name to a constructor `(num_classes, **kwargs) -> nn.Module`. The named models take only
+`dtype` and `param_dtype`; the generic ones (`resnet`, `wrn`, `mlp`, `cnn`) take their shape as keyword
+arguments, e.g. `create_model("wrn", 100, depth=28, widen_factor=10)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable, Dict, List
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from kd_jax.errors import KDJaxError
+from kd_jax.models import resnet_cifar, small, wrn
+from kd_jax.models.outputs import ModelOutput
+from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
+from kd_jax.models.small import CNN, MLP
+from kd_jax.models.wrn import PreActBlock, WideResNet
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    # CIFAR ResNets (He et al. 2016), RepDistiller conventions.
+    "resnet": resnet_cifar.resnet,
+    "resnet8": resnet_cifar.resnet8,
+    "resnet14": resnet_cifar.resnet14,
+    "resnet20": resnet_cifar.resnet20,
+    "resnet26": resnet_cifar.resnet26,
+    "resnet32": resnet_cifar.resnet32,
+    "resnet44": resnet_cifar.resnet44,
+    "resnet56": resnet_cifar.resnet56,
+    "resnet110": resnet_cifar.resnet110,
+    "resnet8x4": resnet_cifar.resnet8x4,
+    "resnet32x4": resnet_cifar.resnet32x4,
+    # Wide ResNets (Zagoruyko & Komodakis 2016).
+    "wrn": wrn.wrn,
+    "wrn_16_1": wrn.wrn_16_1,
+    "wrn_16_2": wrn.wrn_16_2,
+    "wrn_40_1": wrn.wrn_40_1,
+    "wrn_40_2": wrn.wrn_40_2,
+    # Small models for the 8x8 digits data and tests.
+    "mlp": small.mlp,
+    "mlp_tiny": small.mlp_tiny,
+    "mlp_small": small.mlp_small,
+    "cnn": small.cnn,
+    "cnn_tiny": small.cnn_tiny,
+    "cnn_small": small.cnn_small,
+    "cnn_large": small.cnn_large,
+}
+
+_DTYPE_KWARGS = ("dtype", "param_dtype")
+
+
+def model_names() -> List[str]:
+  """The registered model names, sorted."""
+  return sorted(MODELS)
+
+
+def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+  """Builds the registered model `name` with `num_classes` outputs.
+
+  Args:
+    name: a key of `MODELS`.
+    num_classes: classifier outputs (a positive integer).
+    **kwargs: the constructor's keyword arguments (`dtype`, `param_dtype`, and for the generic models their
+      shape, e.g. `depth`). `dtype`/`param_dtype` may be given as strings such as "bfloat16".
+
+  Raises:
+    KDJaxError: unknown name (the message lists the registered names), unknown or missing keyword
+      arguments (the message lists the valid ones), or invalid values.
+  """
+  if name not in MODELS:
+    raise KDJaxError(f"Unknown model {name!r}. Registered models: {', '.join(model_names())}.")
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    raise KDJaxError(f"num_classes must be a positive integer; got {num_classes!r} for model {name!r}.")
+  constructor = MODELS[name]
+  params = inspect.signature(constructor).parameters
+  valid = [p for p in params if p != "num_classes"]
+  unknown = sorted(set(kwargs) - set(valid))
+  if unknown:
+    raise KDJaxError(f"Model {name!r} got unknown keyword argument(s) {unknown}; valid ones: "
+                     f"{', '.join(valid) if valid else '(none)'}.")
+  missing = [p for p in valid if params[p].default is inspect.Parameter.empty and p not in kwargs]
+  if missing:
+    raise KDJaxError(f"Model {name!r} needs keyword argument(s) {missing}; valid ones: {', '.join(valid)}.")
+  for key in _DTYPE_KWARGS:
+    if isinstance(kwargs.get(key), str):
+      try:
+        kwargs[key] = jnp.dtype(kwargs[key])
+      except TypeError as e:
+        raise KDJaxError(f"Model {name!r}: {key}={kwargs[key]!r} is not a dtype name "
+                         "(try 'float32' or 'bfloat16').") from e
+  return constructor(num_classes, **kwargs)
+
+
+def param_count(params: Any) -> int:
+  """Total number of elements over the leaves of `params`.
+
+  Pass `variables["params"]` to count trainable parameters only (as papers report them; BatchNorm running
+  statistics are in `variables["batch_stats"]`). Works on arrays and on `jax.ShapeDtypeStruct` leaves, so
+  `param_count(jax.eval_shape(model.init, key, x)["params"])` counts without computing anything.
+  """
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+__all__ = [
+    "MODELS",
+    "BasicBlock",
+    "CNN",
+    "MLP",
+    "ModelOutput",
+    "PreActBlock",
+    "ResNetCIFAR",
+    "WideResNet",
+    "create_model",
+    "model_names",
+    "param_count",
+]
