@@ -48,19 +48,26 @@ def teacher_forward(teacher: Optional[nn.Module], teacher_variables: Any, images
 def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
                        tx: optax.GradientTransformation, sample_batch: Dict[str, jax.Array],
                        teacher: Optional[nn.Module] = None, teacher_variables: Any = None) -> TrainState:
-  """Initialises the student, then the distiller from sample student/teacher outputs."""
-  student_rng, distiller_rng, state_rng = jax.random.split(rng, 3)
-  images = sample_batch["image"]
-  variables = student.init(student_rng, images, train=False)
-  student_out = student.apply(variables, images, train=False)
-  teacher_out = teacher_forward(teacher, teacher_variables, images) if distiller.needs_teacher else None
-  distiller_params, distiller_state = split_state(
-      distiller.init(distiller_rng, student_out, teacher_out, sample_batch))
-  trainable = {"student": variables["params"], "distiller": distiller_params}
-  return TrainState(
-      step=jnp.zeros((), jnp.int32), params=variables["params"],
-      batch_stats=variables.get("batch_stats", {}), distiller_params=distiller_params,
-      distiller_state=distiller_state, opt_state=tx.init(trainable), rng=state_rng)
+  """Initialises the student, then the distiller from sample student/teacher outputs.
+
+  Jitted as a whole: run eagerly, every parameter initialiser would compile on its own (seconds each).
+  """
+
+  def init(rng, sample_batch, teacher_variables):
+    student_rng, distiller_rng, state_rng = jax.random.split(rng, 3)
+    images = sample_batch["image"]
+    variables = student.init(student_rng, images, train=False)
+    student_out = student.apply(variables, images, train=False)
+    teacher_out = teacher_forward(teacher, teacher_variables, images) if distiller.needs_teacher else None
+    distiller_params, distiller_state = split_state(
+        distiller.init(distiller_rng, student_out, teacher_out, sample_batch))
+    trainable = {"student": variables["params"], "distiller": distiller_params}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}), distiller_params=distiller_params,
+        distiller_state=distiller_state, opt_state=tx.init(trainable), rng=state_rng)
+
+  return jax.jit(init)(rng, sample_batch, teacher_variables)
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables: Any, *,
