@@ -1,4 +1,4 @@
-"""KD student of the default study (mlp_tiny learning from a cnn_large teacher on digits).
+"""KD student of the default study (mlp_small learning from a cnn_large teacher on digits).
 
 Train the teacher first (experiments/digits_teacher.py), then:
   python -m kd_jax train --config experiments/digits_kd.py \

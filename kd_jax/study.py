@@ -39,7 +39,7 @@ def study_configs(seed: int = 0, quick: bool = False) -> Dict[str, ml_collection
   teacher.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})
 
   student_ce = ml_collections.ConfigDict(common.to_dict())
-  student_ce.student.model = "mlp_tiny"
+  student_ce.student.model = "mlp_small"
   student_ce.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})
 
   student_kd = ml_collections.ConfigDict(student_ce.to_dict())

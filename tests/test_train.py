@@ -105,10 +105,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits, teacher_dir):
   straight = str(tmp_path / "straight")
   train_and_evaluate(_small_config(max_steps=7, **kd), straight, dataset=digits)
   resumed = str(tmp_path / "resumed")
-  first = train_and_evaluate(_small_config(max_steps=3, **kd), resumed, dataset=digits)
+  first = train_and_evaluate(_small_config(max_steps=3, keep_checkpoints=1, **kd), resumed, dataset=digits)
   assert first["steps"] == 3
-  second = train_and_evaluate(_small_config(max_steps=7, **kd), resumed, dataset=digits)
+  second = train_and_evaluate(_small_config(max_steps=7, keep_checkpoints=1, **kd), resumed, dataset=digits)
   assert second["steps"] == 7
+  assert ckpt.checkpoint_manager(resumed, 1).all_steps() == [7]  # keep-last-N pruned step 3
   model = models.create_model("cnn_tiny", 10)
   image = digits.train.get(np.arange(1))["image"]
   a = ckpt.load_exported_model(straight, model, image)

@@ -41,13 +41,20 @@ class Distiller:
     return {}
 
   def loss(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
-           batch: Batch, *, rng: jax.Array, train: bool) -> Tuple[jax.Array, Metrics, Variables]:
-    """Returns `(loss, metrics, new_state)`; `new_state` holds the updated non-`params` collections."""
+           batch: Batch, *, rng: jax.Array, train: bool,
+           step: jax.Array) -> Tuple[jax.Array, Metrics, Variables]:
+    """Returns `(loss, metrics, new_state)`; `new_state` holds the updated non-`params` collections.
+
+    `teacher` is the teacher's `ModelOutput` (a tuple of them for several teachers, None when
+    `needs_teacher` is False); `batch` holds at least 'image' and 'label'; `step` is the global step
+    (for warm-ups and schedules inside a loss); `rng` is this step's key for this distiller.
+    """
     raise NotImplementedError
 
   def __call__(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
-               batch: Batch, *, rng: jax.Array, train: bool) -> Tuple[jax.Array, Metrics, Variables]:
-    return self.loss(variables, student, teacher, batch, rng=rng, train=train)
+               batch: Batch, *, rng: jax.Array, train: bool,
+               step: jax.Array | int = 0) -> Tuple[jax.Array, Metrics, Variables]:
+    return self.loss(variables, student, teacher, batch, rng=rng, train=train, step=step)
 
 
 def split_state(variables: Variables) -> Tuple[Any, Variables]:
@@ -92,14 +99,14 @@ class WeightedSum(Distiller):
         variables.setdefault(col, {})[name] = tree
     return variables
 
-  def loss(self, variables, student, teacher, batch, *, rng, train):
+  def loss(self, variables, student, teacher, batch, *, rng, train, step):
     total = jnp.zeros((), jnp.float32)
     metrics: Metrics = {}
     new_state: Variables = {}
     for i, (name, weight, distiller) in enumerate(self.terms):
       value, term_metrics, term_state = distiller(
           self._sub(variables, name), student, teacher, batch,
-          rng=jax.random.fold_in(rng, i), train=train)
+          rng=jax.random.fold_in(rng, i), train=train, step=step)
       total = total + weight * value
       metrics[f"{name}/loss"] = value
       metrics.update({f"{name}/{k}": v for k, v in term_metrics.items()})

@@ -15,7 +15,7 @@ class CrossEntropy(Distiller):
   label_smoothing: float = 0.0
   needs_teacher = False
 
-  def loss(self, variables, student, teacher, batch, *, rng, train):
+  def loss(self, variables, student, teacher, batch, *, rng, train, step):
     return losses.cross_entropy(student.logits, batch["label"], label_smoothing=self.label_smoothing), {}, {}
 
 
@@ -33,6 +33,6 @@ class KD(Distiller):
     if not self.temperature > 0:
       raise ValueError(f"kd: temperature must be > 0, got {self.temperature}.")
 
-  def loss(self, variables, student, teacher, batch, *, rng, train):
+  def loss(self, variables, student, teacher, batch, *, rng, train, step):
     value = losses.kd(student.logits, teacher.logits, self.temperature, reduction=self.reduction)
     return value, {}, {}

@@ -88,7 +88,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
         mutable=["batch_stats"])
     loss, metrics, new_distiller_state = distiller(
         {"params": trainable["distiller"], **state.distiller_state}, student_out, teacher_out, batch,
-        rng=distiller_rng, train=True)
+        rng=distiller_rng, train=True, step=state.step)
     return loss, (metrics, new_student.get("batch_stats", {}), new_distiller_state, student_out.logits)
 
   trainable = {"student": state.params, "distiller": state.distiller_params}
