@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher = ml_collections.ConfigDict()
   c.teacher.model = ""            # '' = no teacher
   c.teacher.workdir = ""          # a finished kd_jax run whose exported model is the teacher
+  c.teacher.extra_workdirs = ()   # more teachers (ensembles, teacher assistants); models from their runs
+  c.teacher.calibrate = False     # divide each teacher's logits by a temperature fitted on the val split
 
   # Weighted sum of distillers: term -> {weight, distiller (defaults to the term's name), hyper-params}.
   c.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})

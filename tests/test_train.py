@@ -1,5 +1,6 @@
 """The train step on a device mesh, resume, teacher loading and failure handling."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -18,6 +19,7 @@ from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim, sharding
 from kd_jax.train.loop import train_and_evaluate
 from kd_jax.train.step import create_train_state, train_step
+from kd_jax.train.teachers import Teachers
 
 
 def _small_config(**overrides):
@@ -58,17 +60,18 @@ def _run_steps(devices, num_steps, digits, teacher_dir):
   config = _small_config()
   student = models.create_model("cnn_tiny", 10)
   sample = kd_data.train_batch(digits.train, 32, seed=0, step=0)
-  teacher, teacher_vars = models.create_model("cnn_small", 10), None
-  teacher_vars = ckpt.load_exported_model(teacher_dir, teacher, sample["image"][:1])
+  teacher = models.create_model("cnn_small", 10)
+  teacher_vars = (ckpt.load_exported_model(teacher_dir, teacher, sample["image"][:1]),)
+  teachers = Teachers((teacher,), (1.0,))
   distiller = distillers.from_config({"ce": {"weight": 0.5}, "kd": {"weight": 0.5},
                                       "fitnet": {"weight": 1.0, "stage": 0}})
   schedule = optim.learning_rate_schedule(config.optim, 10, 100)
   tx = optim.make_optimizer(config.optim, schedule)
   state = create_train_state(jax.random.PRNGKey(0), student, distiller, tx,
-                             {k: jnp.asarray(v) for k, v in sample.items()}, teacher, teacher_vars)
+                             {k: jnp.asarray(v) for k, v in sample.items()}, teachers, teacher_vars)
   state = sharding.replicate(state, mesh)
   teacher_vars = sharding.replicate(teacher_vars, mesh)
-  step = jax.jit(functools.partial(train_step, student=student, teacher=teacher, distiller=distiller, tx=tx,
+  step = jax.jit(functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
                                    schedule=schedule, crop_pad=1, flip=True))
   losses = []
   for i in range(num_steps):
@@ -176,3 +179,18 @@ def _template_state(config, digits, mesh):
   state = create_train_state(jax.random.PRNGKey(0), student, distiller, optim.make_optimizer(config.optim, schedule),
                              {k: jnp.asarray(v) for k, v in sample.items()})
   return sharding.replicate(state, mesh)
+
+
+def test_several_teachers_reach_distillers_as_a_tuple(digits, teacher_dir, tmp_path):
+  from kd_jax.train.teachers import load_teachers
+  second = str(tmp_path / "second")
+  train_and_evaluate(_small_config(**{"student.model": "mlp_tiny", "max_steps": 2}), second, dataset=digits)
+  config = _small_config(**{"teacher.workdir": teacher_dir, "teacher.extra_workdirs": (second,)})
+  images = digits.train.get(np.arange(4))["image"]
+  teachers, variables = load_teachers(config, 10, images[:1])
+  assert [type(m).__name__ for m in teachers.modules] == ["CNN", "MLP"]  # models read from each run
+  outs = teachers(variables, images)
+  assert isinstance(outs, tuple) and len(outs) == 2
+  halved = dataclasses.replace(teachers, temperatures=(2.0, 1.0))(variables, images)
+  np.testing.assert_allclose(halved[0].logits, outs[0].logits / 2.0, rtol=1e-6)
+  np.testing.assert_allclose(halved[1].logits, outs[1].logits, rtol=1e-6)

@@ -1,7 +1,7 @@
 """Training: state, steps, sharding, checkpoints and the loop."""
 
-from kd_jax.train.loop import evaluate, load_teacher, train_and_evaluate
+from kd_jax.train.loop import evaluate, train_and_evaluate
 from kd_jax.train.step import TrainState, create_train_state, eval_step, train_step
 
-__all__ = ["TrainState", "create_train_state", "eval_step", "evaluate", "load_teacher", "train_and_evaluate",
+__all__ = ["TrainState", "create_train_state", "eval_step", "evaluate", "train_and_evaluate",
            "train_step"]

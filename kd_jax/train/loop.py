@@ -24,6 +24,7 @@ from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim
 from kd_jax.train import sharding
 from kd_jax.train.step import TrainState, create_train_state, eval_step, train_step
+from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers
 from kd_jax.train.writers import MetricWriter
 
 
@@ -50,21 +51,6 @@ def evaluate(eval_fn, variables: Any, split: kd_data.Split, batch_size: int, mes
   return {"accuracy": float(totals["correct"] / totals["count"]), "nll": float(totals["nll"] / totals["count"])}
 
 
-def load_teacher(config: ml_collections.ConfigDict, num_classes: int, sample_images: np.ndarray):
-  """The teacher module and its frozen variables from `config.teacher.workdir`'s exported model."""
-  if not config.teacher.workdir:
-    raise KDJaxError("The loss uses a teacher but config.teacher.workdir is empty: point it at a finished "
-                     "kd_jax run (e.g. the teacher run of `python -m kd_jax`), or use only 'ce' in config.loss.")
-  info = ckpt.read_export_info(config.teacher.workdir)
-  name = config.teacher.model or info["model"]
-  if info.get("num_classes", num_classes) != num_classes:
-    raise KDJaxError(f"The teacher in {config.teacher.workdir!r} has {info['num_classes']} classes but "
-                     f"dataset {config.data.name!r} has {num_classes}.")
-  teacher = kd_models.create_model(name, num_classes)
-  variables = ckpt.load_exported_model(config.teacher.workdir, teacher, sample_images)
-  return teacher, variables
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        dataset: Optional[kd_data.Dataset] = None) -> Dict[str, Any]:
   """Trains the student of `config` with its distillers, evaluating on validation each epoch.
@@ -87,9 +73,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   distiller = kd_distillers.from_config(config.loss)
   student = kd_models.create_model(config.student.model, dataset.num_classes)
   sample = kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=0)
-  teacher, teacher_variables = None, None
+  teachers, teacher_variables, teacher_report = Teachers(), (), {}
   if distiller.needs_teacher:
-    teacher, teacher_variables = load_teacher(config, dataset.num_classes, sample["image"][:1])
+    teachers, teacher_variables = load_teachers(config, dataset.num_classes, sample["image"][:1])
+    if config.teacher.calibrate:
+      teachers, teacher_report = calibrate_teachers(teachers, teacher_variables, dataset, config, workdir)
     teacher_variables = sharding.replicate(teacher_variables, mesh)
 
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
@@ -100,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx = optim.make_optimizer(config.optim, schedule)
 
   state = create_train_state(jax.random.PRNGKey(config.seed), student, distiller, tx,
-                             {k: jnp.asarray(v) for k, v in sample.items()}, teacher, teacher_variables)
+                             {k: jnp.asarray(v) for k, v in sample.items()}, teachers, teacher_variables)
   state = sharding.replicate(state, mesh)
   manager = ckpt.checkpoint_manager(workdir, config.keep_checkpoints)
   restored, _ = ckpt.restore_latest(manager, state)
@@ -112,7 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     f.write(config.to_json_best_effort(indent=2))
 
   step_fn = jax.jit(
-      functools.partial(train_step, student=student, teacher=teacher, distiller=distiller, tx=tx,
+      functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
                         schedule=schedule, crop_pad=config.data.crop_pad, flip=config.data.flip),
       out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)), donate_argnums=(0,))
   eval_fn = jax.jit(functools.partial(eval_step, model=student))
@@ -125,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt.save_checkpoint(manager, int(jax.device_get(s.step)), s,
                          {"epoch": epoch, "config": json.loads(config.to_json_best_effort())})
 
-  pending, epoch_sums, epoch_count = [], {}, 0
+  pending, epoch_sums, epoch_count, val = [], {}, 0, None
   bar = tqdm(total=total_steps, initial=start_step, disable=not config.progress_bar, unit="step",
              desc=os.path.basename(workdir), dynamic_ncols=True, leave=False)
   try:
@@ -168,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     save(state, math.ceil(final_step / steps_per_epoch))
     manager.wait_until_finished()
   variables = student_variables(state)
-  val = evaluate(eval_fn, variables, dataset.val, config.eval_batch_size, mesh)
+  if val is None:  # nothing trained in this call (the run was already complete)
+    val = evaluate(eval_fn, variables, dataset.val, config.eval_batch_size, mesh)
   test = evaluate(eval_fn, variables, dataset.test, config.eval_batch_size, mesh)
   ckpt.export_model(workdir, variables, {
       "model": config.student.model, "num_classes": dataset.num_classes, "dataset": dataset.name,
@@ -177,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              "steps": final_step, "epochs": final_step / steps_per_epoch,
              "val_accuracy": val.get("accuracy"), "test_accuracy": test.get("accuracy"),
              "test_nll": test.get("nll"), "wall_time_s": time.time() - start_time,
-             "devices": mesh.size, "workdir": workdir}
+             "devices": mesh.size, "workdir": workdir, **teacher_report}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   return results

@@ -7,7 +7,7 @@ respect to the student's and the distiller's parameters, apply the optax update.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import flax.struct
@@ -18,6 +18,7 @@ from flax import traverse_util
 
 from kd_jax.data import augment
 from kd_jax.distillers import Distiller, split_state
+from kd_jax.train.teachers import Teachers
 
 Metrics = Dict[str, jax.Array]
 
@@ -38,16 +39,9 @@ class TrainState:
   rng: jax.Array
 
 
-def teacher_forward(teacher: Optional[nn.Module], teacher_variables: Any, images: jax.Array):
-  """The frozen teacher in eval mode; constants for the gradient."""
-  if teacher is None:
-    return None
-  return jax.lax.stop_gradient(teacher.apply(teacher_variables, images, train=False))
-
-
 def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
                        tx: optax.GradientTransformation, sample_batch: Dict[str, jax.Array],
-                       teacher: Optional[nn.Module] = None, teacher_variables: Any = None) -> TrainState:
+                       teachers: Teachers = Teachers(), teacher_variables: Any = ()) -> TrainState:
   """Initialises the student, then the distiller from sample student/teacher outputs.
 
   Jitted as a whole: run eagerly, every parameter initialiser would compile on its own (seconds each).
@@ -58,7 +52,7 @@ def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
     images = sample_batch["image"]
     variables = student.init(student_rng, images, train=False)
     student_out = student.apply(variables, images, train=False)
-    teacher_out = teacher_forward(teacher, teacher_variables, images) if distiller.needs_teacher else None
+    teacher_out = teachers(teacher_variables, images) if distiller.needs_teacher else None
     distiller_params, distiller_state = split_state(
         distiller.init(distiller_rng, student_out, teacher_out, sample_batch))
     trainable = {"student": variables["params"], "distiller": distiller_params}
@@ -71,7 +65,7 @@ def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables: Any, *,
-               student: nn.Module, teacher: Optional[nn.Module], distiller: Distiller,
+               student: nn.Module, teachers: Teachers, distiller: Distiller,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                crop_pad: int = 0, flip: bool = False) -> Tuple[TrainState, Metrics]:
   """One optimisation step; pure, meant to be jitted once with everything after `*` bound."""
@@ -80,7 +74,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
   images = batch["image"]
   if crop_pad or flip:
     images = augment(augment_rng, images, pad=crop_pad, flip=flip)
-  teacher_out = teacher_forward(teacher, teacher_variables, images) if distiller.needs_teacher else None
+  teacher_out = teachers(teacher_variables, images) if distiller.needs_teacher else None
 
   def loss_fn(trainable):
     student_out, new_student = student.apply(

@@ -1,0 +1,119 @@
+"""The frozen teacher(s) of a run: loading exported models, the forward pass, optional calibration.
+
+Several teachers (an ensemble, or dense guidance from teacher assistants) reach the distillers as a tuple
+of `ModelOutput`s in the order of `config.teacher.workdir` then `config.teacher.extra_workdirs`; a single
+teacher reaches them as one `ModelOutput`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from kd_jax import models as kd_models
+from kd_jax.errors import KDJaxError
+from kd_jax.models.outputs import ModelOutput
+from kd_jax.train import checkpoint as ckpt
+
+TeacherOutput = Union[None, ModelOutput, Tuple[ModelOutput, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Teachers:
+  """Teacher modules and the temperature each one's logits are divided by (1.0 = as trained).
+
+  A calibrated teacher (Guo et al. 2017 temperature scaling) has its fitted temperature here, so every
+  logit distiller sees `z_t / T_cal` before applying its own softening temperature.
+  """
+
+  modules: Tuple[nn.Module, ...] = ()
+  temperatures: Tuple[float, ...] = ()
+
+  def __call__(self, variables: Sequence[Any], images: jax.Array) -> TeacherOutput:
+    """All teachers in eval mode on the same images; constants for the gradient."""
+    outs = []
+    for module, temperature, v in zip(self.modules, self.temperatures, variables):
+      out = module.apply(v, images, train=False)
+      if temperature != 1.0:
+        out = out.replace(logits=out.logits / temperature)
+      outs.append(jax.lax.stop_gradient(out))
+    if not outs:
+      return None
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def teacher_workdirs(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
+  return tuple(w for w in (config.teacher.workdir, *config.teacher.extra_workdirs) if w)
+
+
+def load_teachers(config: ml_collections.ConfigDict, num_classes: int,
+                  sample_images: np.ndarray) -> Tuple[Teachers, Tuple[Any, ...]]:
+  """Teacher modules (uncalibrated) and their frozen variables, from the runs' exported models."""
+  workdirs = teacher_workdirs(config)
+  if not config.teacher.workdir:
+    raise KDJaxError("The loss uses a teacher but config.teacher.workdir is empty: point it at a finished "
+                     "kd_jax run (e.g. the teacher run of `python -m kd_jax`), or use only 'ce' in config.loss.")
+  modules, variables = [], []
+  for i, workdir in enumerate(workdirs):
+    info = ckpt.read_export_info(workdir)
+    name = (config.teacher.model if i == 0 else "") or info["model"]
+    if info.get("num_classes", num_classes) != num_classes:
+      raise KDJaxError(f"The teacher in {workdir!r} has {info['num_classes']} classes but dataset "
+                       f"{config.data.name!r} has {num_classes}.")
+    module = kd_models.create_model(name, num_classes)
+    modules.append(module)
+    variables.append(ckpt.load_exported_model(workdir, module, sample_images))
+  return Teachers(tuple(modules), (1.0,) * len(modules)), tuple(variables)
+
+
+def teacher_logits(teachers: Teachers, variables: Sequence[Any], batches) -> Tuple[np.ndarray, np.ndarray]:
+  """Each teacher's (uncalibrated) logits over `batches` (padded eval batches): [K, N, C] and labels [N]."""
+  forward = jax.jit(lambda v, x: tuple(m.apply(vi, x, train=False).logits for m, vi in zip(teachers.modules, v)))
+  logits, labels = [], []
+  for batch in batches:
+    keep = batch["mask"] > 0
+    logits.append(np.stack([np.asarray(z)[keep] for z in forward(variables, batch["image"])]))
+    labels.append(batch["label"][keep])
+  return np.concatenate(logits, axis=1), np.concatenate(labels)
+
+
+def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, config: ml_collections.ConfigDict,
+                       workdir: str) -> Tuple[Teachers, dict]:
+  """Fits each teacher's temperature on the validation split and reports ECE/ACE before and after.
+
+  Kim et al., "The Role of Teacher Calibration in Knowledge Distillation", 2025, arXiv:2508.20224: a
+  teacher with lower calibration error makes a better teacher. Temperature scaling (Guo et al. 2017) is
+  fitted by NLL on the validation split, never the test split. Writes `teacher_calibration.json` and
+  reliability diagrams (`calibration/teacher<k>_{before,after}.png`) into `workdir`.
+  """
+  from kd_jax import calibration
+  from kd_jax import data as kd_data
+
+  if len(dataset.val) == 0:
+    raise KDJaxError("config.teacher.calibrate needs a validation split to fit the temperature on; set "
+                     "config.data.val_fraction > 0.")
+  logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(dataset.val, config.eval_batch_size))
+  os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
+  temperatures, reports = [], []
+  for k, z in enumerate(logits):
+    t = float(calibration.fit_temperature(z, labels))
+    report = {"teacher": teacher_workdirs(config)[k], "temperature": t, "val_examples": int(len(labels))}
+    for when, scaled in (("before", z), ("after", z / t)):
+      probs = calibration.softmax(scaled)
+      split = calibration.ece_split(probs, labels)
+      report.update({f"ece_{when}": split["ece"], f"ece_over_{when}": split["over"],
+                     f"ece_under_{when}": split["under"], f"ace_{when}": calibration.ace(probs, labels)})
+      calibration.reliability_diagram(probs, labels, os.path.join(workdir, "calibration", f"teacher{k}_{when}.png"),
+                                      title=f"teacher {k} {when} temperature scaling (T={t:.3f})")
+    temperatures.append(t)
+    reports.append(report)
+  with open(os.path.join(workdir, "teacher_calibration.json"), "w") as f:
+    json.dump(reports, f, indent=2)
+  return dataclasses.replace(teachers, temperatures=tuple(temperatures)), {"teacher_calibration": reports}
