@@ -61,7 +61,9 @@ def export_model(workdir: str, variables: Any, info: dict) -> str:
   """Writes the final model variables (`params`, `batch_stats`) and a JSON description for reuse."""
   path = os.path.join(os.path.abspath(workdir), EXPORT_DIR)
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(path, jax.device_get(variables), force=True)
+  # Empty collections (an MLP's batch_stats) are dropped so the export matches `model.init`'s structure.
+  variables = {k: v for k, v in jax.device_get(variables).items() if jax.tree.leaves(v)}
+  checkpointer.save(path, variables, force=True)
   checkpointer.wait_until_finished()
   with open(os.path.join(workdir, EXPORT_INFO), "w") as f:
     json.dump(info, f, indent=2)
