@@ -194,3 +194,23 @@ def test_several_teachers_reach_distillers_as_a_tuple(digits, teacher_dir, tmp_p
   halved = dataclasses.replace(teachers, temperatures=(2.0, 1.0))(variables, images)
   np.testing.assert_allclose(halved[0].logits, outs[0].logits / 2.0, rtol=1e-6)
   np.testing.assert_allclose(halved[1].logits, outs[1].logits, rtol=1e-6)
+
+
+def test_calibrated_teacher_is_fitted_on_validation_and_reported(tmp_path, digits, teacher_dir):
+  from kd_jax import calibration
+  from kd_jax.train.teachers import load_teachers, teacher_logits
+  workdir = str(tmp_path / "cal")
+  config = _small_config(**{"loss": {"kd": {"weight": 1.0}}, "teacher.workdir": teacher_dir,
+                            "teacher.calibrate": True})
+  results = train_and_evaluate(config, workdir, dataset=digits)
+  report = results["teacher_calibration"][0]
+  teachers, variables = load_teachers(config, 10, digits.val.get(np.arange(1))["image"])
+  z, y = teacher_logits(teachers, variables, kd_data.eval_batches(digits.val, 64))
+  assert len(y) == len(digits.val)
+  np.testing.assert_allclose(report["temperature"], calibration.fit_temperature(z[0], y), rtol=1e-6)
+  assert report["nll_after"] <= report["nll_before"] + 1e-9
+  for key in ("ece_before", "ece_after", "ace_before", "ace_after", "ece_over_before", "ece_under_after"):
+    assert key in report
+  for when in ("before", "after"):
+    assert open(os.path.join(workdir, "calibration", f"teacher0_{when}.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  assert json.load(open(os.path.join(workdir, "teacher_calibration.json")))[0]["temperature"] == report["temperature"]

@@ -105,13 +105,13 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
   for k, z in enumerate(logits):
     t = float(calibration.fit_temperature(z, labels))
     report = {"teacher": teacher_workdirs(config)[k], "temperature": t, "val_examples": int(len(labels))}
-    for when, scaled in (("before", z), ("after", z / t)):
-      probs = calibration.softmax(scaled)
-      split = calibration.ece_split(probs, labels)
-      report.update({f"ece_{when}": split["ece"], f"ece_over_{when}": split["over"],
-                     f"ece_under_{when}": split["under"], f"ace_{when}": calibration.ace(probs, labels)})
-      calibration.reliability_diagram(probs, labels, os.path.join(workdir, "calibration", f"teacher{k}_{when}.png"),
-                                      title=f"teacher {k} {when} temperature scaling (T={t:.3f})")
+    for when, temperature in (("before", 1.0), ("after", t)):
+      metrics = calibration.calibration_metrics(z, labels, temperature=temperature)
+      report.update({f"{k}_{when}": v for k, v in metrics.items()})
+      calibration.reliability_diagram(
+          calibration.softmax(z, temperature), labels,
+          os.path.join(workdir, "calibration", f"teacher{k}_{when}.png"),
+          title=f"teacher {k}, {when} temperature scaling (T={temperature:.3f})")
     temperatures.append(t)
     reports.append(report)
   with open(os.path.join(workdir, "teacher_calibration.json"), "w") as f:

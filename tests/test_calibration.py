@@ -1,0 +1,235 @@
+"""Calibration metrics pinned to hand-computed values, and temperature scaling on synthetic logits."""
+
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import calibration
+
+
+def softmax(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _nll(z, y, t):
+  """Independent reference: mean -log softmax(z / t)[y], in float64."""
+  s = np.asarray(z, np.float64) / t
+  m = s.max(-1, keepdims=True)
+  log_p = s - m - np.log(np.exp(s - m).sum(-1, keepdims=True))
+  return -np.mean(log_p[np.arange(len(y)), y])
+
+
+def _synthetic(seed, n=20_000, c=10, scale=2.0):
+  """Logits z ~ N(0, scale²) and labels drawn from softmax(z): z is calibrated by construction."""
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(n, c)) * scale
+  y = (np.cumsum(softmax(z), axis=-1) > rng.random((n, 1))).argmax(-1)
+  return z, y
+
+
+# --- ECE ---------------------------------------------------------------------------------------------
+
+# Six examples, four classes, three bins (0, 1/3], (1/3, 2/3], (2/3, 1].
+_PROBS = np.array([
+    [0.30, 0.25, 0.25, 0.20],  # conf .30 -> bin 0, predicts 0, label 0: correct
+    [0.50, 0.20, 0.20, 0.10],  # conf .50 -> bin 1, predicts 0, label 0: correct
+    [0.10, 0.60, 0.20, 0.10],  # conf .60 -> bin 1, predicts 1, label 2: wrong
+    [0.90, 0.05, 0.03, 0.02],  # conf .90 -> bin 2, predicts 0, label 0: correct
+    [0.05, 0.05, 0.10, 0.80],  # conf .80 -> bin 2, predicts 3, label 1: wrong
+    [0.10, 0.70, 0.10, 0.10],  # conf .70 -> bin 2, predicts 1, label 1: correct
+])
+_LABELS = np.array([0, 0, 2, 0, 1, 1])
+
+
+def test_ece_and_its_split_by_hand():
+  # bin 0: |B|=1, acc 1,   conf .30            -> under-confident by .70,  weight 1/6
+  # bin 1: |B|=2, acc 1/2, conf (.5+.6)/2=.55  -> over-confident by .05,   weight 2/6
+  # bin 2: |B|=3, acc 2/3, conf (.9+.8+.7)/3=.8 -> over-confident by 2/15, weight 3/6
+  under = 0.70 / 6
+  over = 0.05 * 2 / 6 + (2 / 15) * 3 / 6  # = 0.1/6 + 0.4/6 = 0.5/6
+  split = calibration.ece_split(_PROBS, _LABELS, num_bins=3)
+  np.testing.assert_allclose(split["under"], under, rtol=1e-12)
+  np.testing.assert_allclose(split["over"], over, rtol=1e-12)
+  np.testing.assert_allclose(split["ece"], 0.2, rtol=1e-12)  # 1.2 / 6
+  np.testing.assert_allclose(calibration.ece(_PROBS, _LABELS, num_bins=3), 0.2, rtol=1e-12)
+
+
+def test_ece_bins_are_right_closed():
+  # Two bins (0, .5] and (.5, 1]. A confidence of exactly .5 belongs to the first (Guo et al.'s code).
+  probs = np.array([[0.5, 0.5], [0.75, 0.25]])
+  labels = np.array([0, 1])  # first correct, second wrong
+  # right-closed: bin 0 {acc 1, conf .5}, bin 1 {acc 0, conf .75} -> .5·.5 + .5·.75 = .625
+  # (left-closed would put both in bin 1: |1/2 − .625| = .125)
+  np.testing.assert_allclose(calibration.ece(probs, labels, num_bins=2), 0.625, rtol=1e-12)
+
+
+def test_ece_is_zero_for_a_perfectly_calibrated_construction():
+  # 10 predictions at confidence .8 of which 8 are right, 4 at confidence .5 of which 2 are right.
+  probs = np.array([[0.8, 0.2]] * 10 + [[0.5, 0.5]] * 4)
+  labels = np.array([0] * 8 + [1] * 2 + [0, 0, 1, 1])
+  split = calibration.ece_split(probs, labels)
+  assert split["ece"] == pytest.approx(0.0, abs=1e-12)
+  assert split["over"] == pytest.approx(0.0, abs=1e-12)
+  assert split["under"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ece_one_bin_is_accuracy_minus_mean_confidence_and_split_adds_up():
+  z, y = _synthetic(0, n=2000)
+  p = softmax(z * 1.7)
+  gap = np.mean(p.max(-1)) - np.mean(p.argmax(-1) == y)
+  np.testing.assert_allclose(calibration.ece(p, y, num_bins=1), abs(gap), rtol=1e-10)
+  split = calibration.ece_split(p, y, num_bins=15)
+  np.testing.assert_allclose(split["over"] + split["under"], split["ece"], rtol=1e-12)
+  assert split["over"] > 0.1 > split["under"]  # logits × 1.7 are over-confident
+
+
+# --- ACE ---------------------------------------------------------------------------------------------
+
+
+def test_ace_by_hand():
+  # N = 4, K = 3 classes, R = 2 ranges of two examples each.
+  probs = np.array([[0.7, 0.2, 0.1],
+                    [0.1, 0.3, 0.6],
+                    [0.2, 0.5, 0.3],
+                    [0.4, 0.4, 0.2]])
+  labels = np.array([0, 2, 1, 1])
+  # class 0: sorted p (1{y=0}): .1(0) .2(0) | .4(0) .7(1) -> |0 − .15| = .15, |.5 − .55| = .05
+  # class 1: sorted p (1{y=1}): .2(0) .3(0) | .4(1) .5(1) -> |0 − .25| = .25, |1 − .45| = .55
+  # class 2: sorted p (1{y=2}): .1(0) .2(0) | .3(0) .6(1) -> |0 − .15| = .15, |.5 − .45| = .05
+  expected = (0.15 + 0.05 + 0.25 + 0.55 + 0.15 + 0.05) / (3 * 2)  # = 0.2
+  np.testing.assert_allclose(calibration.ace(probs, labels, num_bins=2), expected, rtol=1e-12)
+
+
+def test_ace_unequal_ranges_by_hand():
+  # N = 5, R = 2: ranges of 3 and 2 examples (the first N mod R ranges get one more).
+  p0 = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+  probs = np.stack([p0, 1 - p0], axis=1)
+  labels = np.array([1, 1, 0, 1, 0])
+  # class 0: .1(0) .2(0) .3(1) | .4(0) .5(1) -> |1/3 − .2| = 2/15, |.5 − .45| = .05
+  # class 1: .5(0) .6(1) .7(0) | .8(1) .9(1) -> |1/3 − .6| = 4/15, |1 − .85| = .15
+  expected = (2 / 15 + 0.05 + 4 / 15 + 0.15) / 4  # = 0.15
+  np.testing.assert_allclose(calibration.ace(probs, labels, num_bins=2), expected, rtol=1e-12)
+
+
+def test_ace_ignores_example_order_and_falls_after_temperature_scaling():
+  z, y = _synthetic(1, n=3000)
+  p = softmax(z * 2.5)
+  perm = np.random.default_rng(0).permutation(len(y))
+  np.testing.assert_allclose(calibration.ace(p[perm], y[perm]), calibration.ace(p, y), rtol=1e-12)
+  assert calibration.ace(softmax(z), y) < 0.5 * calibration.ace(p, y)
+
+
+# --- temperature scaling -----------------------------------------------------------------------------
+
+
+def test_fit_temperature_recovers_a_known_temperature_and_lowers_ece():
+  z, y = _synthetic(0)  # softmax(z) is the true label distribution
+  over_confident = z * 2.5
+  t = calibration.fit_temperature(over_confident, y)
+  assert t == pytest.approx(2.5, rel=0.05)
+  before = calibration.ece(softmax(over_confident), y)
+  after = calibration.ece(softmax(over_confident / t), y)
+  assert after < 0.2 * before
+  # The same through the one-call summary a run logs; accuracy is unchanged by a temperature.
+  m0 = calibration.calibration_metrics(over_confident, y)
+  m1 = calibration.calibration_metrics(over_confident, y, temperature=t)
+  np.testing.assert_allclose([m0["ece"], m1["ece"]], [before, after], rtol=1e-12)
+  assert m1["nll"] < m0["nll"] and m1["ace"] < m0["ace"] and m1["accuracy"] == m0["accuracy"]
+
+
+def test_fit_temperature_returns_one_on_calibrated_logits_and_sharpens_under_confident_ones():
+  z, y = _synthetic(2)
+  assert calibration.fit_temperature(z, y) == pytest.approx(1.0, rel=0.05)
+  assert calibration.fit_temperature(z / 2.0, y) == pytest.approx(0.5, rel=0.05)
+
+
+def test_fit_temperature_is_the_nll_minimiser():
+  z, y = _synthetic(3, n=4000)
+  t = calibration.fit_temperature(z * 3.0, y)
+  grid = np.exp(np.linspace(np.log(0.2), np.log(20.0), 2001))
+  best_on_grid = grid[np.argmin([_nll(z * 3.0, y, g) for g in grid])]
+  assert t == pytest.approx(best_on_grid, rel=3e-3)  # the grid step is 0.23%
+  assert _nll(z * 3.0, y, t) <= min(_nll(z * 3.0, y, t * 1.001), _nll(z * 3.0, y, t / 1.001))
+
+
+def test_fit_temperature_converges_from_bad_initial_values():
+  z, y = _synthetic(4, n=4000)
+  ts = [calibration.fit_temperature(z * 2.5, y, init=init) for init in (1e-3, 0.05, 1.0, 40.0, 1e3)]
+  np.testing.assert_allclose(ts, ts[2], rtol=1e-5)
+
+
+def test_fit_temperature_is_scale_equivariant_and_shift_invariant():
+  z, y = _synthetic(5, n=4000)
+  t = calibration.fit_temperature(z, y)
+  # softmax(c·z / (c·T)) = softmax(z / T), and adding a constant to a row does not change its softmax.
+  assert calibration.fit_temperature(z * 7.0, y) == pytest.approx(7.0 * t, rel=1e-5)
+  shift = np.random.default_rng(0).normal(size=(len(y), 1)) * 100.0
+  assert calibration.fit_temperature(z + shift, y) == pytest.approx(t, rel=1e-5)
+
+
+def test_fit_temperature_accepts_jax_float32_arrays():
+  z, y = _synthetic(6, n=2000)
+  t_np = calibration.fit_temperature(z.astype(np.float32), y)
+  t_jax = calibration.fit_temperature(jnp.asarray(z, jnp.float32), jnp.asarray(y))
+  assert isinstance(t_jax, float) and t_jax == pytest.approx(t_np, rel=1e-9)
+
+
+def test_fit_temperature_warns_when_the_minimum_is_at_a_bound():
+  z, _ = _synthetic(7, n=500)
+  with pytest.warns(RuntimeWarning, match="search bound"):
+    t = calibration.fit_temperature(z, z.argmax(-1))  # separable: NLL -> 0 as T -> 0
+  assert t == pytest.approx(1e-3)
+
+
+# --- reliability diagram -----------------------------------------------------------------------------
+
+
+def test_reliability_diagram_writes_a_png(tmp_path):
+  z, y = _synthetic(8, n=1000)
+  path = tmp_path / "plots" / "teacher_before.png"
+  out = calibration.reliability_diagram(softmax(z * 2.5), y, path, num_bins=10, title="teacher")
+  assert out == str(path)
+  data = path.read_bytes()
+  assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+# --- bad inputs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [calibration.ece, calibration.ece_split, calibration.ace])
+def test_metrics_reject_bad_inputs(fn):
+  with pytest.raises(ValueError, match=r"labels must have shape \[N\] = \(6,\)"):
+    fn(_PROBS, _LABELS[:5])
+  with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
+    fn(_PROBS, _LABELS, num_bins=0)
+  with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
+    fn(_PROBS, _LABELS, num_bins=2.5)
+  with pytest.raises(ValueError, match=r"expected a \[N, C\] array"):
+    fn(_PROBS[0], _LABELS[:1])
+  with pytest.raises(ValueError, match="If these are logits, pass softmax"):
+    fn(np.log(_PROBS), _LABELS)
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+    fn(_PROBS, _LABELS + 2)
+
+
+def test_fit_temperature_and_diagram_reject_bad_inputs(tmp_path):
+  z, y = _synthetic(9, n=100)
+  with pytest.raises(ValueError, match="labels must have shape"):
+    calibration.fit_temperature(z, y[:-1])
+  with pytest.raises(ValueError, match="init must be a finite temperature > 0"):
+    calibration.fit_temperature(z, y, init=0.0)
+  with pytest.raises(ValueError, match="integer class ids"):
+    calibration.fit_temperature(z, y.astype(np.float32))
+  with pytest.raises(ValueError, match="NaN or infinite"):
+    calibration.fit_temperature(np.where(z > 2, np.nan, z), y)
+  with pytest.raises(ValueError, match="temperature is undefined"):
+    calibration.fit_temperature(np.zeros_like(z), y)
+  with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
+    calibration.reliability_diagram(softmax(z), y, tmp_path / "x.png", num_bins=0)
+  assert not (tmp_path / "x.png").exists()
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a well-posed fit does not warn
+    calibration.fit_temperature(z, y)
