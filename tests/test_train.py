@@ -72,7 +72,7 @@ def _run_steps(devices, num_steps, digits, teacher_dir):
   state = sharding.replicate(state, mesh)
   teacher_vars = sharding.replicate(teacher_vars, mesh)
   step = jax.jit(functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
-                                   schedule=schedule, crop_pad=1, flip=True))
+                                   schedule=schedule, steps_per_epoch=10, crop_pad=1, flip=True))
   losses = []
   for i in range(num_steps):
     batch = sharding.shard_batch(kd_data.train_batch(digits.train, 32, seed=0, step=i), mesh)
@@ -214,3 +214,29 @@ def test_calibrated_teacher_is_fitted_on_validation_and_reported(tmp_path, digit
   for when in ("before", "after"):
     assert open(os.path.join(workdir, "calibration", f"teacher0_{when}.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   assert json.load(open(os.path.join(workdir, "teacher_calibration.json")))[0]["temperature"] == report["temperature"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Probe(distillers.Distiller):
+  """CE that reports the step and epoch the train step hands to distillers."""
+  needs_teacher = False
+
+  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+    return distillers.CrossEntropy()(variables, student, teacher, batch, rng=rng, train=train)[0], \
+        {"step": step, "epoch": epoch}, {}
+
+
+def test_train_step_hands_distillers_step_and_one_based_epoch(digits):
+  config = _small_config()
+  student = models.create_model("mlp_tiny", 10)
+  schedule = optim.learning_rate_schedule(config.optim, 2, 10)
+  tx = optim.make_optimizer(config.optim, schedule)
+  sample = {k: jnp.asarray(v) for k, v in kd_data.train_batch(digits.train, 32, seed=0, step=0).items()}
+  state = create_train_state(jax.random.PRNGKey(0), student, _Probe(), tx, sample)
+  step = jax.jit(functools.partial(train_step, student=student, teachers=Teachers(), distiller=_Probe(), tx=tx,
+                                   schedule=schedule, steps_per_epoch=2))
+  seen = []
+  for _ in range(5):
+    state, metrics = step(state, sample, ())
+    seen.append((int(metrics["step"]), int(metrics["epoch"])))
+  assert seen == [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3)]

@@ -11,12 +11,21 @@ from typing import Any, Mapping
 from kd_jax.distillers.base import Distiller, WeightedSum, split_state
 from kd_jax.distillers.feature import FitNet, Regressor
 from kd_jax.distillers.logit import KD, CrossEntropy
+from kd_jax.distillers.logit import DIST, DKD, EnergyKD, EnsembleKD, LogitStandardizedKD
+from kd_jax.distillers.similarity import CSKD, R2KD
 from kd_jax.errors import KDJaxError
 
 DISTILLERS: dict[str, type[Distiller]] = {
     "ce": CrossEntropy,
     "kd": KD,
     "fitnet": FitNet,
+    "dkd": DKD,
+    "dist": DIST,
+    "ls_kd": LogitStandardizedKD,
+    "energy_kd": EnergyKD,
+    "ensemble_kd": EnsembleKD,
+    "cskd": CSKD,
+    "r2kd": R2KD,
 }
 
 
@@ -63,3 +72,4 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
 
 __all__ = ["DISTILLERS", "CrossEntropy", "Distiller", "FitNet", "KD", "Regressor", "WeightedSum",
            "distiller_names", "from_config", "make_distiller", "split_state"]
+__all__ += ["DIST", "DKD", "EnergyKD", "EnsembleKD", "LogitStandardizedKD"]

@@ -41,20 +41,21 @@ class Distiller:
     return {}
 
   def loss(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
-           batch: Batch, *, rng: jax.Array, train: bool,
-           step: jax.Array) -> Tuple[jax.Array, Metrics, Variables]:
+           batch: Batch, *, rng: jax.Array, train: bool, step: jax.Array,
+           epoch: jax.Array) -> Tuple[jax.Array, Metrics, Variables]:
     """Returns `(loss, metrics, new_state)`; `new_state` holds the updated non-`params` collections.
 
     `teacher` is the teacher's `ModelOutput` (a tuple of them for several teachers, None when
-    `needs_teacher` is False); `batch` holds at least 'image' and 'label'; `step` is the global step
-    (for warm-ups and schedules inside a loss); `rng` is this step's key for this distiller.
+    `needs_teacher` is False); `batch` holds at least 'image' and 'label'; `step` is the number of updates
+    already applied and `epoch` the 1-based epoch this step belongs to (for warm-ups and schedules inside a
+    loss, e.g. mdistiller's `min(epoch / warmup, 1)`); `rng` is this step's key for this distiller.
     """
     raise NotImplementedError
 
   def __call__(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
                batch: Batch, *, rng: jax.Array, train: bool,
-               step: jax.Array | int = 0) -> Tuple[jax.Array, Metrics, Variables]:
-    return self.loss(variables, student, teacher, batch, rng=rng, train=train, step=step)
+               step: jax.Array | int = 0, epoch: jax.Array | int = 1) -> Tuple[jax.Array, Metrics, Variables]:
+    return self.loss(variables, student, teacher, batch, rng=rng, train=train, step=step, epoch=epoch)
 
 
 def split_state(variables: Variables) -> Tuple[Any, Variables]:
@@ -99,14 +100,14 @@ class WeightedSum(Distiller):
         variables.setdefault(col, {})[name] = tree
     return variables
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step):
+  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
     total = jnp.zeros((), jnp.float32)
     metrics: Metrics = {}
     new_state: Variables = {}
     for i, (name, weight, distiller) in enumerate(self.terms):
       value, term_metrics, term_state = distiller(
           self._sub(variables, name), student, teacher, batch,
-          rng=jax.random.fold_in(rng, i), train=train, step=step)
+          rng=jax.random.fold_in(rng, i), train=train, step=step, epoch=epoch)
       total = total + weight * value
       metrics[f"{name}/loss"] = value
       metrics.update({f"{name}/{k}": v for k, v in term_metrics.items()})

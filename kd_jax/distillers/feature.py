@@ -71,7 +71,7 @@ class FitNet(Distiller):
     s, t = self._features(student, teacher)
     return dict(Regressor(t.shape).init(rng, s, train=False))
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step):
+  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
     s, t = self._features(student, teacher)
     regressor = Regressor(t.shape)
     if train and "batch_stats" in variables:

@@ -6,5 +6,15 @@ stable; users compose them freely in their own code.
 
 from kd_jax.losses.features import fitnet
 from kd_jax.losses.logits import cross_entropy, kd, kl_divergence_per_example
+from kd_jax.losses.logits import (dist, dist_relations, dkd, dkd_parts, energy_kd, energy_score,
+                                  energy_temperatures, energy_thresholds, ensemble_kd, logit_standardized_kd,
+                                  pearson_correlation, standardize_logits)
+from kd_jax.losses.similarity import (cskd, cskd_cswt, cswt_temperatures, r2kd, r2kd_rank_loss,
+                                      r2kd_teacher_logits, r2kd_value_loss)
 
 __all__ = ["cross_entropy", "fitnet", "kd", "kl_divergence_per_example"]
+__all__ += ["dist", "dist_relations", "dkd", "dkd_parts", "energy_kd", "energy_score", "energy_temperatures",
+            "energy_thresholds", "ensemble_kd", "logit_standardized_kd", "pearson_correlation",
+            "standardize_logits"]
+__all__ += ["cskd", "cskd_cswt", "cswt_temperatures", "r2kd", "r2kd_rank_loss", "r2kd_teacher_logits",
+            "r2kd_value_loss"]

@@ -101,7 +101,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   step_fn = jax.jit(
       functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
-                        schedule=schedule, crop_pad=config.data.crop_pad, flip=config.data.flip),
+                        schedule=schedule, steps_per_epoch=steps_per_epoch, crop_pad=config.data.crop_pad,
+                        flip=config.data.flip),
       out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)), donate_argnums=(0,))
   eval_fn = jax.jit(functools.partial(eval_step, model=student))
   writer = MetricWriter(workdir)

@@ -66,7 +66,7 @@ def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables: Any, *,
                student: nn.Module, teachers: Teachers, distiller: Distiller,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               tx: optax.GradientTransformation, schedule: optax.Schedule, steps_per_epoch: int,
                crop_pad: int = 0, flip: bool = False) -> Tuple[TrainState, Metrics]:
   """One optimisation step; pure, meant to be jitted once with everything after `*` bound."""
   step_rng = jax.random.fold_in(state.rng, state.step)
@@ -82,7 +82,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
         mutable=["batch_stats"])
     loss, metrics, new_distiller_state = distiller(
         {"params": trainable["distiller"], **state.distiller_state}, student_out, teacher_out, batch,
-        rng=distiller_rng, train=True, step=state.step)
+        rng=distiller_rng, train=True, step=state.step, epoch=state.step // steps_per_epoch + 1)
     return loss, (metrics, new_student.get("batch_stats", {}), new_distiller_state, student_out.logits)
 
   trainable = {"student": state.params, "distiller": state.distiller_params}
