@@ -221,9 +221,9 @@ class _Probe(distillers.Distiller):
   """CE that reports the step and epoch the train step hands to distillers."""
   needs_teacher = False
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
-    return distillers.CrossEntropy()(variables, student, teacher, batch, rng=rng, train=train)[0], \
-        {"step": step, "epoch": epoch}, {}
+  def loss(self, variables, student, teacher, batch, ctx):
+    return distillers.CrossEntropy().loss(variables, student, teacher, batch, ctx)[0], \
+        {"step": ctx.step, "epoch": ctx.epoch}, {}
 
 
 def test_train_step_hands_distillers_step_and_one_based_epoch(digits):

@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from kd_jax.distillers.base import Distiller, WeightedSum, split_state
+from kd_jax.distillers.base import Context, Distiller, Forward, WeightedSum, split_state
 from kd_jax.distillers.feature import FitNet, Regressor
-from kd_jax.distillers.logit import KD, CrossEntropy
-from kd_jax.distillers.logit import DIST, DKD, EnergyKD, EnsembleKD, LogitStandardizedKD
+from kd_jax.distillers.logit import DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD
 from kd_jax.distillers.similarity import CSKD, R2KD
 from kd_jax.errors import KDJaxError
 
@@ -70,6 +69,6 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
   return WeightedSum(tuple(terms))
 
 
-__all__ = ["DISTILLERS", "CrossEntropy", "Distiller", "FitNet", "KD", "Regressor", "WeightedSum",
-           "distiller_names", "from_config", "make_distiller", "split_state"]
-__all__ += ["DIST", "DKD", "EnergyKD", "EnsembleKD", "LogitStandardizedKD"]
+__all__ = ["CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller", "EnergyKD",
+           "EnsembleKD", "FitNet", "Forward", "LogitStandardizedKD", "Regressor", "WeightedSum", "distiller_names",
+           "from_config", "make_distiller", "split_state"]

@@ -12,7 +12,7 @@ distiller returns updated (e.g. a connector's BatchNorm statistics, a memory ban
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,32 @@ from kd_jax.models.outputs import ModelOutput
 Variables = Dict[str, Any]
 Metrics = Dict[str, jax.Array]
 Batch = Mapping[str, jax.Array]
+
+
+TeacherOutput = Union[None, ModelOutput, Tuple[ModelOutput, ...]]
+# forward(images) -> (student output in train mode, teacher output): the models at this step's parameters
+# on other images (a mixed or augmented copy of the batch). The extra student pass's BatchNorm statistics are
+# discarded; gradients flow through it.
+Forward = Callable[[jax.Array], Tuple[ModelOutput, TeacherOutput]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """Where in training a loss is evaluated.
+
+  Attributes:
+    rng: this step's key for this distiller (None outside training).
+    train: True inside the train step (connectors' BatchNorm then uses batch statistics).
+    step: updates already applied.
+    epoch: the 1-based epoch this step belongs to (mdistiller's `epoch` for warm-ups).
+    forward: see `Forward`; None where no model is at hand (unit tests of the pure parts).
+  """
+
+  rng: Optional[jax.Array] = None
+  train: bool = False
+  step: Any = 0
+  epoch: Any = 1
+  forward: Optional[Forward] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,22 +66,20 @@ class Distiller:
     del rng, student, teacher, batch
     return {}
 
-  def loss(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
-           batch: Batch, *, rng: jax.Array, train: bool, step: jax.Array,
-           epoch: jax.Array) -> Tuple[jax.Array, Metrics, Variables]:
+  def loss(self, variables: Variables, student: ModelOutput, teacher: TeacherOutput, batch: Batch,
+           ctx: Context) -> Tuple[jax.Array, Metrics, Variables]:
     """Returns `(loss, metrics, new_state)`; `new_state` holds the updated non-`params` collections.
 
     `teacher` is the teacher's `ModelOutput` (a tuple of them for several teachers, None when
-    `needs_teacher` is False); `batch` holds at least 'image' and 'label'; `step` is the number of updates
-    already applied and `epoch` the 1-based epoch this step belongs to (for warm-ups and schedules inside a
-    loss, e.g. mdistiller's `min(epoch / warmup, 1)`); `rng` is this step's key for this distiller.
+    `needs_teacher` is False); `batch` holds at least 'image' and 'label' (the un-augmented images; the
+    models saw the augmented view); `ctx` says where in training this step is.
     """
     raise NotImplementedError
 
-  def __call__(self, variables: Variables, student: ModelOutput, teacher: Optional[ModelOutput],
-               batch: Batch, *, rng: jax.Array, train: bool,
-               step: jax.Array | int = 0, epoch: jax.Array | int = 1) -> Tuple[jax.Array, Metrics, Variables]:
-    return self.loss(variables, student, teacher, batch, rng=rng, train=train, step=step, epoch=epoch)
+  def __call__(self, variables: Variables, student: ModelOutput, teacher: TeacherOutput, batch: Batch, *,
+               rng: Optional[jax.Array] = None, train: bool = False, step: jax.Array | int = 0,
+               epoch: jax.Array | int = 1, forward: Optional[Forward] = None) -> Tuple[jax.Array, Metrics, Variables]:
+    return self.loss(variables, student, teacher, batch, Context(rng, train, step, epoch, forward))
 
 
 def split_state(variables: Variables) -> Tuple[Any, Variables]:
@@ -100,14 +124,14 @@ class WeightedSum(Distiller):
         variables.setdefault(col, {})[name] = tree
     return variables
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     total = jnp.zeros((), jnp.float32)
     metrics: Metrics = {}
     new_state: Variables = {}
     for i, (name, weight, distiller) in enumerate(self.terms):
-      value, term_metrics, term_state = distiller(
-          self._sub(variables, name), student, teacher, batch,
-          rng=jax.random.fold_in(rng, i), train=train, step=step, epoch=epoch)
+      term_ctx = dataclasses.replace(ctx, rng=None if ctx.rng is None else jax.random.fold_in(ctx.rng, i))
+      value, term_metrics, term_state = distiller.loss(self._sub(variables, name), student, teacher, batch,
+                                                       term_ctx)
       total = total + weight * value
       metrics[f"{name}/loss"] = value
       metrics.update({f"{name}/{k}": v for k, v in term_metrics.items()})

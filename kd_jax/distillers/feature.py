@@ -71,10 +71,10 @@ class FitNet(Distiller):
     s, t = self._features(student, teacher)
     return dict(Regressor(t.shape).init(rng, s, train=False))
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     s, t = self._features(student, teacher)
     regressor = Regressor(t.shape)
-    if train and "batch_stats" in variables:
+    if ctx.train and "batch_stats" in variables:
       regressed, state = regressor.apply(variables, s, train=True, mutable=["batch_stats"])
       state = dict(state)
     else:

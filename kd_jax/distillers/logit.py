@@ -21,7 +21,7 @@ class CrossEntropy(Distiller):
   label_smoothing: float = 0.0
   needs_teacher = False
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     return losses.cross_entropy(student.logits, batch["label"], label_smoothing=self.label_smoothing), {}, {}
 
 
@@ -39,7 +39,7 @@ class KD(Distiller):
     if not self.temperature > 0:
       raise ValueError(f"kd: temperature must be > 0, got {self.temperature}.")
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     value = losses.kd(student.logits, teacher.logits, self.temperature, reduction=self.reduction)
     return value, {}, {}
 
@@ -77,10 +77,10 @@ class DKD(Distiller):
       return jnp.ones((), jnp.float32)
     return jnp.minimum(jnp.asarray(epoch, jnp.float32) / self.warmup_epochs, 1.0)
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     tckd, nckd = losses.dkd_parts(student.logits, teacher.logits, batch["label"], self.temperature)
     t2 = self.temperature**2
-    factor = self.warmup_factor(epoch)
+    factor = self.warmup_factor(ctx.epoch)
     value = factor * losses.dkd(student.logits, teacher.logits, batch["label"], alpha=self.alpha,
                                 beta=self.beta, temperature=self.temperature)
     return value, {"tckd": t2 * jnp.mean(tckd), "nckd": t2 * jnp.mean(nckd), "warmup": factor}, {}
@@ -100,7 +100,7 @@ class DIST(Distiller):
     if self.beta < 0 or self.gamma < 0:
       raise ValueError(f"dist: beta and gamma must be >= 0, got beta={self.beta}, gamma={self.gamma}.")
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     return losses.dist(student.logits, teacher.logits, beta=self.beta, gamma=self.gamma,
                        temperature=self.temperature), {}, {}
 
@@ -119,7 +119,7 @@ class LogitStandardizedKD(Distiller):
     if self.eps < 0:
       raise ValueError(f"ls_kd: eps must be >= 0, got {self.eps}.")
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     return losses.logit_standardized_kd(student.logits, teacher.logits, self.temperature, eps=self.eps), {}, {}
 
 
@@ -172,7 +172,7 @@ class EnergyKD(Distiller):
     self._check_thresholds()
     return {}
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     self._check_thresholds()
     value = losses.energy_kd(
         student.logits, teacher.logits, energy_low=self.energy_low, energy_high=self.energy_high,
@@ -206,7 +206,7 @@ class EnsembleKD(Distiller):
         raise ValueError(f"ensemble_kd: weights must be non-negative with a positive sum, got {weights}.")
       object.__setattr__(self, "weights", weights)
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     teachers = (teacher,) if isinstance(teacher, ModelOutput) else tuple(teacher)
     if self.weights is not None and len(self.weights) != len(teachers):
       raise ValueError(f"ensemble_kd: {len(self.weights)} weights for {len(teachers)} teachers.")

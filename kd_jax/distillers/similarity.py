@@ -41,7 +41,7 @@ class CSKD(Distiller):
     if self.alpha < 0:
       raise ValueError(f"cskd: alpha must be >= 0, got {self.alpha}.")
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     cs_fixed = losses.cskd(student.logits, teacher.logits, self.temperature, alpha=self.alpha)
     if not self.cswt:
       return cs_fixed, {"cs_fixed": cs_fixed}, {}
@@ -100,7 +100,7 @@ class R2KD(Distiller):
       got += f" of length {len(teacher)}"
     raise ValueError(f"r2kd: the teacher must be one ModelOutput or a pair (teacher, pruned_teacher), got {got}.")
 
-  def loss(self, variables, student, teacher, batch, *, rng, train, step, epoch):
+  def loss(self, variables, student, teacher, batch, ctx):
     total, parts = losses.r2kd(student.logits, self.teacher_logits(teacher), self.temperature,
                                value_weight=self.value_weight, rank_weight=self.rank_weight, rank=self.rank,
                                soft_rank_strength=self.soft_rank_strength, return_parts=True)

@@ -17,7 +17,7 @@ import optax
 from flax import traverse_util
 
 from kd_jax.data import augment
-from kd_jax.distillers import Distiller, split_state
+from kd_jax.distillers import Context, Distiller, split_state
 from kd_jax.train.teachers import Teachers
 
 Metrics = Dict[str, jax.Array]
@@ -77,12 +77,17 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
   teacher_out = teachers(teacher_variables, images) if distiller.needs_teacher else None
 
   def loss_fn(trainable):
-    student_out, new_student = student.apply(
-        {"params": trainable["student"], "batch_stats": state.batch_stats}, images, train=True,
-        mutable=["batch_stats"])
-    loss, metrics, new_distiller_state = distiller(
-        {"params": trainable["distiller"], **state.distiller_state}, student_out, teacher_out, batch,
-        rng=distiller_rng, train=True, step=state.step, epoch=state.step // steps_per_epoch + 1)
+    student_variables = {"params": trainable["student"], "batch_stats": state.batch_stats}
+    student_out, new_student = student.apply(student_variables, images, train=True, mutable=["batch_stats"])
+
+    def forward(other_images):
+      other_out, _ = student.apply(student_variables, other_images, train=True, mutable=["batch_stats"])
+      return other_out, teachers(teacher_variables, other_images)
+
+    ctx = Context(rng=distiller_rng, train=True, step=state.step, epoch=state.step // steps_per_epoch + 1,
+                  forward=forward)
+    loss, metrics, new_distiller_state = distiller.loss(
+        {"params": trainable["distiller"], **state.distiller_state}, student_out, teacher_out, batch, ctx)
     return loss, (metrics, new_student.get("batch_stats", {}), new_distiller_state, student_out.logits)
 
   trainable = {"student": state.params, "distiller": state.distiller_params}
