@@ -240,3 +240,27 @@ def test_train_step_hands_distillers_step_and_one_based_epoch(digits):
     state, metrics = step(state, sample, ())
     seen.append((int(metrics["step"]), int(metrics["epoch"])))
   assert seen == [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3)]
+
+
+def test_energy_thresholds_come_from_a_teacher_pass_and_are_kept_on_resume(tmp_path, digits, teacher_dir):
+  from kd_jax import losses
+  from kd_jax.train.teachers import load_teachers, teacher_logits
+  workdir = str(tmp_path / "energy")
+  config = _small_config(**{"loss": {"ce": {"weight": 0.1}, "energy_kd": {"weight": 0.9}},
+                            "teacher.workdir": teacher_dir, "max_steps": 2})
+  train_and_evaluate(config, workdir, dataset=digits)
+  stored = json.load(open(os.path.join(workdir, "prepared.json")))
+  teachers, variables = load_teachers(config, 10, digits.train.get(np.arange(1))["image"])
+  z, _ = teacher_logits(teachers, variables, kd_data.eval_batches(digits.train, 64))
+  low, high = losses.energy_thresholds(losses.energy_score(z[0], 4.0), 0.2, 0.2)
+  np.testing.assert_allclose([stored["fields"]["energy_kd"]["energy_low"],
+                              stored["fields"]["energy_kd"]["energy_high"]], [low, high], rtol=1e-5)
+  # A resumed run reads the stored thresholds rather than recomputing them.
+  stored["fields"]["energy_kd"]["energy_low"] = low - 1.0
+  json.dump(stored, open(os.path.join(workdir, "prepared.json"), "w"))
+  distiller = distillers.from_config(config.loss)
+  from kd_jax.train.loop import prepare_distiller
+  prepared = prepare_distiller(distiller, teachers, variables, digits, config, workdir)
+  assert prepared.terms[1][2].energy_low == low - 1.0
+  config.max_steps = 4
+  assert train_and_evaluate(config, workdir, dataset=digits)["steps"] == 4

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kd_jax.models.outputs import ModelOutput
 
@@ -65,6 +66,17 @@ class Distiller:
     """Initial variables, built from sample outputs so that shapes (e.g. a regressor's) fit the models."""
     del rng, student, teacher, batch
     return {}
+
+  def prepare(self, teacher_train_logits: Callable[[], np.ndarray]) -> "Distiller":
+    """A copy with the constants that need a full pass of the frozen teacher over the training data.
+
+    Energy KD's thresholds are the example. `teacher_train_logits()` returns the first teacher's logits
+    ([N, C], un-augmented training images, as the distillers see them, calibration included); it is computed
+    on first call only. The loop stores the fields a `prepare` changed in the run directory, so a resumed
+    run uses exactly the same constants. The default needs nothing.
+    """
+    del teacher_train_logits
+    return self
 
   def loss(self, variables: Variables, student: ModelOutput, teacher: TeacherOutput, batch: Batch,
            ctx: Context) -> Tuple[jax.Array, Metrics, Variables]:
@@ -116,6 +128,25 @@ class WeightedSum(Distiller):
   @staticmethod
   def _sub(variables: Variables, name: str) -> Variables:
     return {col: tree[name] for col, tree in variables.items() if name in tree}
+
+  def prepare(self, teacher_train_logits):
+    return dataclasses.replace(self, terms=tuple(
+        (name, weight, d.prepare(teacher_train_logits)) for name, weight, d in self.terms))
+
+  def prepared_fields(self, prepared: "WeightedSum") -> Dict[str, Dict[str, Any]]:
+    """`{term: {field: value}}` for the hyper-parameters that `prepared` (from `self.prepare`) changed."""
+    changed = {}
+    for (name, _, before), (_, _, after) in zip(self.terms, prepared.terms):
+      diff = {f.name: getattr(after, f.name) for f in dataclasses.fields(after)
+              if getattr(after, f.name) != getattr(before, f.name)}
+      if diff:
+        changed[name] = diff
+    return changed
+
+  def with_fields(self, fields: Mapping[str, Mapping[str, Any]]) -> "WeightedSum":
+    """The sum with `prepared_fields` output applied (how a resumed run restores prepared constants)."""
+    return dataclasses.replace(self, terms=tuple(
+        (name, weight, dataclasses.replace(d, **fields.get(name, {}))) for name, weight, d in self.terms))
 
   def init(self, rng, student, teacher, batch):
     variables: Variables = {}

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kd_jax import losses
 from kd_jax.distillers.base import Distiller
@@ -159,11 +160,21 @@ class EnergyKD(Distiller):
       raise ValueError(f"energy_kd: energy_low ({self.energy_low}) must be <= energy_high ({self.energy_high}); "
                        "lower low_fraction/high_fraction so the two groups do not overlap.")
 
+  def prepare(self, teacher_train_logits):
+    """Fills unset thresholds from the teacher's energies over the training data (the reference's
+    `cal_energy` pass; here over every training example, un-augmented, so the pass is deterministic)."""
+    if self.energy_low is not None and self.energy_high is not None:
+      return self
+    energies = np.asarray(losses.energy_score(teacher_train_logits(), self.energy_temperature))
+    low, high = losses.energy_thresholds(energies, self.low_fraction, self.high_fraction)
+    return dataclasses.replace(self, energy_low=float(low), energy_high=float(high))
+
   def _check_thresholds(self):
     if self.energy_low is None or self.energy_high is None:
       raise KDJaxError(
-          "energy_kd: energy_low and energy_high are not set. They are thresholds of the teacher's energy "
-          f"score (T_E = {self.energy_temperature}) over the training data: compute them once with "
+          "energy_kd: energy_low and energy_high are not set. A training run fills them from a pass of the "
+          "teacher over the training data (Distiller.prepare). They are thresholds of the teacher's energy "
+          f"score (T_E = {self.energy_temperature}); to set them yourself compute "
           "kd_jax.losses.energy_thresholds(kd_jax.losses.energy_score(teacher_logits, "
           f"{self.energy_temperature}), {self.low_fraction}, {self.high_fraction}) and set them in the config "
           "(config.loss.<term>.energy_low / energy_high).")

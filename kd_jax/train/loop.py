@@ -24,7 +24,7 @@ from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim
 from kd_jax.train import sharding
 from kd_jax.train.step import TrainState, create_train_state, eval_step, train_step
-from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers
+from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits
 from kd_jax.train.writers import MetricWriter
 
 
@@ -49,6 +49,38 @@ def evaluate(eval_fn, variables: Any, split: kd_data.Split, batch_size: int, mes
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   return {"accuracy": float(totals["correct"] / totals["count"]), "nll": float(totals["nll"] / totals["count"])}
+
+
+def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, teacher_variables: Any,
+                      dataset: kd_data.Dataset, config: ml_collections.ConfigDict,
+                      workdir: str) -> kd_distillers.WeightedSum:
+  """Fills constants that need a teacher pass over the training data (`Distiller.prepare`).
+
+  The filled values are written to `<workdir>/prepared.json` with the loss config they belong to; a resumed
+  run with the same loss config reads them back instead of recomputing, so it trains with the same ones.
+  """
+  path = os.path.join(workdir, "prepared.json")
+  loss_config = json.loads(json.dumps(config.loss.to_dict()))
+  if os.path.isfile(path):
+    with open(path) as f:
+      stored = json.load(f)
+    if stored["loss"] == loss_config:
+      return distiller.with_fields(stored["fields"])
+  cache = {}
+
+  def train_logits() -> np.ndarray:
+    if "logits" not in cache:
+      logits, _ = teacher_logits(teachers, teacher_variables,
+                                 kd_data.eval_batches(dataset.train, config.eval_batch_size))
+      cache["logits"] = logits[0] / teachers.temperatures[0]
+    return cache["logits"]
+
+  prepared = distiller.prepare(train_logits)
+  fields = distiller.prepared_fields(prepared)
+  if fields:
+    with open(path, "w") as f:
+      json.dump({"loss": loss_config, "fields": fields}, f, indent=2)
+  return prepared
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -78,6 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     teachers, teacher_variables = load_teachers(config, dataset.num_classes, sample["image"][:1])
     if config.teacher.calibrate:
       teachers, teacher_report = calibrate_teachers(teachers, teacher_variables, dataset, config, workdir)
+    distiller = prepare_distiller(distiller, teachers, teacher_variables, dataset, config, workdir)
     teacher_variables = sharding.replicate(teacher_variables, mesh)
 
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
