@@ -40,3 +40,43 @@ def augment(rng: jax.Array, images: jax.Array, *, pad: int = 4, flip: bool = Tru
     mirror = jax.random.bernoulli(flip_rng, 0.5, (n,))
     images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1, :], images)
   return images
+
+
+def partner_within(rng: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mixing partners drawn among the masked examples only: a random permutation of the indices where
+  `mask` is True, the identity elsewhere. Static shapes, so it runs inside a jitted step whatever the
+  subset's size (HE-DA mixes within the high-energy subset of each batch)."""
+  n = mask.shape[0]
+  big = jnp.asarray(n, jnp.float32)
+  # Both orders list the masked indices first; their tails (unmasked, ascending) coincide, so unmasked
+  # examples keep themselves as partners.
+  in_order = jnp.argsort(jnp.where(mask, jnp.arange(n, dtype=jnp.float32), big + jnp.arange(n)))
+  shuffled = jnp.argsort(jnp.where(mask, jax.random.uniform(rng, (n,)), big + jnp.arange(n)))
+  return jnp.arange(n).at[in_order].set(shuffled)
+
+
+def mixup(rng: jax.Array, images: jax.Array, partner: jax.Array, alpha: float = 0.2):
+  """MixUp (Zhang et al. 2018, arXiv:1710.09412): `λ·x + (1−λ)·x[partner]`, λ ~ Beta(α, α), one λ per batch.
+  Returns `(mixed, λ)`."""
+  lam = jax.random.beta(rng, alpha, alpha)
+  return lam * images + (1.0 - lam) * images[partner], lam
+
+
+def cutmix(rng: jax.Array, images: jax.Array, partner: jax.Array, alpha: float = 1.0):
+  """CutMix (Yun et al. 2019, arXiv:1905.04899): paste one box of `x[partner]` into every image.
+
+  λ ~ Beta(α, α); the box has sides `√(1−λ)·(H, W)` around a uniform centre, clipped to the image (one box
+  for the whole batch, as the reference implementations do). Returns `(mixed, λ)` with λ recomputed as the
+  fraction of each image left unchanged.
+  """
+  lam_rng, y_rng, x_rng = jax.random.split(rng, 3)
+  _, h, w, _ = images.shape
+  lam = jax.random.beta(lam_rng, alpha, alpha)
+  cut = jnp.sqrt(1.0 - lam)
+  cy, cx = jax.random.randint(y_rng, (), 0, h), jax.random.randint(x_rng, (), 0, w)
+  half_h, half_w = (cut * h / 2).astype(jnp.int32), (cut * w / 2).astype(jnp.int32)
+  rows, cols = jnp.arange(h), jnp.arange(w)
+  inside = (((rows >= cy - half_h) & (rows < cy + half_h))[:, None]
+            & ((cols >= cx - half_w) & (cols < cx + half_w))[None, :])
+  mixed = jnp.where(inside[None, :, :, None], images[partner], images)
+  return mixed, 1.0 - jnp.mean(inside)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from kd_jax.distillers.augmented import HEDA
 from kd_jax.distillers.base import Context, Distiller, Forward, WeightedSum, split_state
 from kd_jax.distillers.feature import FitNet, Regressor
 from kd_jax.distillers.logit import DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD
@@ -25,6 +26,7 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "ensemble_kd": EnsembleKD,
     "cskd": CSKD,
     "r2kd": R2KD,
+    "he_da": HEDA,
 }
 
 
@@ -70,5 +72,5 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
 
 
 __all__ = ["CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller", "EnergyKD",
-           "EnsembleKD", "FitNet", "Forward", "LogitStandardizedKD", "Regressor", "WeightedSum", "distiller_names",
+           "EnsembleKD", "FitNet", "HEDA", "Forward", "LogitStandardizedKD", "Regressor", "WeightedSum", "distiller_names",
            "from_config", "make_distiller", "split_state"]

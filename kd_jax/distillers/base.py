@@ -83,8 +83,8 @@ class Distiller:
     """Returns `(loss, metrics, new_state)`; `new_state` holds the updated non-`params` collections.
 
     `teacher` is the teacher's `ModelOutput` (a tuple of them for several teachers, None when
-    `needs_teacher` is False); `batch` holds at least 'image' and 'label' (the un-augmented images; the
-    models saw the augmented view); `ctx` says where in training this step is.
+    `needs_teacher` is False); `batch` holds at least 'image' (the augmented view both models saw) and
+    'label'; `ctx` says where in training this step is.
     """
     raise NotImplementedError
 

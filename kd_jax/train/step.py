@@ -75,6 +75,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
   if crop_pad or flip:
     images = augment(augment_rng, images, pad=crop_pad, flip=flip)
   teacher_out = teachers(teacher_variables, images) if distiller.needs_teacher else None
+  batch = dict(batch, image=images)  # distillers see the view the models saw
 
   def loss_fn(trainable):
     student_variables = {"params": trainable["student"], "batch_stats": state.batch_stats}

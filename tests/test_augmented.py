@@ -1,0 +1,90 @@
+"""Mixing within a subset (CutMix, MixUp) and the HE-DA distiller."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import distillers, losses
+from kd_jax.data import cutmix, mixup, partner_within
+from kd_jax.models.outputs import ModelOutput
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_partner_within_permutes_the_subset_and_fixes_the_rest(seed):
+  mask = jax.random.bernoulli(jax.random.PRNGKey(100 + seed), 0.5, (16,))
+  partner = np.asarray(jax.jit(partner_within)(jax.random.PRNGKey(seed), mask))
+  m = np.asarray(mask)
+  assert sorted(partner) == list(range(16))                        # a permutation
+  np.testing.assert_array_equal(partner[~m], np.arange(16)[~m])    # unmasked keep themselves
+  assert set(partner[m]) == set(np.flatnonzero(m))                 # masked map among themselves
+
+
+def test_cutmix_pastes_one_box_from_the_partner():
+  images = jnp.arange(4, dtype=jnp.float32)[:, None, None, None] * jnp.ones((4, 8, 8, 1))
+  partner = jnp.array([1, 0, 3, 2])
+  mixed, lam = cutmix(jax.random.PRNGKey(3), images, partner, 1.0)
+  from_partner = np.asarray(mixed != images)[..., 0]
+  np.testing.assert_array_equal(from_partner[0], from_partner[1])  # the same box in every image
+  np.testing.assert_allclose(np.asarray(mixed)[from_partner], np.asarray(images[partner])[from_partner])
+  np.testing.assert_allclose(lam, 1.0 - from_partner[0].mean(), rtol=1e-6)
+  box = np.argwhere(from_partner[0])
+  if len(box):  # a rectangle
+    (r0, c0), (r1, c1) = box.min(0), box.max(0)
+    assert from_partner[0, r0:r1 + 1, c0:c1 + 1].all()
+
+
+def test_mixup_is_a_convex_combination():
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 3, 2))
+  partner = jnp.array([2, 3, 0, 1])
+  mixed, lam = mixup(jax.random.PRNGKey(1), images, partner, 0.2)
+  assert 0.0 <= float(lam) <= 1.0
+  np.testing.assert_allclose(mixed, lam * images + (1 - lam) * images[partner], rtol=1e-6)
+
+
+def _out(logits):
+  return ModelOutput(logits=logits, stages=(), preact_stages=(), embedding=logits)
+
+
+def test_he_da_is_kd_on_images_mixed_within_the_high_energy_subset():
+  b, c = 8, 5
+  w = jax.random.normal(jax.random.PRNGKey(0), (3 * 3 * 1, c))
+  images = jax.random.normal(jax.random.PRNGKey(1), (b, 3, 3, 1))
+  teacher_logits = jax.random.normal(jax.random.PRNGKey(2), (b, c)) * jnp.arange(1, b + 1)[:, None]
+  energies = losses.energy_score(teacher_logits, 4.0)
+  high = float(np.sort(energies)[4])
+  he_da = distillers.HEDA(energy_low=-np.inf, energy_high=high, include_first=2)
+  student_fn = lambda x: x.reshape(x.shape[0], -1) @ w
+  teacher_fn = lambda x: 2.0 * x.reshape(x.shape[0], -1) @ w + 1.0
+  forward = lambda x: (_out(student_fn(x)), _out(teacher_fn(x)))
+  rng = jax.random.PRNGKey(7)
+  value, metrics, _ = he_da(({}), _out(student_fn(images)), _out(teacher_logits), {"image": images},
+                            rng=rng, train=True, forward=forward)
+  selected = np.array(energies > high)
+  selected[:2] = True
+  np.testing.assert_array_equal(he_da.selection(teacher_logits), selected)
+  partner_rng, mix_rng = jax.random.split(rng)
+  partner = partner_within(partner_rng, jnp.asarray(selected))
+  mixed, _ = cutmix(mix_rng, images, partner, 1.0)
+  per = losses.kd(student_fn(mixed), teacher_fn(mixed), 4.0, reduction="none")
+  np.testing.assert_allclose(value, np.sum(np.asarray(per) * selected) / selected.sum(), rtol=1e-5)
+  np.testing.assert_allclose(metrics["selected_fraction"], selected.mean())
+  # The gradient reaches the student through the mixed forward pass.
+  grad = jax.grad(lambda w_: he_da({}, _out(images.reshape(b, -1) @ w_), _out(teacher_logits),
+                                   {"image": images}, rng=rng, train=True,
+                                   forward=lambda x: (_out(x.reshape(b, -1) @ w_), _out(teacher_fn(x))))[0])(w)
+  assert float(jnp.abs(grad).sum()) > 0
+
+
+def test_he_da_thresholds_from_prepare_and_errors():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (100, 10)) * 3
+  prepared = distillers.HEDA().prepare(lambda: np.asarray(logits))
+  energies = losses.energy_score(logits, 4.0)
+  low, high = losses.energy_thresholds(energies, 0.0, 0.5)
+  assert low == pytest.approx(float(np.min(energies)))  # LOW_RATE = 0: nothing of the training set is below
+  assert prepared.energy_low == pytest.approx(low) and prepared.energy_high == pytest.approx(high)
+  with pytest.raises(Exception, match="energy_low/energy_high are not set"):
+    distillers.HEDA().selection(logits)
+  with pytest.raises(Exception, match="mix must be"):
+    distillers.make_distiller("he_da", mix="blend")
