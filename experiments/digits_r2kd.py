@@ -1,14 +1,12 @@
-"""R2KD student on digits (correlation distance only, for now): mlp_small from the default study's teacher.
+"""R2KD student on digits: mlp_small from the default study's teacher and its pruned copy.
 
-Loss `CE + 1·(L_value + L_rank)` with the reference code's values (Seonghak35/R2KD `engine/cfg.py`,
-METHODS.md item 9): CE weight 1, T = 4, value and rank weights 2 inside the loss, argsort ranks (the rank
-term is logged but has zero gradient, as in the reference; `--config.loss.r2kd.rank=soft` makes it
-differentiable, a deviation). Everything else is the default study's KD student.
-
-Not yet the full method: the training loop does not build the pruned teacher (10% per-layer magnitude
-pruning, `kd_jax.pruning.prune_by_magnitude`, run in train mode, blended 0.7/0.3 by the R2KD distiller
-when it receives a (teacher, pruned_teacher) pair) nor the second loss on an augmented copy of the
-batch. Until it does, this config distils from the plain teacher on the plain batch.
+Loss `CE(x) + [L_value + L_rank](x) + [L_value + L_rank](x_aug)` with the reference code's values
+(Seonghak35/R2KD `engine/cfg.py`, METHODS.md item 9): CE weight 1, T = 4, value and rank weights 2 inside
+the loss, argsort ranks (logged, zero gradient as in the reference; `--config.loss.r2kd.rank=soft` makes
+it differentiable, a deviation). The target is `0.7·z_T + 0.3·z_Tpruned`, the pruned copy having the 10%
+smallest-magnitude weights of every kernel zeroed and running with batch statistics. The augmented copy
+uses CutMix (α = 1); the reference also offers mixup, cutout (one 8×8 hole on CIFAR; too large for 8×8
+digits), cutmixpick and AutoAugment (not implemented here): `--config.loss.r2kd.augment=mixup`.
 
 Train the teacher first (experiments/digits_teacher.py), then:
   python -m kd_jax train --config experiments/digits_r2kd.py \
@@ -20,7 +18,8 @@ from kd_jax.study import study_configs
 
 def get_config():
   c = study_configs()["student_kd"]
+  c.teacher.pruned_copy_rate = 0.1
   c.loss = {"ce": {"weight": 1.0},
             "r2kd": {"weight": 1.0, "temperature": 4.0, "value_weight": 2.0, "rank_weight": 2.0,
-                     "rank": "reference"}}
+                     "rank": "reference", "augment": "cutmix"}}
   return c

@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.workdir = ""          # a finished kd_jax run whose exported model is the teacher
   c.teacher.extra_workdirs = ()   # more teachers (ensembles, teacher assistants); models from their runs
   c.teacher.calibrate = False     # divide each teacher's logits by a temperature fitted on the val split
+  c.teacher.pruned_copy_rate = 0.0  # > 0 adds a magnitude-pruned copy of the teacher (R2KD: 0.1)
 
   # Weighted sum of distillers: term -> {weight, distiller (defaults to the term's name), hyper-params}.
   c.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})
@@ -158,6 +159,9 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"optim.schedule must be 'multistep', 'cosine' or 'constant', got {optim.schedule!r}")
   if optim.get("name", "sgd") not in ("sgd", "adamw"):
     problems.append(f"optim.name must be 'sgd' or 'adamw', got {optim.name!r}")
+  rate = config.get("teacher", {}).get("pruned_copy_rate", 0.0)
+  if not 0.0 <= rate < 1.0:
+    problems.append(f"teacher.pruned_copy_rate must be in [0, 1), got {rate}")
   val = config.get("data", {}).get("val_fraction", 0.0)
   if not 0.0 <= val < 1.0:
     problems.append(f"data.val_fraction must be in [0, 1), got {val}")

@@ -88,3 +88,44 @@ def test_he_da_thresholds_from_prepare_and_errors():
     distillers.HEDA().selection(logits)
   with pytest.raises(Exception, match="mix must be"):
     distillers.make_distiller("he_da", mix="blend")
+
+
+def _forward_linear(w, teacher_scale=2.0):
+  student_fn = lambda x: x.reshape(x.shape[0], -1) @ w
+  teacher_fn = lambda x: teacher_scale * x.reshape(x.shape[0], -1) @ w + 0.5
+  return student_fn, teacher_fn
+
+
+@pytest.mark.parametrize("augment", ["mixup", "cutmix", "cutout", "cutmixpick"])
+def test_r2kd_adds_the_same_loss_on_an_augmented_copy(augment):
+  b, c = 8, 5
+  w = jax.random.normal(jax.random.PRNGKey(0), (4 * 4 * 1, c))
+  images = jax.random.normal(jax.random.PRNGKey(1), (b, 4, 4, 1))
+  student_fn, teacher_fn = _forward_linear(w)
+  pair = lambda x: (_out(teacher_fn(x)), _out(teacher_fn(x) * 0.5))  # (teacher, "pruned" teacher)
+  forward = lambda x: (_out(student_fn(x)), pair(x))
+  r2kd = distillers.make_distiller("r2kd", augment=augment, cutout_size=2, pick=3)
+  rng = jax.random.PRNGKey(5)
+  value, metrics, _ = jax.jit(lambda x: r2kd({}, _out(student_fn(x)), pair(x), {"image": x}, rng=rng,
+                                             train=True, forward=forward))(images)
+  aug = r2kd.augmented_copy(rng, images, pair(images))
+  assert aug.shape[0] == (3 if augment == "cutmixpick" else b)
+  blend = lambda x: 0.7 * teacher_fn(x) + 0.3 * teacher_fn(x) * 0.5
+  expected = losses.r2kd(student_fn(images), blend(images)) + losses.r2kd(student_fn(aug), blend(aug))
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  assert "aug_value" in metrics and "aug_rank" in metrics
+  if augment == "cutmixpick":  # the picked samples are the highest-entropy ones of the blended teacher
+    p = jax.nn.softmax(blend(images))
+    entropy = -np.sum(np.asarray(p) * np.log(np.asarray(p)), -1)
+    partner_rng, mix_rng = jax.random.split(rng)
+    mixed, _ = cutmix(mix_rng, images, jax.random.permutation(partner_rng, b), 1.0)
+    np.testing.assert_allclose(aug, np.asarray(mixed)[np.argsort(-entropy)[:3]], rtol=1e-6)
+
+
+def test_cutout_zeroes_one_square_shared_by_the_batch():
+  from kd_jax.data import cutout
+  images = jnp.ones((3, 10, 10, 2))
+  out = np.asarray(cutout(jax.random.PRNGKey(0), images, 4))
+  holes = out[..., 0] == 0
+  np.testing.assert_array_equal(holes[0], holes[1])
+  assert 0 < holes[0].sum() <= 16

@@ -264,3 +264,25 @@ def test_energy_thresholds_come_from_a_teacher_pass_and_are_kept_on_resume(tmp_p
   assert prepared.terms[1][2].energy_low == low - 1.0
   config.max_steps = 4
   assert train_and_evaluate(config, workdir, dataset=digits)["steps"] == 4
+
+
+def test_pruned_teacher_copy_runs_with_batch_statistics(digits, teacher_dir, tmp_path):
+  from kd_jax.train.teachers import load_teachers
+  config = _small_config(**{"teacher.workdir": teacher_dir, "teacher.pruned_copy_rate": 0.1})
+  images = digits.train.get(np.arange(16))["image"]
+  teachers, variables = load_teachers(config, 10, images[:1])
+  assert teachers.batch_statistics == (False, True)
+  kernels = [k for k in jax.tree_util.tree_leaves_with_path(variables[1]["params"]) if "kernel" in str(k[0])]
+  for _, kernel in kernels:
+    assert np.mean(np.asarray(kernel) == 0) == pytest.approx(0.1, abs=0.02)
+  original, pruned = teachers(variables, images)
+  eval_pruned = teachers.modules[1].apply(variables[1], images, train=False)
+  assert not np.allclose(pruned.logits, eval_pruned.logits)  # batch statistics, not running averages
+  np.testing.assert_allclose(original.logits, teachers.modules[0].apply(variables[0], images, train=False).logits,
+                             rtol=1e-6)
+  r2kd = _small_config(**{"teacher.workdir": teacher_dir, "teacher.pruned_copy_rate": 0.1,
+                          "loss": {"ce": {"weight": 1.0}, "r2kd": {"weight": 1.0, "augment": "cutmix"}}})
+  results = train_and_evaluate(r2kd, str(tmp_path / "r2kd"), dataset=digits)
+  assert results["steps"] == 4
+  last = [json.loads(l) for l in open(os.path.join(tmp_path, "r2kd", "metrics.jsonl"))][-1]
+  assert "train/r2kd/aug_value" in last and np.isfinite(last["train/loss"])

@@ -5,7 +5,7 @@ data); `train_batch` and `eval_batches` cut batches from a split; `augment` is a
 train step. See `datasets.py` and `pipeline.py` for the determinism guarantees.
 """
 
-from kd_jax.data.augment import augment, cutmix, mixup, partner_within
+from kd_jax.data.augment import augment, cutmix, cutout, mixup, partner_within
 from kd_jax.data.datasets import DATASETS
 from kd_jax.data.datasets import Dataset
 from kd_jax.data.datasets import DatasetSpec
@@ -19,6 +19,6 @@ from kd_jax.data.pipeline import steps_per_epoch
 from kd_jax.data.pipeline import train_batch
 
 __all__ = [
-    "DATASETS", "Dataset", "DatasetSpec", "Split", "augment", "cutmix", "mixup", "partner_within", "batch_indices", "dataset_names", "eval_batches",
+    "DATASETS", "Dataset", "DatasetSpec", "Split", "augment", "cutmix", "cutout", "mixup", "partner_within", "batch_indices", "dataset_names", "eval_batches",
     "from_arrays", "load_dataset", "steps_per_epoch", "train_batch",
 ]

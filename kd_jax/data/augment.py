@@ -62,6 +62,16 @@ def mixup(rng: jax.Array, images: jax.Array, partner: jax.Array, alpha: float = 
   return lam * images + (1.0 - lam) * images[partner], lam
 
 
+def _box(rng: jax.Array, h: int, w: int, box_h: jax.Array, box_w: jax.Array) -> jax.Array:
+  """[H, W] bool: a box of about `box_h × box_w` pixels around a uniform centre, clipped to the image."""
+  y_rng, x_rng = jax.random.split(rng)
+  cy, cx = jax.random.randint(y_rng, (), 0, h), jax.random.randint(x_rng, (), 0, w)
+  half_h, half_w = (box_h / 2).astype(jnp.int32), (box_w / 2).astype(jnp.int32)
+  rows, cols = jnp.arange(h), jnp.arange(w)
+  return (((rows >= cy - half_h) & (rows < cy + half_h))[:, None]
+          & ((cols >= cx - half_w) & (cols < cx + half_w))[None, :])
+
+
 def cutmix(rng: jax.Array, images: jax.Array, partner: jax.Array, alpha: float = 1.0):
   """CutMix (Yun et al. 2019, arXiv:1905.04899): paste one box of `x[partner]` into every image.
 
@@ -69,14 +79,17 @@ def cutmix(rng: jax.Array, images: jax.Array, partner: jax.Array, alpha: float =
   for the whole batch, as the reference implementations do). Returns `(mixed, λ)` with λ recomputed as the
   fraction of each image left unchanged.
   """
-  lam_rng, y_rng, x_rng = jax.random.split(rng, 3)
+  lam_rng, box_rng = jax.random.split(rng)
   _, h, w, _ = images.shape
-  lam = jax.random.beta(lam_rng, alpha, alpha)
-  cut = jnp.sqrt(1.0 - lam)
-  cy, cx = jax.random.randint(y_rng, (), 0, h), jax.random.randint(x_rng, (), 0, w)
-  half_h, half_w = (cut * h / 2).astype(jnp.int32), (cut * w / 2).astype(jnp.int32)
-  rows, cols = jnp.arange(h), jnp.arange(w)
-  inside = (((rows >= cy - half_h) & (rows < cy + half_h))[:, None]
-            & ((cols >= cx - half_w) & (cols < cx + half_w))[None, :])
+  cut = jnp.sqrt(1.0 - jax.random.beta(lam_rng, alpha, alpha))
+  inside = _box(box_rng, h, w, cut * h, cut * w)
   mixed = jnp.where(inside[None, :, :, None], images[partner], images)
   return mixed, 1.0 - jnp.mean(inside)
+
+
+def cutout(rng: jax.Array, images: jax.Array, size: int = 8) -> jax.Array:
+  """Cutout (DeVries & Taylor 2017, arXiv:1708.04552): zero one `size × size` square (clipped at the border)
+  at a uniform centre, the same square for the whole batch as in the R2KD reference."""
+  _, h, w, _ = images.shape
+  inside = _box(rng, h, w, jnp.asarray(size, jnp.float32), jnp.asarray(size, jnp.float32))
+  return jnp.where(inside[None, :, :, None], 0.0, images)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 from kd_jax import losses
+from kd_jax.data import cutmix, cutout, mixup
 from kd_jax.distillers.base import Distiller
 from kd_jax.models.outputs import ModelOutput
 
@@ -61,12 +63,15 @@ class R2KD(Distiller):
 
   Teacher: either one `ModelOutput` (plain teacher) or a pair `(teacher, pruned_teacher)`, which is blended
   as `blend_weight·z_T + (1 − blend_weight)·z_Tpruned` (`losses.r2kd_teacher_logits`, 0.7 = `PRUNE.WEIGHT`).
-  The pruned teacher is `kd_jax.pruning.prune_by_magnitude(teacher_params, 0.1)`; making it and running it
-  (in *train* mode, as the reference does; see METHODS.md item 9, second check) is the training loop's job.
+  The pruned teacher is `kd_jax.pruning.prune_by_magnitude(teacher_params, 0.1)`: a run makes it with
+  `config.teacher.pruned_copy_rate = 0.1` and runs it with batch statistics (train-mode BatchNorm, as the
+  reference does; METHODS.md item 9, second check) while the original teacher stays in eval mode.
 
-  Not done here yet: the augmented-copy term `[L_value + L_rank](x_aug)` (mixup, cutmix, cutout,
-  AutoAugment, cutmixpick) needs the loop to run the student and both teachers on an augmented copy of the
-  batch and evaluate this loss a second time (no CE on that copy).
+  `augment` adds the reference's second term, the same loss on an augmented copy of the batch (no CE on
+  it), evaluated on the models through `Context.forward`: 'mixup' (α = 0.2, partners a permutation of the
+  batch), 'cutmix' (α = 1), 'cutout' (one `cutout_size` hole for the whole batch: 8 on CIFAR, 16 on
+  Tiny-ImageNet), 'cutmixpick' (CutMix, then only the `pick` = min(B, 64) samples with the highest teacher
+  entropy at T = 1 on the unmixed images). The reference's AutoAugment option is not implemented.
 
   By default the rank term has zero gradient (argsort ranks, as the reference); `rank='soft'` is a
   differentiable deviation. Metrics: `value`, `rank`.
@@ -78,8 +83,16 @@ class R2KD(Distiller):
   rank: str = "reference"
   soft_rank_strength: float = 10.0
   blend_weight: float = 0.7
+  augment: str = "none"
+  mixup_alpha: float = 0.2
+  cutmix_alpha: float = 1.0
+  cutout_size: int = 8
+  pick: int = 64
 
   def __post_init__(self):
+    if self.augment not in ("none", "mixup", "cutmix", "cutout", "cutmixpick"):
+      raise ValueError(f"r2kd: augment must be 'none', 'mixup', 'cutmix', 'cutout' or 'cutmixpick', got "
+                       f"{self.augment!r} (AutoAugment is not implemented).")
     if not self.temperature > 0:
       raise ValueError(f"r2kd: temperature must be > 0, got {self.temperature}.")
     if self.rank not in ("reference", "soft", "none"):
@@ -100,8 +113,35 @@ class R2KD(Distiller):
       got += f" of length {len(teacher)}"
     raise ValueError(f"r2kd: the teacher must be one ModelOutput or a pair (teacher, pruned_teacher), got {got}.")
 
+  def _loss(self, student_logits, teacher):
+    return losses.r2kd(student_logits, self.teacher_logits(teacher), self.temperature,
+                       value_weight=self.value_weight, rank_weight=self.rank_weight, rank=self.rank,
+                       soft_rank_strength=self.soft_rank_strength, return_parts=True)
+
+  def augmented_copy(self, rng: jax.Array, images: jax.Array, teacher) -> jax.Array:
+    """The augmented images of the second term (a subset of the batch for 'cutmixpick')."""
+    partner_rng, mix_rng = jax.random.split(rng)
+    partner = jax.random.permutation(partner_rng, images.shape[0])
+    if self.augment == "mixup":
+      return mixup(mix_rng, images, partner, self.mixup_alpha)[0]
+    if self.augment == "cutout":
+      return cutout(mix_rng, images, self.cutout_size)
+    mixed = cutmix(mix_rng, images, partner, self.cutmix_alpha)[0]
+    if self.augment == "cutmixpick":
+      log_p = jax.nn.log_softmax(jax.lax.stop_gradient(self.teacher_logits(teacher)), axis=-1)
+      entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+      _, keep = jax.lax.top_k(entropy, min(images.shape[0], self.pick))
+      mixed = mixed[keep]
+    return mixed
+
   def loss(self, variables, student, teacher, batch, ctx):
-    total, parts = losses.r2kd(student.logits, self.teacher_logits(teacher), self.temperature,
-                               value_weight=self.value_weight, rank_weight=self.rank_weight, rank=self.rank,
-                               soft_rank_strength=self.soft_rank_strength, return_parts=True)
-    return total, dict(parts), {}
+    total, parts = self._loss(student.logits, teacher)
+    metrics = dict(parts)
+    if self.augment != "none":
+      if ctx.forward is None:
+        raise ValueError("r2kd with augment needs Context.forward (the train step provides it).")
+      aug_student, aug_teacher = ctx.forward(self.augmented_copy(ctx.rng, batch["image"], teacher))
+      aug_total, aug_parts = self._loss(aug_student.logits, aug_teacher)
+      total = total + aug_total
+      metrics.update({f"aug_{k}": v for k, v in aug_parts.items()})
+    return total, metrics, {}

@@ -1,8 +1,9 @@
 """The frozen teacher(s) of a run: loading exported models, the forward pass, optional calibration.
 
 Several teachers (an ensemble, or dense guidance from teacher assistants) reach the distillers as a tuple
-of `ModelOutput`s in the order of `config.teacher.workdir` then `config.teacher.extra_workdirs`; a single
-teacher reaches them as one `ModelOutput`.
+of `ModelOutput`s in the order of `config.teacher.workdir`, then `config.teacher.extra_workdirs`, then the
+pruned copy of the first teacher if `config.teacher.pruned_copy_rate` > 0; a single teacher reaches them as
+one `ModelOutput`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from kd_jax import models as kd_models
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
+from kd_jax.pruning import prune_by_magnitude
 from kd_jax.train import checkpoint as ckpt
 
 TeacherOutput = Union[None, ModelOutput, Tuple[ModelOutput, ...]]
@@ -35,12 +37,18 @@ class Teachers:
 
   modules: Tuple[nn.Module, ...] = ()
   temperatures: Tuple[float, ...] = ()
+  batch_statistics: Tuple[bool, ...] = ()  # run in train mode (BatchNorm on batch statistics, not updated)
 
   def __call__(self, variables: Sequence[Any], images: jax.Array) -> TeacherOutput:
-    """All teachers in eval mode on the same images; constants for the gradient."""
+    """All teachers on the same images, in eval mode unless `batch_statistics` says otherwise; constants
+    for the gradient."""
     outs = []
-    for module, temperature, v in zip(self.modules, self.temperatures, variables):
-      out = module.apply(v, images, train=False)
+    train_modes = self.batch_statistics or (False,) * len(self.modules)
+    for module, temperature, train, v in zip(self.modules, self.temperatures, train_modes, variables):
+      if train:
+        out, _ = module.apply(v, images, train=True, mutable=["batch_stats"])
+      else:
+        out = module.apply(v, images, train=False)
       if temperature != 1.0:
         out = out.replace(logits=out.logits / temperature)
       outs.append(jax.lax.stop_gradient(out))
@@ -70,7 +78,14 @@ def load_teachers(config: ml_collections.ConfigDict, num_classes: int,
     module = kd_models.create_model(name, num_classes)
     modules.append(module)
     variables.append(ckpt.load_exported_model(workdir, module, sample_images))
-  return Teachers(tuple(modules), (1.0,) * len(modules)), tuple(variables)
+  train_modes = [False] * len(modules)
+  if config.teacher.pruned_copy_rate:
+    # R2KD: a copy of the first teacher with the smallest-magnitude weights of every kernel zeroed, no
+    # fine-tuning, run with batch statistics as in the reference (METHODS.md item 9).
+    modules.append(modules[0])
+    variables.append(prune_by_magnitude(variables[0], config.teacher.pruned_copy_rate))
+    train_modes.append(True)
+  return Teachers(tuple(modules), (1.0,) * len(modules), tuple(train_modes)), tuple(variables)
 
 
 def teacher_logits(teachers: Teachers, variables: Sequence[Any], batches) -> Tuple[np.ndarray, np.ndarray]:
@@ -102,18 +117,21 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
   logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(dataset.val, config.eval_batch_size))
   os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
   temperatures, reports = [], []
-  for k, z in enumerate(logits):
+  workdirs = teacher_workdirs(config)
+  for k, z in enumerate(logits[:len(workdirs)]):
     t = float(calibration.fit_temperature(z, labels))
-    report = {"teacher": teacher_workdirs(config)[k], "temperature": t, "val_examples": int(len(labels))}
+    report = {"teacher": workdirs[k], "temperature": t, "val_examples": int(len(labels))}
     for when, temperature in (("before", 1.0), ("after", t)):
       metrics = calibration.calibration_metrics(z, labels, temperature=temperature)
-      report.update({f"{k}_{when}": v for k, v in metrics.items()})
+      report.update({f"{name}_{when}": value for name, value in metrics.items()})
       calibration.reliability_diagram(
           calibration.softmax(z, temperature), labels,
           os.path.join(workdir, "calibration", f"teacher{k}_{when}.png"),
           title=f"teacher {k}, {when} temperature scaling (T={temperature:.3f})")
     temperatures.append(t)
     reports.append(report)
+  # A pruned copy of the first teacher shares its temperature.
+  temperatures += temperatures[:1] * (len(teachers.modules) - len(workdirs))
   with open(os.path.join(workdir, "teacher_calibration.json"), "w") as f:
     json.dump(reports, f, indent=2)
   return dataclasses.replace(teachers, temperatures=tuple(temperatures)), {"teacher_calibration": reports}
