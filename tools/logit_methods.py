@@ -1,0 +1,129 @@
+"""Every logit distiller on the embedded digits data, over several seeds, next to the CE and KD students.
+
+Usage (the numbers in docs/results.md come from this command):
+  python tools/logit_methods.py --seeds 0 1 2 --workdir runs/logit_methods
+Per seed it trains the default study's teacher (cnn_large) and a second cnn_large teacher (seed + 100, for
+the ensemble), then the mlp_small student with each method's config from experiments/, and the KD student
+with the calibrated teacher (`config.teacher.calibrate`). Writes <workdir>/summary.md. `--quick` shrinks
+every run to a few steps (a smoke test of the script, not a result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from kd_jax.config import load_config_file
+from kd_jax.study import _describe_loss, study_configs
+from kd_jax.train import train_and_evaluate
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+
+# method name -> (config file in experiments/, overrides)
+METHODS = {
+    "CE": ("digits_kd.py", {"loss": {"ce": {"weight": 1.0}}}),
+    "KD": ("digits_kd.py", {}),
+    "KD, calibrated teacher": ("digits_kd.py", {"teacher.calibrate": True}),
+    "DKD": ("digits_dkd.py", {}),
+    "DIST": ("digits_dist.py", {}),
+    "LS-KD": ("digits_ls_kd.py", {}),
+    "Energy KD (paper's T rule)": ("digits_energy_kd.py", {}),
+    "Energy KD (repository's T rule)": ("digits_energy_kd_repo.py", {}),
+    "HE-DA": ("digits_he_da.py", {}),
+    "CSKD + CSWT": ("digits_cskd.py", {}),
+    "R2KD": ("digits_r2kd.py", {}),
+    "Ensemble KD (2 teachers)": ("digits_ensemble_kd.py", {}),
+}
+
+
+def _set(config, key, value):
+  node = config
+  *parents, leaf = key.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+def _shrink(config):
+  config.epochs, config.max_steps, config.log_every_steps = 1, 3, 1
+
+
+def run_seed(seed: int, workdir: str, quick: bool) -> dict:
+  runs = {}
+  teachers = {}
+  for name, teacher_seed in (("teacher", seed), ("teacher_b", seed + 100)):
+    config = study_configs(seed=teacher_seed)["teacher"]
+    config.progress_bar = False
+    if quick:
+      _shrink(config)
+    teachers[name] = os.path.join(workdir, name)
+    runs[name] = train_and_evaluate(config, teachers[name])
+  for method, (file, overrides) in METHODS.items():
+    config = load_config_file(os.path.join(EXPERIMENTS, file))
+    config.seed = seed
+    config.progress_bar = False
+    config.teacher.workdir = teachers["teacher"]
+    if file == "digits_ensemble_kd.py":
+      config.teacher.extra_workdirs = (teachers["teacher_b"],)
+    for key, value in overrides.items():
+      _set(config, key, value)
+    if quick:
+      _shrink(config)
+    slug = method.lower().replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("'", "")
+    runs[method] = train_and_evaluate(config, os.path.join(workdir, slug))
+    runs[method]["loss_text"] = _describe_loss(config.loss.to_dict())
+  return runs
+
+
+def _stats(values):
+  a = 100 * np.asarray(values, np.float64)
+  return a.mean(), (a.std(ddof=1) if len(a) > 1 else 0.0), a
+
+
+def summarize(per_seed: dict) -> str:
+  seeds = sorted(per_seed)
+  kd_mean = _stats([per_seed[s]["KD"]["test_accuracy"] for s in seeds])[0]
+  lines = [f"| method | loss | test acc, mean ± std ({len(seeds)} seeds) | vs KD | per-seed |",
+           "|---|---|---:|---:|---|"]
+  for name in ("teacher", "teacher_b"):
+    mean, std, a = _stats([per_seed[s][name]["test_accuracy"] for s in seeds])
+    lines.append(f"| {name} ({per_seed[seeds[0]][name]['model']}) | ce | {mean:.2f} ± {std:.2f} | | "
+                 f"{', '.join(f'{x:.2f}' for x in a)} |")
+  for method in METHODS:
+    mean, std, a = _stats([per_seed[s][method]["test_accuracy"] for s in seeds])
+    lines.append(f"| {method} | {per_seed[seeds[0]][method]['loss_text']} | {mean:.2f} ± {std:.2f} | "
+                 f"{mean - kd_mean:+.2f} | {', '.join(f'{x:.2f}' for x in a)} |")
+  cal = [per_seed[s]["KD, calibrated teacher"]["teacher_calibration"][0] for s in seeds]
+  lines += ["", "Teacher calibration on the validation split (mean over seeds; 15 bins):", "",
+            "| fitted T | ECE before | ECE after | over/under before | ACE before | ACE after | NLL before | NLL after |",
+            "|---:|---:|---:|---|---:|---:|---:|---:|"]
+  m = lambda k: np.mean([c[k] for c in cal])
+  lines.append(f"| {m('temperature'):.3f} | {m('ece_before'):.4f} | {m('ece_after'):.4f} | "
+               f"{m('ece_over_before'):.4f} / {m('ece_under_before'):.4f} | {m('ace_before'):.4f} | "
+               f"{m('ace_after'):.4f} | {m('nll_before'):.4f} | {m('nll_after'):.4f} |")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--workdir", default="runs/logit_methods")
+  parser.add_argument("--quick", action="store_true")
+  args = parser.parse_args()
+  per_seed = {}
+  for seed in args.seeds:
+    per_seed[seed] = run_seed(seed, os.path.join(args.workdir, f"seed{seed}"), args.quick)
+    with open(os.path.join(args.workdir, "runs.json"), "w") as f:
+      json.dump(per_seed, f, indent=2, default=str)
+    print(summarize(per_seed), flush=True)
+  table = summarize(per_seed)
+  with open(os.path.join(args.workdir, "summary.md"), "w") as f:
+    f.write(table + "\n")
+  print("\n" + table)
+
+
+if __name__ == "__main__":
+  main()
