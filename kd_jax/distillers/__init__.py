@@ -9,7 +9,8 @@ import dataclasses
 from typing import Any, Mapping
 
 from kd_jax.distillers.augmented import HEDA
-from kd_jax.distillers.base import Context, Distiller, Forward, WeightedSum, split_state
+from kd_jax.distillers.base import (Context, Distiller, Forward, WeightedSum, require_fraction, require_positive,
+                                    split_state)
 from kd_jax.distillers.feature import FitNet, Regressor
 from kd_jax.distillers.logit import DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD
 from kd_jax.distillers.similarity import CSKD, R2KD
@@ -73,4 +74,4 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
 
 __all__ = ["CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller", "EnergyKD",
            "EnsembleKD", "FitNet", "HEDA", "Forward", "LogitStandardizedKD", "Regressor", "WeightedSum", "distiller_names",
-           "from_config", "make_distiller", "split_state"]
+           "from_config", "make_distiller", "require_fraction", "require_positive", "split_state"]

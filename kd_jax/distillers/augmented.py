@@ -7,11 +7,11 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from kd_jax import losses
 from kd_jax.data import cutmix, mixup, partner_within
-from kd_jax.distillers.base import Distiller
+from kd_jax.distillers.base import Distiller, require_fraction, require_positive
+from kd_jax.distillers.logit import with_energy_thresholds
 from kd_jax.errors import KDJaxError
 
 
@@ -47,21 +47,14 @@ class HEDA(Distiller):
   def __post_init__(self):
     if self.mix not in ("cutmix", "mixup"):
       raise ValueError(f"he_da: mix must be 'cutmix' or 'mixup', got {self.mix!r}.")
-    for key in ("temperature", "energy_temperature", "cutmix_alpha", "mixup_alpha"):
-      if not getattr(self, key) > 0:
-        raise ValueError(f"he_da: {key} must be > 0, got {getattr(self, key)}.")
-    for key in ("low_fraction", "high_fraction"):
-      if not 0.0 <= getattr(self, key) < 1.0:
-        raise ValueError(f"he_da: {key} must be in [0, 1), got {getattr(self, key)}.")
+    require_positive("he_da", temperature=self.temperature, energy_temperature=self.energy_temperature,
+              cutmix_alpha=self.cutmix_alpha, mixup_alpha=self.mixup_alpha)
+    require_fraction("he_da", low_fraction=self.low_fraction, high_fraction=self.high_fraction)
 
   def prepare(self, teacher_train_logits):
-    if self.energy_low is not None and self.energy_high is not None:
-      return self
-    energies = np.asarray(losses.energy_score(teacher_train_logits(), self.energy_temperature))
     # With low_fraction 0 the low threshold is the training set's lowest energy, as in the reference
     # (LOW_RATE = 0), so almost no sample falls below it.
-    low, high = losses.energy_thresholds(energies, self.low_fraction, self.high_fraction)
-    return dataclasses.replace(self, energy_low=float(low), energy_high=float(high))
+    return with_energy_thresholds(self, teacher_train_logits)
 
   def selection(self, teacher_logits: jax.Array) -> jax.Array:
     """[B] bool: the samples HE-DA mixes."""

@@ -94,6 +94,20 @@ class Distiller:
     return self.loss(variables, student, teacher, batch, Context(rng, train, step, epoch, forward))
 
 
+def require_positive(name: str, **values: float) -> None:
+  """Raises ValueError naming the distiller and the hyper-parameter unless every value is > 0."""
+  for key, value in values.items():
+    if not value > 0:
+      raise ValueError(f"{name}: {key} must be > 0, got {value}.")
+
+
+def require_fraction(name: str, **values: float) -> None:
+  """Raises ValueError naming the distiller and the hyper-parameter unless every value is in [0, 1)."""
+  for key, value in values.items():
+    if not 0.0 <= value < 1.0:
+      raise ValueError(f"{name}: {key} must be in [0, 1), got {value}.")
+
+
 def split_state(variables: Variables) -> Tuple[Any, Variables]:
   """Splits Flax-style variables into `(params, other collections)`."""
   params = variables.get("params", {})

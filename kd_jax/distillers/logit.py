@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller
+from kd_jax.distillers.base import Distiller, require_fraction, require_positive
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 
@@ -45,10 +45,17 @@ class KD(Distiller):
     return value, {}, {}
 
 
-def _positive(name: str, **values: float) -> None:
-  for key, value in values.items():
-    if not value > 0:
-      raise ValueError(f"{name}: {key} must be > 0, got {value}.")
+def with_energy_thresholds(distiller, teacher_train_logits):
+  """`distiller` with `energy_low`/`energy_high` filled from the teacher's energies over the training data.
+
+  The reference's `cal_energy` pass, here over every training example, un-augmented, so it is
+  deterministic: `energy_thresholds(energy_score(z_t, T_E), low_fraction, high_fraction)`.
+  """
+  if distiller.energy_low is not None and distiller.energy_high is not None:
+    return distiller
+  energies = np.asarray(losses.energy_score(teacher_train_logits(), distiller.energy_temperature))
+  low, high = losses.energy_thresholds(energies, distiller.low_fraction, distiller.high_fraction)
+  return dataclasses.replace(distiller, energy_low=float(low), energy_high=float(high))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +74,7 @@ class DKD(Distiller):
   warmup_epochs: float = 0.0
 
   def __post_init__(self):
-    _positive("dkd", temperature=self.temperature)
+    require_positive("dkd", temperature=self.temperature)
     if self.alpha < 0 or self.beta < 0:
       raise ValueError(f"dkd: alpha and beta must be >= 0, got alpha={self.alpha}, beta={self.beta}.")
     if self.warmup_epochs < 0:
@@ -97,7 +104,7 @@ class DIST(Distiller):
   temperature: float = 1.0
 
   def __post_init__(self):
-    _positive("dist", temperature=self.temperature)
+    require_positive("dist", temperature=self.temperature)
     if self.beta < 0 or self.gamma < 0:
       raise ValueError(f"dist: beta and gamma must be >= 0, got beta={self.beta}, gamma={self.gamma}.")
 
@@ -116,7 +123,7 @@ class LogitStandardizedKD(Distiller):
   eps: float = 1e-7
 
   def __post_init__(self):
-    _positive("ls_kd", temperature=self.temperature)
+    require_positive("ls_kd", temperature=self.temperature)
     if self.eps < 0:
       raise ValueError(f"ls_kd: eps must be >= 0, got {self.eps}.")
 
@@ -150,24 +157,16 @@ class EnergyKD(Distiller):
   high_fraction: float = 0.2
 
   def __post_init__(self):
-    _positive("energy_kd", temperature=self.temperature, low_energy_temperature=self.low_energy_temperature,
+    require_positive("energy_kd", temperature=self.temperature, low_energy_temperature=self.low_energy_temperature,
               high_energy_temperature=self.high_energy_temperature, energy_temperature=self.energy_temperature)
-    for key in ("low_fraction", "high_fraction"):
-      if not 0.0 <= getattr(self, key) < 1.0:
-        raise ValueError(f"energy_kd: {key} must be in [0, 1), got {getattr(self, key)}.")
+    require_fraction("energy_kd", low_fraction=self.low_fraction, high_fraction=self.high_fraction)
     if (self.energy_low is not None and self.energy_high is not None
         and not float(self.energy_low) <= float(self.energy_high)):
       raise ValueError(f"energy_kd: energy_low ({self.energy_low}) must be <= energy_high ({self.energy_high}); "
                        "lower low_fraction/high_fraction so the two groups do not overlap.")
 
   def prepare(self, teacher_train_logits):
-    """Fills unset thresholds from the teacher's energies over the training data (the reference's
-    `cal_energy` pass; here over every training example, un-augmented, so the pass is deterministic)."""
-    if self.energy_low is not None and self.energy_high is not None:
-      return self
-    energies = np.asarray(losses.energy_score(teacher_train_logits(), self.energy_temperature))
-    low, high = losses.energy_thresholds(energies, self.low_fraction, self.high_fraction)
-    return dataclasses.replace(self, energy_low=float(low), energy_high=float(high))
+    return with_energy_thresholds(self, teacher_train_logits)
 
   def _check_thresholds(self):
     if self.energy_low is None or self.energy_high is None:
@@ -208,7 +207,7 @@ class EnsembleKD(Distiller):
   weights: Optional[Tuple[float, ...]] = None
 
   def __post_init__(self):
-    _positive("ensemble_kd", temperature=self.temperature)
+    require_positive("ensemble_kd", temperature=self.temperature)
     if self.average not in ("probs", "logits"):
       raise ValueError(f"ensemble_kd: average must be 'probs' or 'logits', got {self.average!r}.")
     if self.weights is not None:
