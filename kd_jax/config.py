@@ -37,7 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.model = ""            # '' = no teacher
   c.teacher.workdir = ""          # a finished kd_jax run whose exported model is the teacher
   c.teacher.extra_workdirs = ()   # more teachers (ensembles, teacher assistants); models from their runs
-  c.teacher.calibrate = False     # divide each teacher's logits by a temperature fitted on the val split
+  c.teacher.calibrate = False     # divide each teacher's logits by a temperature fitted by NLL ...
+  c.teacher.calibration_split = "val"  # ... on this split: 'val' (held out) or 'train'
   c.teacher.pruned_copy_rate = 0.0  # > 0 adds a magnitude-pruned copy of the teacher (R2KD: 0.1)
 
   # Weighted sum of distillers: term -> {weight, distiller (defaults to the term's name), hyper-params}.
@@ -159,6 +160,8 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"optim.schedule must be 'multistep', 'cosine' or 'constant', got {optim.schedule!r}")
   if optim.get("name", "sgd") not in ("sgd", "adamw"):
     problems.append(f"optim.name must be 'sgd' or 'adamw', got {optim.name!r}")
+  if config.get("teacher", {}).get("calibration_split", "val") not in ("val", "train"):
+    problems.append(f"teacher.calibration_split must be 'val' or 'train', got {config.teacher.calibration_split!r}")
   rate = config.get("teacher", {}).get("pruned_copy_rate", 0.0)
   if not 0.0 <= rate < 1.0:
     problems.append(f"teacher.pruned_copy_rate must be in [0, 1), got {rate}")

@@ -70,7 +70,7 @@ def test_dkd_parts_known_values_by_hand():
   # T = 1, three classes: p_s = (1/3, 1/3, 1/3), p_t = softmax(log 2, 0, 0) = (1/2, 1/4, 1/4).
   zs = jnp.zeros((2, 3))
   zt = jnp.array([[np.log(2.0), 0.0, 0.0]] * 2)
-  tckd, nckd = losses.dkd_parts(zs, zt, jnp.array([0, 1]), temperature=1.0)
+  tckd, nckd = losses.dkd_parts(zs, zt, labels=jnp.array([0, 1]), temperature=1.0)
   # label 0: b_t = (1/2, 1/2), b_s = (1/3, 2/3); the non-targets are uniform for both, so NCKD = 0.
   # label 1: b_t = (1/4, 3/4), b_s = (1/3, 2/3); non-targets {0, 2}: p̂_t = (2/3, 1/3), p̂_s = (1/2, 1/2).
   expected_tckd = [0.5 * np.log(1.5) + 0.5 * np.log(0.75), 0.25 * np.log(0.75) + 0.75 * np.log(9 / 8)]
@@ -78,7 +78,7 @@ def test_dkd_parts_known_values_by_hand():
   np.testing.assert_allclose(tckd, expected_tckd, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(nckd, expected_nckd, rtol=1e-5, atol=1e-7)
   # dkd = T² (α mean TCKD + β mean NCKD).
-  np.testing.assert_allclose(losses.dkd(zs, zt, jnp.array([0, 1]), alpha=2.0, beta=3.0, temperature=1.0),
+  np.testing.assert_allclose(losses.dkd(zs, zt, labels=jnp.array([0, 1]), alpha=2.0, beta=3.0, temperature=1.0),
                              2.0 * np.mean(expected_tckd) + 3.0 * np.mean(expected_nckd), rtol=1e-5)
 
 
@@ -86,11 +86,11 @@ def test_dkd_matches_numpy_reference_with_t_squared():
   zs, zt = _logits(0), _logits(1)
   for t in (1.0, 4.0):
     tckd, nckd = _np_dkd_parts(zs, zt, LABELS, t)
-    got_t, got_n = losses.dkd_parts(jnp.asarray(zs), jnp.asarray(zt), jnp.asarray(LABELS), t)
+    got_t, got_n = losses.dkd_parts(jnp.asarray(zs), jnp.asarray(zt), labels=jnp.asarray(LABELS), temperature=t)
     np.testing.assert_allclose(got_t, tckd, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got_n, nckd, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
-        losses.dkd(jnp.asarray(zs), jnp.asarray(zt), jnp.asarray(LABELS), alpha=1.0, beta=8.0, temperature=t),
+        losses.dkd(jnp.asarray(zs), jnp.asarray(zt), labels=jnp.asarray(LABELS), alpha=1.0, beta=8.0, temperature=t),
         t * t * (tckd.mean() + 8.0 * nckd.mean()), rtol=1e-4)
 
 
@@ -99,7 +99,7 @@ def test_dkd_decomposition_identity_per_sample(t):
   """Zhao et al. Eq. 4: KL(p_t||p_s) = TCKD + (1 − p_t,y)·NCKD, per example, with the unscaled KLs."""
   zs, zt = jnp.asarray(_logits(2, (16, 10))), jnp.asarray(_logits(3, (16, 10)))
   y = jnp.asarray(np.random.default_rng(4).integers(0, 10, 16))
-  tckd, nckd = losses.dkd_parts(zs, zt, y, t)
+  tckd, nckd = losses.dkd_parts(zs, zt, labels=y, temperature=t)
   kl = np.asarray(losses.kl_divergence_per_example(zs, zt, t), np.float64)
   pt_target = _softmax(np.asarray(zt) / t)[np.arange(16), np.asarray(y)]
   np.testing.assert_allclose(np.asarray(tckd) + (1 - pt_target) * np.asarray(nckd), kl, rtol=1e-4, atol=1e-6)
@@ -113,13 +113,13 @@ def test_dkd_decomposition_identity_per_sample(t):
 def test_dkd_zero_when_equal_shift_invariant_and_finite_for_confident_teacher():
   z = jnp.asarray(_logits(5))
   y = jnp.asarray(LABELS)
-  np.testing.assert_allclose(losses.dkd(z, z, y), 0.0, atol=1e-5)
+  np.testing.assert_allclose(losses.dkd(z, z, labels=y), 0.0, atol=1e-5)
   zt = jnp.asarray(_logits(6))
   shift = jnp.asarray(np.random.default_rng(7).normal(size=(6, 1)) * 5)
-  np.testing.assert_allclose(losses.dkd(z + shift, zt - shift, y), losses.dkd(z, zt, y), rtol=1e-4)
+  np.testing.assert_allclose(losses.dkd(z + shift, zt - shift, labels=y), losses.dkd(z, zt, labels=y), rtol=1e-4)
   # A teacher so sure of the target that 1 − p_y rounds to 0 in float32: TCKD stays finite (log space).
   confident = zt.at[jnp.arange(6), y].set(200.0)
-  value, grad = jax.value_and_grad(lambda s: losses.dkd(s, confident, y))(z)
+  value, grad = jax.value_and_grad(lambda s: losses.dkd(s, confident, labels=y))(z)
   assert np.isfinite(value) and np.all(np.isfinite(grad))
 
 
@@ -308,7 +308,7 @@ def test_ensemble_kd_zero_cases_and_shift_invariance():
 
 Y = jnp.asarray(LABELS)
 LOSSES = {
-    "dkd": lambda s, t: losses.dkd(s, t, Y),
+    "dkd": lambda s, t: losses.dkd(s, t, labels=Y),
     "dist": lambda s, t: losses.dist(s, t, temperature=4.0),
     "ls_kd": lambda s, t: losses.logit_standardized_kd(s, t),
     "energy_kd": lambda s, t: losses.energy_kd(s, t, energy_low=-9.0, energy_high=-7.5),
@@ -343,7 +343,7 @@ LOW, HIGH = losses.energy_thresholds(ENERGY, 0.2, 0.2)
 
 CONFIGS = {
     "dkd": ({"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 10},
-            lambda: losses.dkd(S.logits, T1.logits, Y)),
+            lambda: losses.dkd(S.logits, T1.logits, labels=Y)),
     "dist": ({"beta": 1.0, "gamma": 1.0, "temperature": 4.0},
              lambda: losses.dist(S.logits, T1.logits, temperature=4.0)),
     "ls_kd": ({"temperature": 2.0}, lambda: losses.logit_standardized_kd(S.logits, T1.logits, 2.0)),
@@ -388,7 +388,7 @@ def test_registry_builds_each_distiller_and_jit_matches_the_loss(name):
 
 def test_dkd_warmup_factor_from_epoch():
   dkd = distillers.DKD(warmup_epochs=10)
-  full = losses.dkd(S.logits, T1.logits, Y)
+  full = losses.dkd(S.logits, T1.logits, labels=Y)
   run = jax.jit(lambda epoch: dkd({}, S, T1, BATCH, rng=None, train=True, step=0, epoch=epoch))
   # mdistiller: min(epoch / warmup, 1) with a 1-based epoch: epoch 1 gets 1/10, epoch 10 reaches 1.
   for epoch, factor in ((1, 0.1), (5, 0.5), (10, 1.0), (500, 1.0)):
@@ -446,9 +446,9 @@ def test_invalid_hyper_parameters_raise_kdjaxerror(name, hparams, match):
 
 def test_shapes_are_checked():
   z = jnp.zeros((4, 5))
-  for fn in (lambda: losses.dkd(z, z[:, :3], jnp.zeros(4, jnp.int32)), lambda: losses.dist(z, z[:3]),
+  for fn in (lambda: losses.dkd(z, z[:, :3], labels=jnp.zeros(4, jnp.int32)), lambda: losses.dist(z, z[:3]),
              lambda: losses.logit_standardized_kd(z, z[:, :3]),
              lambda: losses.energy_kd(z, z[:, :3], energy_low=0.0, energy_high=1.0)):
     with pytest.raises(ValueError, match="same shape"):
       fn()
-  chex.assert_shape(losses.dkd_parts(z, z, jnp.zeros(4, jnp.int32)), ((4,), (4,)))
+  chex.assert_shape(losses.dkd_parts(z, z, labels=jnp.zeros(4, jnp.int32)), ((4,), (4,)))

@@ -286,3 +286,18 @@ def test_pruned_teacher_copy_runs_with_batch_statistics(digits, teacher_dir, tmp
   assert results["steps"] == 4
   last = [json.loads(l) for l in open(os.path.join(tmp_path, "r2kd", "metrics.jsonl"))][-1]
   assert "train/r2kd/aug_value" in last and np.isfinite(last["train/loss"])
+
+
+def test_calibration_split_is_configurable(tmp_path, digits, teacher_dir):
+  from kd_jax.train.teachers import calibrate_teachers, load_teachers
+  config = _small_config(**{"teacher.workdir": teacher_dir, "teacher.calibrate": True,
+                            "teacher.calibration_split": "train"})
+  teachers, variables = load_teachers(config, 10, digits.train.get(np.arange(1))["image"])
+  calibrated, report = calibrate_teachers(teachers, variables, digits, config, str(tmp_path))
+  entry = report["teacher_calibration"][0]
+  assert entry["split"] == "train" and entry["examples"] == len(digits.train)
+  assert calibrated.temperatures == (entry["temperature"],)
+  from kd_jax.config import validate
+  config.teacher.calibration_split = "test"
+  with pytest.raises(KDJaxError, match="calibration_split must be 'val' or 'train'"):
+    validate(config)

@@ -86,10 +86,11 @@ class DKD(Distiller):
     return jnp.minimum(jnp.asarray(epoch, jnp.float32) / self.warmup_epochs, 1.0)
 
   def loss(self, variables, student, teacher, batch, ctx):
-    tckd, nckd = losses.dkd_parts(student.logits, teacher.logits, batch["label"], self.temperature)
+    tckd, nckd = losses.dkd_parts(student.logits, teacher.logits, labels=batch["label"],
+                                  temperature=self.temperature)
     t2 = self.temperature**2
     factor = self.warmup_factor(ctx.epoch)
-    value = factor * losses.dkd(student.logits, teacher.logits, batch["label"], alpha=self.alpha,
+    value = factor * losses.dkd(student.logits, teacher.logits, labels=batch["label"], alpha=self.alpha,
                                 beta=self.beta, temperature=self.temperature)
     return value, {"tckd": t2 * jnp.mean(tckd), "nckd": t2 * jnp.mean(nckd), "warmup": factor}, {}
 

@@ -95,7 +95,7 @@ def _check_temperature(name: str, temperature: float) -> None:
     raise ValueError(f"{name}: temperature must be > 0, got {temperature}.")
 
 
-def dkd_parts(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
+def dkd_parts(student_logits: jax.Array, teacher_logits: jax.Array, *, labels: jax.Array,
               temperature: float = 4.0) -> tuple[jax.Array, jax.Array]:
   """Per-example TCKD and NCKD of Decoupled KD, *without* the T² factor; two arrays of shape [B].
 
@@ -141,7 +141,7 @@ def dkd_parts(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
   return tckd, nckd
 
 
-def dkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *, alpha: float = 1.0,
+def dkd(student_logits: jax.Array, teacher_logits: jax.Array, *, labels: jax.Array, alpha: float = 1.0,
         beta: float = 8.0, temperature: float = 4.0) -> jax.Array:
   """Decoupled knowledge distillation: `α·T²·mean_b TCKD + β·T²·mean_b NCKD`.
 
@@ -166,7 +166,7 @@ def dkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
     beta: weight of NCKD.
     temperature: T > 0.
   """
-  tckd, nckd = dkd_parts(student_logits, teacher_logits, labels, temperature)
+  tckd, nckd = dkd_parts(student_logits, teacher_logits, labels=labels, temperature=temperature)
   return temperature**2 * (alpha * jnp.mean(tckd) + beta * jnp.mean(nckd))
 
 

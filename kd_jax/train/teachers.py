@@ -105,22 +105,26 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
 
   Kim et al., "The Role of Teacher Calibration in Knowledge Distillation", 2025, arXiv:2508.20224: a
   teacher with lower calibration error makes a better teacher. Temperature scaling (Guo et al. 2017) is
-  fitted by NLL on the validation split, never the test split. Writes `teacher_calibration.json` and
+  fitted by NLL on `config.teacher.calibration_split`: the validation split by default (held out from the
+  teacher), or the training split (which the teacher has fitted, so it looks over-confident there); never
+  the test split. Writes `teacher_calibration.json` and
   reliability diagrams (`calibration/teacher<k>_{before,after}.png`) into `workdir`.
   """
   from kd_jax import calibration
   from kd_jax import data as kd_data
 
-  if len(dataset.val) == 0:
-    raise KDJaxError("config.teacher.calibrate needs a validation split to fit the temperature on; set "
-                     "config.data.val_fraction > 0.")
-  logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(dataset.val, config.eval_batch_size))
+  split = getattr(dataset, config.teacher.calibration_split)
+  if len(split) == 0:
+    raise KDJaxError(f"config.teacher.calibrate fits the temperature on the {config.teacher.calibration_split!r} "
+                     "split, which is empty; set config.data.val_fraction > 0.")
+  logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size))
   os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
   temperatures, reports = [], []
   workdirs = teacher_workdirs(config)
   for k, z in enumerate(logits[:len(workdirs)]):
     t = float(calibration.fit_temperature(z, labels))
-    report = {"teacher": workdirs[k], "temperature": t, "val_examples": int(len(labels))}
+    report = {"teacher": workdirs[k], "temperature": t, "split": config.teacher.calibration_split,
+              "examples": int(len(labels))}
     for when, temperature in (("before", 1.0), ("after", t)):
       metrics = calibration.calibration_metrics(z, labels, temperature=temperature)
       report.update({f"{name}_{when}": value for name, value in metrics.items()})
