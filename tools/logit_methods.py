@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from kd_jax.config import load_config_file
+from kd_jax.errors import KDJaxError
 from kd_jax.study import _describe_loss, study_configs
 from kd_jax.train import train_and_evaluate
 
@@ -35,6 +36,7 @@ METHODS = {
     "HE-DA": ("digits_he_da.py", {}),
     "CSKD + CSWT": ("digits_cskd.py", {}),
     "R2KD": ("digits_r2kd.py", {}),
+    "R2KD, lr 0.01": ("digits_r2kd.py", {"optim.lr": 0.01}),
     "Ensemble KD (2 teachers)": ("digits_ensemble_kd.py", {}),
 }
 
@@ -72,8 +74,12 @@ def run_seed(seed: int, workdir: str, quick: bool) -> dict:
       _set(config, key, value)
     if quick:
       _shrink(config)
-    slug = method.lower().replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("'", "")
-    runs[method] = train_and_evaluate(config, os.path.join(workdir, slug))
+    slug = "".join(ch for ch in method.lower().replace(" ", "_") if ch.isalnum() or ch in "_.-")
+    try:
+      runs[method] = train_and_evaluate(config, os.path.join(workdir, slug))
+    except KDJaxError as e:  # a diverged run is a result too: report it, keep going
+      print(f"[{method}, seed {seed}] {e}", flush=True)
+      runs[method] = {"test_accuracy": None, "error": str(e)}
     runs[method]["loss_text"] = _describe_loss(config.loss.to_dict())
   return runs
 
@@ -93,7 +99,14 @@ def summarize(per_seed: dict) -> str:
     lines.append(f"| {name} ({per_seed[seeds[0]][name]['model']}) | ce | {mean:.2f} ± {std:.2f} | | "
                  f"{', '.join(f'{x:.2f}' for x in a)} |")
   for method in METHODS:
-    mean, std, a = _stats([per_seed[s][method]["test_accuracy"] for s in seeds])
+    results = [per_seed[s][method]["test_accuracy"] for s in seeds]
+    if any(r is None for r in results):
+      failed = [str(s) for s in seeds if per_seed[s][method]["test_accuracy"] is None]
+      lines.append(f"| {method} | {per_seed[seeds[0]][method]['loss_text']} | diverged (non-finite loss) on "
+                   f"seed(s) {', '.join(failed)} | | "
+                   f"{', '.join('—' if r is None else f'{100 * r:.2f}' for r in results)} |")
+      continue
+    mean, std, a = _stats(results)
     lines.append(f"| {method} | {per_seed[seeds[0]][method]['loss_text']} | {mean:.2f} ± {std:.2f} | "
                  f"{mean - kd_mean:+.2f} | {', '.join(f'{x:.2f}' for x in a)} |")
   cal = [per_seed[s]["KD, calibrated teacher"]["teacher_calibration"][0] for s in seeds]
