@@ -55,7 +55,7 @@ def _train(tmp_path, *overrides, config="experiments/digits_teacher.py"):
     (["--config.optim.lr=-1.0"], "optim.lr must be > 0"),
     (["--config.student.model=resnet9"], "Unknown model 'resnet9'"),
     (["--config.loss.extra={'weight': 1.0, 'distiller': 'kdd'}"],
-     "Unknown distiller 'kdd'. Registered distillers: ce, "),
+     "Unknown distiller 'kdd'. Registered distillers: "),
     (["--config.loss.ce.temperature=2.0"], "Distiller 'ce' has no hyper-parameter(s) temperature. Valid: "),
     (["--config.batch_size=30"], "not divisible by the 8 devices"),
     (["--config.data.name=cifar100", "--config.data.data_dir=/nonexistent"], "tfds build cifar100"),

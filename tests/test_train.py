@@ -301,3 +301,12 @@ def test_calibration_split_is_configurable(tmp_path, digits, teacher_dir):
   config.teacher.calibration_split = "test"
   with pytest.raises(KDJaxError, match="calibration_split must be 'val' or 'train'"):
     validate(config)
+
+
+def test_a_distiller_that_does_not_fit_the_models_is_a_config_error(tmp_path, digits, teacher_dir):
+  config = _small_config(**{"teacher.workdir": teacher_dir,
+                            "loss": {"ce": {"weight": 1.0}, "hint": {"weight": 1.0, "distiller": "fitnet",
+                                                                     "stage": 7}}})
+  with pytest.raises(KDJaxError, match=r"config.loss does not fit the student 'cnn_tiny' and its teacher\(s\): "
+                                       r"fitnet: stage 7 does not exist"):
+    train_and_evaluate(config, str(tmp_path / "bad"), dataset=digits)

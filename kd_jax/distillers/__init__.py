@@ -11,8 +11,9 @@ from typing import Any, Mapping
 from kd_jax.distillers.augmented import HEDA
 from kd_jax.distillers.base import (Context, Distiller, Forward, WeightedSum, require_fraction, require_positive,
                                     split_state)
-from kd_jax.distillers.feature import FitNet, Regressor
+from kd_jax.distillers.feature import AT, CC, FSP, NST, PKT, SP, CorrelationEmbed, FitNet, Regressor
 from kd_jax.distillers.logit import DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD
+from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
 from kd_jax.distillers.similarity import CSKD, R2KD
 from kd_jax.errors import KDJaxError
 
@@ -20,6 +21,12 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "ce": CrossEntropy,
     "kd": KD,
     "fitnet": FitNet,
+    "at": AT,
+    "sp": SP,
+    "cc": CC,
+    "pkt": PKT,
+    "nst": NST,
+    "fsp": FSP,
     "dkd": DKD,
     "dist": DIST,
     "ls_kd": LogitStandardizedKD,
@@ -28,6 +35,9 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "cskd": CSKD,
     "r2kd": R2KD,
     "he_da": HEDA,
+    "rkd": RKD,
+    "area_rkd": AreaRKD,
+    "vid": VID,
 }
 
 
@@ -72,6 +82,7 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
   return WeightedSum(tuple(terms))
 
 
-__all__ = ["CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller", "EnergyKD",
-           "EnsembleKD", "FitNet", "HEDA", "Forward", "LogitStandardizedKD", "Regressor", "WeightedSum", "distiller_names",
-           "from_config", "make_distiller", "require_fraction", "require_positive", "split_state"]
+__all__ = ["AT", "CC", "CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller",
+           "EnergyKD", "CorrelationEmbed", "EnsembleKD", "FSP", "FitNet", "HEDA", "Forward", "LogitStandardizedKD",
+           "NST", "PKT", "Regressor", "SP", "WeightedSum", "distiller_names", "from_config", "make_distiller",
+           "require_fraction", "require_positive", "split_state", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage"]

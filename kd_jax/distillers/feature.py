@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+import math
+from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller
+from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.models.outputs import ModelOutput
 
 
 class Regressor(nn.Module):
@@ -80,3 +82,252 @@ class FitNet(Distiller):
     else:
       regressed, state = regressor.apply(variables, s, train=False), {}
     return losses.fitnet(regressed, t), {}, state
+
+
+# ------------------------------------------------------------------------------------------------------
+# AT, SP, CC, PKT, NST, FSP. Defaults and the features read follow RepDistiller (`helper/loops.py`,
+# `train_student.py`, `scripts/run_cifar_distill.sh`), whose feature list for the CIFAR ResNets and WRNs is
+# `[stem, stage 1, ..., stage n, pooled]`: its `feat[1:-1]` is `ModelOutput.stages` (all of them), its
+# `feat[-2]` is `stages[-1]` and its `feat[-1]` is `embedding`. The stem is not in `ModelOutput`.
+# ------------------------------------------------------------------------------------------------------
+
+
+def _check_form(name: str, form: str) -> None:
+  if form not in ("reference", "paper"):
+    raise ValueError(f"{name}: form must be 'reference' or 'paper', got {form!r}.")
+
+
+def _stage(name: str, who: str, out: ModelOutput, idx: int) -> jax.Array:
+  if not -len(out.stages) <= idx < len(out.stages):
+    raise ValueError(f"{name}: stage {idx} does not exist for the {who}, which has {len(out.stages)} stages "
+                     f"(valid: 0..{len(out.stages) - 1} or negative).")
+  return out.stages[idx]
+
+
+def _int_tuple(name: str, field: str, values: Optional[Sequence[int]]) -> Optional[Tuple[int, ...]]:
+  if values is None:
+    return None
+  values = tuple(int(v) for v in values)
+  if not values:
+    raise ValueError(f"{name}: {field} must name at least one stage (or be None for all stages).")
+  return values
+
+
+def _all_stages(name: str, stages: Optional[Tuple[int, ...]], student: ModelOutput,
+                teacher: ModelOutput) -> Tuple[int, ...]:
+  """`stages`, or every stage index when None (student and teacher must then have as many stages)."""
+  if stages is not None:
+    return stages
+  if len(student.stages) != len(teacher.stages):
+    raise ValueError(f"{name}: the student has {len(student.stages)} stages and the teacher "
+                     f"{len(teacher.stages)}; pass stages=(...) to choose the ones to pair.")
+  return tuple(range(len(student.stages)))
+
+
+def _per_stage(name: str, stages: Tuple[int, ...], student: ModelOutput, teacher: ModelOutput, fn):
+  """`(Σ_i fn(s_i, t_i), {'stage<i>': fn(s_i, t_i)})` over the paired stage outputs."""
+  values = {}
+  for idx in stages:
+    s, t = _stage(name, "student", student, idx), _stage(name, "teacher", teacher, idx)
+    values[f"stage{idx % len(student.stages)}"] = fn(s, jax.lax.stop_gradient(t))
+  return sum(values.values()), values
+
+
+@dataclasses.dataclass(frozen=True)
+class AT(Distiller):
+  """Attention transfer summed over stage outputs, `Σ_i losses.attention_transfer(s_i, t_i, p)`.
+
+  Zagoruyko & Komodakis, ICLR 2017, arXiv:1612.03928. RepDistiller applies it to `feat[1:-1]`, every stage
+  output of the CIFAR ResNets/WRNs (here `stages=None`: every index of `ModelOutput.stages`), with weight
+  β = 1000 next to CE 1. Metrics: `stage<i>`, each stage's term.
+
+  Attributes:
+    stages: indices into `ModelOutput.stages`, the same for student and teacher; None = all of them.
+    p: exponent of the attention map.
+    form: "reference" (RepDistiller's squared mean) or "paper" (see `losses.attention_transfer`).
+  """
+
+  stages: Optional[Tuple[int, ...]] = None
+  p: float = 2.0
+  form: str = "reference"
+
+  def __post_init__(self):
+    require_positive("at", p=self.p)
+    _check_form("at", self.form)
+    object.__setattr__(self, "stages", _int_tuple("at", "stages", self.stages))
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    value, metrics = _per_stage("at", _all_stages("at", self.stages, student, teacher), student, teacher,
+                                lambda s, t: losses.attention_transfer(s, t, p=self.p, form=self.form))
+    return value, metrics, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class SP(Distiller):
+  """Similarity-preserving KD on one stage output, `losses.similarity_preserving(s, t)`.
+
+  Tung & Mori, ICCV 2019, arXiv:1907.09682. RepDistiller reads `feat[-2]`, the last stage output
+  (`stage=-1`), with weight 3000 next to CE 1.
+
+  Attributes:
+    stage: index into `ModelOutput.stages` (negative counts from the end).
+    teacher_stage: the teacher's stage, if different from `stage`.
+  """
+
+  stage: int = -1
+  teacher_stage: Optional[int] = None
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    t_stage = self.stage if self.teacher_stage is None else self.teacher_stage
+    s, t = _stage("sp", "student", student, self.stage), _stage("sp", "teacher", teacher, t_stage)
+    return losses.similarity_preserving(s, jax.lax.stop_gradient(t)), {}, {}
+
+
+def _torch_linear_init(fan_in: int):
+  """PyTorch's `nn.Linear` default initialisation: weight and bias ~ U(−1/√fan_in, 1/√fan_in)."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return (nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+          lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound))
+
+
+class CorrelationEmbed(nn.Module):
+  """RepDistiller's two `LinearEmbed` layers for CC: one Dense for the student's pooled embedding, one for the
+  teacher's, both to `features` dimensions and both trained (with PyTorch's default `nn.Linear` init)."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, student_embedding: jax.Array, teacher_embedding: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    outs = []
+    for name, x in (("student_embed", student_embedding), ("teacher_embed", teacher_embedding)):
+      x = x.reshape(x.shape[0], -1)
+      kernel_init, bias_init = _torch_linear_init(x.shape[-1])
+      outs.append(nn.Dense(self.features, kernel_init=kernel_init, bias_init=bias_init, name=name)(x))
+    return outs[0], outs[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class CC(Distiller):
+  """Correlation congruence on linearly embedded pooled features, `losses.correlation_congruence(W_s e_s, W_t e_t)`.
+
+  Peng et al., ICCV 2019, arXiv:1904.01802. As RepDistiller: `ModelOutput.embedding` of student and teacher
+  each go through a trainable linear layer to `embed_dim` = 128 (`--feat_dim`), both layers trained with the
+  student (the teacher's features stay constants), weight 0.02 next to CE 1, `form="reference"`.
+  `embed_dim=0` uses the raw embeddings (only `form="paper"` accepts different widths).
+
+  Attributes:
+    embed_dim: output width of the two embed layers; 0 = no embed layers.
+    form: "reference" (RepDistiller's neighbour-product loss) or "paper" (Taylor-expanded Gaussian kernel).
+    gamma: γ of the paper's kernel.
+    order: P, the paper's Taylor order.
+  """
+
+  embed_dim: int = 128
+  form: str = "reference"
+  gamma: float = 0.4
+  order: int = 2
+
+  def __post_init__(self):
+    _check_form("cc", self.form)
+    require_positive("cc", gamma=self.gamma)
+    if self.embed_dim < 0 or self.order < 0:
+      raise ValueError(f"cc: embed_dim and order must be >= 0, got embed_dim={self.embed_dim}, order={self.order}.")
+
+  def init(self, rng, student, teacher, batch):
+    if not self.embed_dim:
+      return {}
+    return dict(CorrelationEmbed(self.embed_dim).init(rng, student.embedding, teacher.embedding))
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    s, t = student.embedding, jax.lax.stop_gradient(teacher.embedding)
+    if self.embed_dim:
+      s, t = CorrelationEmbed(self.embed_dim).apply(variables, s, t)
+    value = losses.correlation_congruence(s, t, form=self.form, gamma=self.gamma, order=self.order,
+                                          stop_teacher_gradient=False)
+    return value, {}, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class PKT(Distiller):
+  """Probabilistic knowledge transfer on the pooled embeddings, `losses.pkt(e_s, e_t)`.
+
+  Passalis & Tefas, ECCV 2018, arXiv:1803.10837. RepDistiller reads `feat[-1]` (`ModelOutput.embedding`),
+  weight 30000 next to CE 1.
+
+  Attributes:
+    eps: ε of the normalisation and the logarithm (1e-7, the authors' code).
+    form: "reference" (authors' code) or "paper" (see `losses.pkt`).
+  """
+
+  eps: float = 1e-7
+  form: str = "reference"
+
+  def __post_init__(self):
+    require_positive("pkt", eps=self.eps)
+    _check_form("pkt", self.form)
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    return losses.pkt(student.embedding, jax.lax.stop_gradient(teacher.embedding), eps=self.eps,
+                      form=self.form), {}, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class NST(Distiller):
+  """Neuron selectivity transfer summed over stage outputs, `Σ_i losses.nst(s_i, t_i)`.
+
+  Huang & Wang, 2017, arXiv:1707.01219. RepDistiller applies it to `feat[1:-1]` (here `stages=None`: every
+  index of `ModelOutput.stages`), weight 50 next to CE 1. Metrics: `stage<i>`, each stage's term.
+
+  Attributes:
+    stages: indices into `ModelOutput.stages`, the same for student and teacher; None = all of them.
+    degree: d of the polynomial kernel.
+    offset: c of the polynomial kernel.
+  """
+
+  stages: Optional[Tuple[int, ...]] = None
+  degree: int = 2
+  offset: float = 0.0
+
+  def __post_init__(self):
+    require_positive("nst", degree=self.degree)
+    object.__setattr__(self, "stages", _int_tuple("nst", "stages", self.stages))
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    value, metrics = _per_stage("nst", _all_stages("nst", self.stages, student, teacher), student, teacher,
+                                lambda s, t: losses.nst(s, t, degree=self.degree, offset=self.offset))
+    return value, metrics, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class FSP(Distiller):
+  """Flow-of-solution-procedure matrices between pairs of stages, `losses.fsp(student_pairs, teacher_pairs)`.
+
+  Yim et al., CVPR 2017. RepDistiller pairs consecutive entries of `feat[:-1]` = (stem, stage 1, ..., stage n);
+  `ModelOutput` has no stem, so the default pairs are the consecutive stages (0, 1), (1, 2) of a three-stage
+  model. Paired student and teacher stages need equal channel counts (e.g. cnn_small ↔ resnet20, widths
+  16/32/64; resnet8x4 ↔ resnet32x4). RepDistiller trains FSP alone in a 30-epoch initialisation phase, then CE
+  alone (its `-b 50` multiplies a zero); here it is one term of the joint objective.
+
+  Attributes:
+    stage_pairs: `((first, second), ...)` indices into `ModelOutput.stages`, the same for student and teacher.
+    form: "reference" (RepDistiller's per-pair mean) or "paper" (see `losses.fsp`).
+  """
+
+  stage_pairs: Tuple[Tuple[int, int], ...] = ((0, 1), (1, 2))
+  form: str = "reference"
+
+  def __post_init__(self):
+    _check_form("fsp", self.form)
+    pairs = tuple(tuple(int(i) for i in pair) for pair in self.stage_pairs)
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+      raise ValueError(f"fsp: stage_pairs must be a non-empty sequence of (first, second) stage indices, "
+                       f"got {self.stage_pairs!r}.")
+    object.__setattr__(self, "stage_pairs", pairs)
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    s_pairs = [(_stage("fsp", "student", student, a), _stage("fsp", "student", student, b))
+               for a, b in self.stage_pairs]
+    t_pairs = [(_stage("fsp", "teacher", teacher, a), _stage("fsp", "teacher", teacher, b))
+               for a, b in self.stage_pairs]
+    t_pairs = jax.lax.stop_gradient(t_pairs)
+    return losses.fsp(s_pairs, t_pairs, form=self.form), {}, {}

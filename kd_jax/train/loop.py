@@ -120,8 +120,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, config.epochs * steps_per_epoch)
   tx = optim.make_optimizer(config.optim, schedule)
 
-  state = create_train_state(jax.random.PRNGKey(config.seed), student, distiller, tx,
-                             {k: jnp.asarray(v) for k, v in sample.items()}, teachers, teacher_variables)
+  try:
+    state = create_train_state(jax.random.PRNGKey(config.seed), student, distiller, tx,
+                               {k: jnp.asarray(v) for k, v in sample.items()}, teachers, teacher_variables)
+  except KDJaxError:
+    raise
+  except ValueError as e:  # a distiller refusing these models' outputs (stage index, channel counts, ...)
+    raise KDJaxError(f"config.loss does not fit the student {config.student.model!r} and its teacher(s): {e}") from e
   state = sharding.replicate(state, mesh)
   manager = ckpt.checkpoint_manager(workdir, config.keep_checkpoints)
   restored, _ = ckpt.restore_latest(manager, state)
