@@ -63,11 +63,8 @@ class FitNet(Distiller):
 
   def _features(self, student, teacher):
     t_stage = self.stage if self.teacher_stage is None else self.teacher_stage
-    for who, out, idx in (("student", student, self.stage), ("teacher", teacher, t_stage)):
-      if not -len(out.stages) <= idx < len(out.stages):
-        raise ValueError(f"fitnet: stage {idx} does not exist for the {who}, which has "
-                         f"{len(out.stages)} stages (valid: 0..{len(out.stages) - 1} or negative).")
-    return student.stages[self.stage], jax.lax.stop_gradient(teacher.stages[t_stage])
+    return (_stage("fitnet", "student", student, self.stage),
+            jax.lax.stop_gradient(_stage("fitnet", "teacher", teacher, t_stage)))
 
   def init(self, rng, student, teacher, batch):
     s, t = self._features(student, teacher)

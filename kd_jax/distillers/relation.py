@@ -11,18 +11,14 @@ import jax.numpy as jnp
 
 from kd_jax import losses
 from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.distillers.feature import _int_tuple, _stage
 from kd_jax.losses.relations import AREA_EPS, VID_EPS, vid_log_scale_for_variance, vid_variance
 from kd_jax.models.outputs import ModelOutput
 
 
 def _feature(name: str, who: str, out: ModelOutput, stage: Optional[int]) -> jax.Array:
   """`out.embedding` (stage None) or `out.stages[stage]`."""
-  if stage is None:
-    return out.embedding
-  if not -len(out.stages) <= stage < len(out.stages):
-    raise ValueError(f"{name}: stage {stage} does not exist for the {who}, which has {len(out.stages)} stages "
-                     f"(valid: 0..{len(out.stages) - 1} or negative; None reads the pooled embedding).")
-  return out.stages[stage]
+  return out.embedding if stage is None else _stage(name, who, out, stage)
 
 
 def _non_negative(name: str, **values: float) -> None:
@@ -161,15 +157,6 @@ def _avg_pool_to(name: str, x: jax.Array, size: Tuple[int, int]) -> jax.Array:
                      "sizes are equal or integer multiples of each other.")
   b, c = x.shape[0], x.shape[-1]
   return x.reshape(b, ht, h // ht, wt, w // wt, c).mean(axis=(2, 4))
-
-
-def _int_tuple(name: str, field: str, values: Optional[Sequence[int]]) -> Optional[Tuple[int, ...]]:
-  if values is None:
-    return None
-  values = tuple(int(v) for v in values)
-  if not values:
-    raise ValueError(f"{name}: {field} must name at least one stage (or be None for all stages).")
-  return values
 
 
 @dataclasses.dataclass(frozen=True)
