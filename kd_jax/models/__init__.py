@@ -10,7 +10,9 @@ collection, so a train-mode call needs `mutable=["batch_stats"]`; eval mode need
 
 `MODELS` maps a name to a constructor `(num_classes, **kwargs) -> nn.Module`. The named models take only
 `dtype` and `param_dtype`; the generic ones (`resnet`, `wrn`, `mlp`, `cnn`) take their shape as keyword
-arguments, e.g. `create_model("wrn", 100, depth=28, widen_factor=10)`.
+arguments, e.g. `create_model("wrn", 100, depth=28, widen_factor=10)`, and `mobilenetv2` optionally takes
+`width_mult` and `expand_ratio`. docs/models.md lists every model with its parameter count
+(`python tools/param_counts.py`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
-from kd_jax.models import resnet_cifar, small, wrn
+from kd_jax.models import mobilenetv2, resnet_bottleneck, resnet_cifar, shufflenet, small, vgg, wrn
+from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
+from kd_jax.models.resnet_bottleneck import BottleneckBlock, ResNetBottleneck
 from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
+from kd_jax.models.shufflenet import (ShuffleNetV1, ShuffleNetV2, ShuffleV1Block, ShuffleV2Block,
+                                      ShuffleV2DownBlock)
 from kd_jax.models.small import CNN, MLP
+from kd_jax.models.vgg import VGG
 from kd_jax.models.wrn import PreActBlock, WideResNet
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
@@ -43,12 +50,24 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet110": resnet_cifar.resnet110,
     "resnet8x4": resnet_cifar.resnet8x4,
     "resnet32x4": resnet_cifar.resnet32x4,
+    # ResNet-50 with Bottleneck blocks and a CIFAR stem (RepDistiller's `ResNet50`).
+    "resnet50": resnet_bottleneck.resnet50,
     # Wide ResNets (Zagoruyko & Komodakis 2016).
     "wrn": wrn.wrn,
     "wrn_16_1": wrn.wrn_16_1,
     "wrn_16_2": wrn.wrn_16_2,
     "wrn_40_1": wrn.wrn_40_1,
     "wrn_40_2": wrn.wrn_40_2,
+    # VGG with BatchNorm (Simonyan & Zisserman 2015), RepDistiller's `vgg8`/`vgg11`/`vgg13`.
+    "vgg8": vgg.vgg8,
+    "vgg11": vgg.vgg11,
+    "vgg13": vgg.vgg13,
+    # CIFAR MobileNetV2 (Sandler et al. 2018); `mobilenetv2_half` is RepDistiller's `mobile_half`.
+    "mobilenetv2": mobilenetv2.mobilenetv2,
+    "mobilenetv2_half": mobilenetv2.mobilenetv2_half,
+    # CIFAR ShuffleNets (Zhang et al. 2018, Ma et al. 2018), RepDistiller's `ShuffleV1`/`ShuffleV2`.
+    "shufflenetv1": shufflenet.shufflenetv1,
+    "shufflenetv2": shufflenet.shufflenetv2,
     # Small models for the 8x8 digits data and tests.
     "mlp": small.mlp,
     "mlp_tiny": small.mlp_tiny,
@@ -117,11 +136,21 @@ def param_count(params: Any) -> int:
 __all__ = [
     "MODELS",
     "BasicBlock",
+    "BottleneckBlock",
     "CNN",
+    "InvertedResidual",
     "MLP",
+    "MobileNetV2",
     "ModelOutput",
     "PreActBlock",
+    "ResNetBottleneck",
     "ResNetCIFAR",
+    "ShuffleNetV1",
+    "ShuffleNetV2",
+    "ShuffleV1Block",
+    "ShuffleV2Block",
+    "ShuffleV2DownBlock",
+    "VGG",
     "WideResNet",
     "create_model",
     "model_names",
