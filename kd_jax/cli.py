@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from kd_jax.errors import KDJaxError
+from kd_jax.errors import KDJaxError, Preempted
 
 EPILOG = """commands:
   study (default)  teacher, CE student and KD student on the embedded digits data; prints a results table
@@ -69,4 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   except KDJaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except Preempted as e:
+    print(f"[kd_jax] {e}", flush=True)
+    return 0
   return 0

@@ -55,6 +55,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.gamma = 0.1
   c.optim.warmup_epochs = 0
 
+  # Multi-phase training (kd_jax.train.phases): a tuple of dicts with keys name, epochs, loss, optim
+  # (overrides), trainable, teacher_batch_statistics; keys a phase omits come from the top level. () = one
+  # phase made of config.loss, config.optim, config.epochs.
+  c.phases = ()
+
   c.batch_size = 64
   c.eval_batch_size = 256
   c.epochs = 240
@@ -170,3 +175,6 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"data.val_fraction must be in [0, 1), got {val}")
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
+  if config.get("phases"):
+    from kd_jax.train.phases import resolve_phases  # late: kd_jax.train imports this module
+    resolve_phases(config)

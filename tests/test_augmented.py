@@ -79,7 +79,8 @@ def test_he_da_is_kd_on_images_mixed_within_the_high_energy_subset():
 
 def test_he_da_thresholds_from_prepare_and_errors():
   logits = jax.random.normal(jax.random.PRNGKey(0), (100, 10)) * 3
-  prepared = distillers.HEDA().prepare(lambda: np.asarray(logits))
+  prepared = distillers.HEDA().prepare(
+      distillers.TrainingData(lambda: np.asarray(logits), np.zeros(100, np.int32), 10))
   energies = losses.energy_score(logits, 4.0)
   low, high = losses.energy_thresholds(energies, 0.0, 0.5)
   assert low == pytest.approx(float(np.min(energies)))  # LOW_RATE = 0: nothing of the training set is below

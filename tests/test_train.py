@@ -102,6 +102,22 @@ def test_batch_sharded_and_state_replicated(digits):
     sharding.check_batch_size(30, mesh)
 
 
+def test_distiller_memory_is_split_across_devices_and_the_rest_replicated():
+  from kd_jax.train.step import TrainState
+  mesh = sharding.make_mesh()
+  state = TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.ones((3,))}, batch_stats={},
+                     distiller_params={}, distiller_state={"memory": {"crd": {"bank": jnp.zeros((16, 4))}}},
+                     opt_state=(), rng=jax.random.PRNGKey(0))
+  placed = jax.device_put(state, sharding.state_shardings(state, mesh))
+  bank = placed.distiller_state["memory"]["crd"]["bank"]
+  assert bank.sharding.spec == jax.sharding.PartitionSpec("data")
+  assert {s.data.shape for s in bank.addressable_shards} == {(2, 4)}  # 16 rows / 8 devices
+  assert placed.params["w"].sharding.is_fully_replicated
+  bad = state.replace(distiller_state={"memory": {"crd": {"bank": jnp.zeros((12, 4))}}})
+  with pytest.raises(KDJaxError, match="multiple of the 8 devices"):
+    sharding.state_shardings(bad, mesh)
+
+
 def test_resume_equals_uninterrupted_run(tmp_path, digits, teacher_dir):
   kd = {"loss": {"ce": {"weight": 0.1}, "kd": {"weight": 0.9}}, "teacher.workdir": teacher_dir,
         "data.crop_pad": 1, "data.flip": True}
@@ -147,7 +163,7 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path, digits):
   x["image"][:] = np.nan
   poisoned = kd_data.from_arrays(x["image"], x["label"], x_test=x["image"][:8], y_test=x["label"][:8],
                                  num_classes=10, val_fraction=0.0)
-  with pytest.raises(KDJaxError, match=r"Non-finite .*loss.* at step 4"):
+  with pytest.raises(KDJaxError, match=r"Non-finite .*loss.* at step 3;"):
     train_and_evaluate(_small_config(max_steps=4), workdir, dataset=poisoned)
   manager = ckpt.checkpoint_manager(workdir, 3)
   assert manager.latest_step() == 2

@@ -9,11 +9,15 @@ import dataclasses
 from typing import Any, Mapping
 
 from kd_jax.distillers.augmented import HEDA
-from kd_jax.distillers.base import (Context, Distiller, Forward, WeightedSum, require_fraction, require_positive,
+from kd_jax.distillers.contrastive import CRD, CRDEmbed
+from kd_jax.distillers.base import (Context, Distiller, Forward, TrainingData, WeightedSum, require_fraction, require_positive,
                                     split_state)
-from kd_jax.distillers.feature import AT, CC, FSP, NST, PKT, SP, CorrelationEmbed, FitNet, Regressor
+from kd_jax.distillers.feed import FEED, FEEDTranslator, FEEDTranslators
+from kd_jax.distillers.feature import (AB, AT, CC, FSP, FT, NST, PKT, SP, ABConnector, CorrelationEmbed, FitNet,
+                                       Paraphraser, Regressor)
 from kd_jax.distillers.logit import DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD
 from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
+from kd_jax.distillers.review import ABF, ReviewFusion, ReviewKD
 from kd_jax.distillers.similarity import CSKD, R2KD
 from kd_jax.errors import KDJaxError
 
@@ -38,6 +42,11 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "rkd": RKD,
     "area_rkd": AreaRKD,
     "vid": VID,
+    "ab": AB,
+    "ft": FT,
+    "crd": CRD,
+    "review_kd": ReviewKD,
+    "feed": FEED,
 }
 
 
@@ -82,7 +91,8 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
   return WeightedSum(tuple(terms))
 
 
-__all__ = ["AT", "CC", "CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller",
+__all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller",
            "EnergyKD", "CorrelationEmbed", "EnsembleKD", "FSP", "FitNet", "HEDA", "Forward", "LogitStandardizedKD",
-           "NST", "PKT", "Regressor", "SP", "WeightedSum", "distiller_names", "from_config", "make_distiller",
-           "require_fraction", "require_positive", "split_state", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage"]
+           "NST", "PKT", "Regressor", "SP", "TrainingData", "WeightedSum", "distiller_names", "from_config", "make_distiller",
+           "require_fraction", "require_positive", "split_state", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage",
+           "ABF", "FEED", "FEEDTranslator", "FEEDTranslators", "ReviewFusion", "ReviewKD", "CRD", "CRDEmbed"]

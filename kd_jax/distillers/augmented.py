@@ -51,10 +51,10 @@ class HEDA(Distiller):
               cutmix_alpha=self.cutmix_alpha, mixup_alpha=self.mixup_alpha)
     require_fraction("he_da", low_fraction=self.low_fraction, high_fraction=self.high_fraction)
 
-  def prepare(self, teacher_train_logits):
+  def prepare(self, data):
     # With low_fraction 0 the low threshold is the training set's lowest energy, as in the reference
     # (LOW_RATE = 0), so almost no sample falls below it.
-    return with_energy_thresholds(self, teacher_train_logits)
+    return with_energy_thresholds(self, data.teacher_logits)
 
   def selection(self, teacher_logits: jax.Array) -> jax.Array:
     """[B] bool: the samples HE-DA mixes."""

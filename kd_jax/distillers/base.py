@@ -33,6 +33,27 @@ Forward = Callable[[jax.Array], Tuple[ModelOutput, TeacherOutput]]
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainingData:
+  """What `Distiller.prepare` may read about the training split (host-side, before training starts).
+
+  Attributes:
+    teacher_logits: returns the first teacher's logits [N, C] on the un-augmented training images, as the
+      distillers see them (calibration included); computed on first call only, so a distiller that does
+      not call it costs no teacher pass.
+    labels: the training labels [N], in the order of `batch['index']`.
+    num_classes: C.
+  """
+
+  teacher_logits: Callable[[], np.ndarray]
+  labels: np.ndarray
+  num_classes: int
+
+  @property
+  def num_examples(self) -> int:
+    return int(len(self.labels))
+
+
+@dataclasses.dataclass(frozen=True)
 class Context:
   """Where in training a loss is evaluated.
 
@@ -67,15 +88,15 @@ class Distiller:
     del rng, student, teacher, batch
     return {}
 
-  def prepare(self, teacher_train_logits: Callable[[], np.ndarray]) -> "Distiller":
-    """A copy with the constants that need a full pass of the frozen teacher over the training data.
+  def prepare(self, data: TrainingData) -> "Distiller":
+    """A copy with the constants that depend on the whole training split.
 
-    Energy KD's thresholds are the example. `teacher_train_logits()` returns the first teacher's logits
-    ([N, C], un-augmented training images, as the distillers see them, calibration included); it is computed
-    on first call only. The loop stores the fields a `prepare` changed in the run directory, so a resumed
-    run uses exactly the same constants. The default needs nothing.
+    Energy KD's thresholds (a pass of the frozen teacher) and CRD's bank size are examples. The loop
+    stores the fields a `prepare` changed in the run directory, so a resumed run uses exactly the same
+    constants; they must therefore be JSON-serialisable (numbers, strings, tuples). The default needs
+    nothing.
     """
-    del teacher_train_logits
+    del data
     return self
 
   def loss(self, variables: Variables, student: ModelOutput, teacher: TeacherOutput, batch: Batch,
@@ -143,9 +164,9 @@ class WeightedSum(Distiller):
   def _sub(variables: Variables, name: str) -> Variables:
     return {col: tree[name] for col, tree in variables.items() if name in tree}
 
-  def prepare(self, teacher_train_logits):
+  def prepare(self, data: TrainingData) -> "WeightedSum":
     return dataclasses.replace(self, terms=tuple(
-        (name, weight, d.prepare(teacher_train_logits)) for name, weight, d in self.terms))
+        (name, weight, d.prepare(data)) for name, weight, d in self.terms))
 
   def prepared_fields(self, prepared: "WeightedSum") -> Dict[str, Dict[str, Any]]:
     """`{term: {field: value}}` for the hyper-parameters that `prepared` (from `self.prepare`) changed."""

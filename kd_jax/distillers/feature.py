@@ -25,6 +25,7 @@ class Regressor(nn.Module):
   """
 
   target_shape: Tuple[int, ...]
+  activate: bool = True  # False: no ReLU after the BatchNorm (AB's connector reads pre-activations)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -43,7 +44,7 @@ class Regressor(nn.Module):
       raise ValueError(f"Regressor: cannot map a student feature of spatial size {(hs, ws)} onto a "
                        f"teacher feature of size {(ht, wt)}; choose stages whose sizes agree or differ by 2×.")
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
-    return nn.relu(x)
+    return nn.relu(x) if self.activate else x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,3 +329,193 @@ class FSP(Distiller):
                for a, b in self.stage_pairs]
     t_pairs = jax.lax.stop_gradient(t_pairs)
     return losses.fsp(s_pairs, t_pairs, form=self.form), {}, {}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Methods with a pre-training phase (kd_jax.train.phases): AB's connector initialisation, FT's paraphraser.
+# ------------------------------------------------------------------------------------------------------
+
+
+class ABConnector(nn.Module):
+  """AB's connector onto the teacher response: 1×1 conv (no bias, He-normal) + BatchNorm, no activation
+  (the loss reads pre-activations). Maps of different spatial size go through `Regressor`'s resampling conv
+  instead, without its ReLU (RepDistiller's `ConvReg(use_relu=False)`)."""
+
+  target_shape: Tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if x.ndim == 4 and x.shape[1:3] != tuple(self.target_shape[1:3]):
+      return Regressor(self.target_shape, activate=False)(x, train)
+    if x.ndim == 2:
+      return nn.Dense(self.target_shape[-1], use_bias=False, kernel_init=nn.initializers.he_normal())(x)
+    x = nn.Conv(self.target_shape[-1], (1, 1), use_bias=False, kernel_init=nn.initializers.he_normal())(x)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+
+
+def _apply_with_state(module: nn.Module, variables, x: jax.Array, train: bool):
+  """`module(x)`, returning its updated `batch_stats` when training (as FitNet's regressor)."""
+  if train and "batch_stats" in variables:
+    y, state = module.apply(variables, x, train=True, mutable=["batch_stats"])
+    return y, dict(state)
+  return module.apply(variables, x, train=False), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class AB(Distiller):
+  """Activation-boundary distillation on pre-ReLU stage responses, with trainable connectors.
+
+  Heo, Lee, Yun, Choi, AAAI 2019, arXiv:1811.03233. `L = scale · Σ_i w_i · activation_boundary(c_i(s_i), t_i)`
+  over paired `ModelOutput.preact_stages`, with `w_i = 2^(i−n+1)` (deepest 1, then ½, ¼, ...) and
+  `scale = 3/1000` (the CIFAR scale of both the original code and RepDistiller; ImageNet used 1/1000). A
+  connector `c_i` is omitted where the student response already has the teacher's shape.
+
+  AB is a pre-training method: train student and connectors on this loss alone in a first phase, then
+  drop the connectors and train normally (`experiments/digits_ab.py`); the teacher's BatchNorm mode in
+  that phase is the phase's `teacher_batch_statistics` switch. Metrics: `stage<i>` (unweighted terms) and
+  `mismatch`, the fraction of neurons whose activation differs from the teacher's (the paper's monitor).
+
+  Attributes:
+    stages: stage indices to pair (None: every stage).
+    margin: μ.
+    scale: overall factor.
+  """
+
+  stages: Optional[Tuple[int, ...]] = None
+  margin: float = 1.0
+  scale: float = 3.0 / 1000.0
+
+  def __post_init__(self):
+    object.__setattr__(self, "stages", _int_tuple("ab", "stages", self.stages))
+    require_positive("ab", margin=self.margin, scale=self.scale)
+
+  def _pairs(self, student, teacher):
+    pairs = []
+    for idx in _all_stages("ab", self.stages, student, teacher):
+      _stage("ab", "student", student, idx)  # validates the index for both models
+      _stage("ab", "teacher", teacher, idx)
+      pairs.append((f"stage{idx % len(student.stages)}", student.preact_stages[idx],
+                    jax.lax.stop_gradient(teacher.preact_stages[idx])))
+    return pairs
+
+  def init(self, rng, student, teacher, batch):
+    variables: dict = {}
+    for i, (key, s, t) in enumerate(self._pairs(student, teacher)):
+      if s.shape != t.shape:
+        for col, tree in ABConnector(t.shape).init(jax.random.fold_in(rng, i), s, train=False).items():
+          variables.setdefault(col, {})[key] = tree
+    return variables
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    pairs = self._pairs(student, teacher)
+    total, metrics, state, mismatched, neurons = 0.0, {}, {}, 0.0, 0
+    for i, (key, s, t) in enumerate(pairs):
+      if key in variables.get("params", {}):
+        sub = {col: tree[key] for col, tree in variables.items() if key in tree}
+        s, sub_state = _apply_with_state(ABConnector(t.shape), sub, s, ctx.train)
+        for col, tree in sub_state.items():
+          state.setdefault(col, {})[key] = tree
+      value = losses.activation_boundary(s, t, margin=self.margin)
+      metrics[key] = value
+      total = total + 2.0 ** (i - len(pairs) + 1) * value
+      mismatched = mismatched + losses.activation_mismatch(s, t) * t.size
+      neurons += t.size
+    metrics["mismatch"] = mismatched / neurons
+    return self.scale * total, metrics, state
+
+
+class FTConvStack(nn.Module):
+  """Three 3×3 convs (stride 1, padding 1, bias), each followed by LeakyReLU(0.1): FT's paraphraser encoder
+  (`widths` = (C, kC, kC)) and translator ((C_s, kC_t, kC_t)), as the official code has them (no BN)."""
+
+  widths: Tuple[int, int, int]
+  transpose: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    layer = nn.ConvTranspose if self.transpose else nn.Conv
+    for width in self.widths:
+      x = nn.leaky_relu(layer(width, (3, 3), padding=1 if not self.transpose else "SAME")(x), 0.1)
+    return x
+
+
+class Paraphraser(nn.Module):
+  """FT's teacher-side autoencoder: encoder C→C→kC→kC, decoder kC→kC→C→C (transposed convs)."""
+
+  channels: int
+  factor_channels: int
+
+  def setup(self):
+    self.encoder = FTConvStack((self.channels, self.factor_channels, self.factor_channels))
+    self.decoder = FTConvStack((self.factor_channels, self.channels, self.channels), transpose=True)
+
+  def __call__(self, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    """`(factor, reconstruction)`."""
+    factor = self.encoder(x)
+    return factor, self.decoder(factor)
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    return self.encoder(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class FT(Distiller):
+  """Factor transfer: a paraphraser pre-trained on the teacher's feature, then a translator on the student's.
+
+  Kim, Park, Kwak, NeurIPS 2018, arXiv:1802.04977. Both parts live under this term's parameters
+  (`paraphraser`, `translator`) and `mode` says which loss a phase trains:
+  - `mode="paraphraser"` (phase 1; train only `distiller/<term>/paraphraser`): the reconstruction
+    `mean |x_t − P(x_t)|` of the teacher feature x_t (L1 as the official code; the paper writes L2).
+  - `mode="transfer"` (phase 2; train `student` and `distiller/<term>/translator`): `losses.factor_transfer(
+    Tr(x_s), enc(x_t), p, form)` with the paraphraser frozen (β = 500 is the loss weight in the configs).
+  Taps the last stage (before pooling) by default, as the paper. Factor channels `k·C_t`, `rate` k = 0.5.
+  `experiments/digits_ft.py` chains the phases.
+
+  Attributes:
+    mode: 'paraphraser' or 'transfer'.
+    stage: the stage both models are tapped at (negative counts from the end).
+    rate: factor rate k.
+    p: the factor loss's norm (1 in the paper).
+    form: see `losses.factor_transfer` ('reference' = RepDistiller's, 'paper' = the official code's).
+  """
+
+  mode: str = "transfer"
+  stage: int = -1
+  rate: float = 0.5
+  p: int = 1
+  form: str = "reference"
+
+  def __post_init__(self):
+    if self.mode not in ("paraphraser", "transfer"):
+      raise ValueError(f"ft: mode must be 'paraphraser' (phase 1) or 'transfer' (phase 2), got {self.mode!r}.")
+    require_positive("ft", rate=self.rate)
+    _check_form("ft", self.form)
+
+  def _modules(self, s: jax.Array, t: jax.Array) -> Tuple[Paraphraser, FTConvStack]:
+    if s.ndim != 4 or t.ndim != 4:
+      raise ValueError(f"ft: needs NHWC stage outputs; got student {s.shape} and teacher {t.shape}.")
+    factor = max(1, int(round(self.rate * t.shape[-1])))
+    return Paraphraser(t.shape[-1], factor), FTConvStack((s.shape[-1], factor, factor))
+
+  def _features(self, student, teacher):
+    return (_stage("ft", "student", student, self.stage),
+            jax.lax.stop_gradient(_stage("ft", "teacher", teacher, self.stage)))
+
+  def init(self, rng, student, teacher, batch):
+    s, t = self._features(student, teacher)
+    paraphraser, translator = self._modules(s, t)
+    p_rng, t_rng = jax.random.split(rng)
+    return {"params": {"paraphraser": paraphraser.init(p_rng, t)["params"],
+                       "translator": translator.init(t_rng, s)["params"]}}
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    s, t = self._features(student, teacher)
+    paraphraser, translator = self._modules(s, t)
+    params = variables["params"]
+    if self.mode == "paraphraser":
+      _, reconstruction = paraphraser.apply({"params": params["paraphraser"]}, t)
+      return jnp.mean(jnp.abs(reconstruction - t)), {}, {}
+    teacher_factor = paraphraser.apply({"params": jax.lax.stop_gradient(params["paraphraser"])}, t,
+                                       method=Paraphraser.encode)
+    student_factor = translator.apply({"params": params["translator"]}, s)
+    return losses.factor_transfer(student_factor, teacher_factor, p=self.p, form=self.form), {}, {}

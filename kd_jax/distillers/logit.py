@@ -166,8 +166,8 @@ class EnergyKD(Distiller):
       raise ValueError(f"energy_kd: energy_low ({self.energy_low}) must be <= energy_high ({self.energy_high}); "
                        "lower low_fraction/high_fraction so the two groups do not overlap.")
 
-  def prepare(self, teacher_train_logits):
-    return with_energy_thresholds(self, teacher_train_logits)
+  def prepare(self, data):
+    return with_energy_thresholds(self, data.teacher_logits)
 
   def _check_thresholds(self):
     if self.energy_low is None or self.energy_high is None:

@@ -4,19 +4,26 @@ Each function's docstring gives its formula, its paper and its reduction. These 
 stable; users compose them freely in their own code.
 """
 
-from kd_jax.losses.features import (attention_transfer, correlation_congruence, fitnet, fsp, nst, pkt,
+from kd_jax.losses.features import (activation_boundary, activation_mismatch, attention_transfer,
+                                    correlation_congruence, factor_transfer, fitnet, fsp, nst, pkt,
                                     similarity_preserving)
 from kd_jax.losses.logits import (cross_entropy, dist, dist_relations, dkd, dkd_parts, energy_kd, energy_score,
                                   energy_temperatures, energy_thresholds, ensemble_kd, kd,
                                   kl_divergence_per_example, logit_standardized_kd,
                                   pearson_correlation, standardize_logits)
+from kd_jax.losses.contrastive import (crd, crd_available_negatives, crd_memory_init, crd_memory_update,
+                                       crd_nce_loss, crd_normalizer, crd_sample_indices, crd_scores,
+                                       crd_softmax_loss)
+from kd_jax.losses.features import review_kd
 from kd_jax.losses.relations import area_rkd, rkd_angle, rkd_distance, vid
 from kd_jax.losses.similarity import (cskd, cskd_cswt, cswt_temperatures, r2kd, r2kd_rank_loss,
                                       r2kd_teacher_logits, r2kd_value_loss)
 
-__all__ = ["area_rkd", "attention_transfer", "correlation_congruence", "cross_entropy", "cskd", "cskd_cswt",
+__all__ = ["activation_boundary", "activation_mismatch", "factor_transfer", "area_rkd", "attention_transfer", "correlation_congruence", "cross_entropy", "cskd", "cskd_cswt",
            "cswt_temperatures", "dist", "dist_relations", "dkd", "dkd_parts", "energy_kd", "energy_score",
            "energy_temperatures", "energy_thresholds", "ensemble_kd", "fitnet", "fsp", "kd",
            "kl_divergence_per_example", "logit_standardized_kd", "nst", "pearson_correlation", "pkt", "r2kd",
-           "r2kd_rank_loss", "r2kd_teacher_logits", "r2kd_value_loss", "rkd_angle", "rkd_distance",
-           "similarity_preserving", "standardize_logits", "vid"]
+           "r2kd_rank_loss", "r2kd_teacher_logits", "r2kd_value_loss", "review_kd", "rkd_angle", "rkd_distance",
+           "similarity_preserving", "standardize_logits", "vid",
+           "crd", "crd_available_negatives", "crd_memory_init", "crd_memory_update", "crd_nce_loss",
+           "crd_normalizer", "crd_sample_indices", "crd_scores", "crd_softmax_loss"]

@@ -353,3 +353,130 @@ def fsp(student_pairs: Sequence[tuple[jax.Array, jax.Array]], teacher_pairs: Seq
     diff = jnp.square(g_s - g_t)
     total = total + (jnp.mean(jnp.sum(diff, axis=(1, 2))) if form == "paper" else jnp.mean(diff))
   return total
+
+
+def _factor(feature: jax.Array, form: str) -> jax.Array:
+  """Per-example factor vector, L2-normalised: the flattened map (paper) or the channel mean of squares
+  (reference: RepDistiller's `FactorTransfer.factor` with p1 = 2)."""
+  x = feature.astype(jnp.float32)
+  if form == "reference":
+    x = jnp.mean(jnp.square(x), axis=-1)
+  return _l2_normalize(x.reshape(x.shape[0], -1), axis=1)
+
+
+def factor_transfer(student_factor: jax.Array, teacher_factor: jax.Array, *, p: int = 1,
+                    form: Form = "reference") -> jax.Array:
+  """Factor transfer loss between the student's translated factor and the teacher's paraphrased factor.
+
+  Kim, Park, Kwak, "Paraphrasing Complex Network: Network Compression via Factor Transfer", NeurIPS 2018,
+  arXiv:1802.04977. `L = mean_{b,d} |F_S/‖F_S‖₂ − F_T/‖F_T‖₂|^p`, each factor flattened per example.
+  - form="reference" (default; RepDistiller's `FactorTransfer(p1=2, p2=p)`, the code behind its CIFAR-100
+    table): the factor vector is the channel mean of the squared map, `mean_c F²` ([B, H·W]), and maps of
+    different spatial sizes are average-pooled to the smaller one first.
+  - form="paper" (the paper and its official code, `Jangho-Kim/Factor-Transfer-pytorch`): the whole map
+    flattened ([B, H·W·C]); shapes must match. The paper's p-norm is averaged over batch × dimension here,
+    as that code's `L1Loss` does.
+  The teacher factor is a constant (stop_gradient).
+
+  Args:
+    student_factor: [B, H, W, C_s] translator output.
+    teacher_factor: [B, H', W', C_t] paraphraser-encoder output (the FT factor), or any teacher feature.
+    p: 1 (the paper's choice) or 2.
+  """
+  _check_form("factor_transfer", form)
+  _check_nhwc("factor_transfer", student_factor=student_factor, teacher_factor=teacher_factor)
+  _check_batch("factor_transfer", student_factor, teacher_factor)
+  if p not in (1, 2):
+    raise ValueError(f"factor_transfer: p must be 1 or 2, got {p}.")
+  teacher_factor = jax.lax.stop_gradient(teacher_factor)
+  if form == "reference":
+    student_factor, teacher_factor = _pool_to_common_size(student_factor, teacher_factor)
+  elif student_factor.shape != teacher_factor.shape:
+    raise ValueError(f"factor_transfer: with form='paper' the student factor {student_factor.shape} must "
+                     f"match the teacher factor {teacher_factor.shape}; size the translator accordingly.")
+  diff = jnp.abs(_factor(student_factor, form) - _factor(teacher_factor, form))
+  return jnp.mean(diff if p == 1 else jnp.square(diff))
+
+
+def activation_boundary(student_preact: jax.Array, teacher_preact: jax.Array, *,
+                        margin: float = 1.0) -> jax.Array:
+  """Activation-boundary loss on one layer's pre-ReLU responses, summed over elements, divided by batch.
+
+  Heo, Lee, Yun, Choi, "Knowledge Transfer via Distillation of Activation Boundaries Formed by Hidden
+  Neurons", AAAI 2019, arXiv:1811.03233 (the hinge-like alternative-L2 form of its code):
+  `ℓ = (1/B) Σ_{b,h,w,c} [(r+μ)²·1{r>−μ}·1{t≤0} + (r−μ)²·1{r≤μ}·1{t>0}]`, with `r` the student response
+  after its connector and `t` the teacher's pre-activation (a constant). A student neuron is pushed below
+  −μ where the teacher's is inactive and above +μ where it is active; it is zero once every boundary agrees
+  with margin μ. The per-layer weights (2^(i−n+1)) and the 3/1000 scale of the references are the
+  distiller's.
+
+  Args:
+    student_preact: [B, H, W, C] (or [B, D]) connector output, same shape as the teacher's.
+    teacher_preact: the teacher's pre-ReLU response.
+    margin: μ.
+  """
+  if student_preact.shape != teacher_preact.shape:
+    raise ValueError(f"activation_boundary: student response {student_preact.shape} must match the teacher's "
+                     f"{teacher_preact.shape}; map it with a connector.")
+  r = student_preact.astype(jnp.float32)
+  t = jax.lax.stop_gradient(teacher_preact).astype(jnp.float32)
+  loss = (jnp.square(r + margin) * ((r > -margin) & (t <= 0))
+          + jnp.square(r - margin) * ((r <= margin) & (t > 0)))
+  return jnp.sum(loss) / r.shape[0]
+
+
+def activation_mismatch(student_preact: jax.Array, teacher_preact: jax.Array) -> jax.Array:
+  """Fraction of neurons whose activation (response > 0) differs between student and teacher (AB's monitor)."""
+  return jnp.mean((student_preact > 0) != (teacher_preact > 0))
+
+
+def _hierarchical_context_loss(student_feature: jax.Array, teacher_feature: jax.Array,
+                               levels: Sequence[int]) -> jax.Array:
+  """HCL of one pair: full-size MSE plus pooled-level MSEs with halving weights, divided by the weight sum."""
+  loss = jnp.mean(jnp.square(student_feature - teacher_feature))
+  weight, total_weight = 1.0, 1.0
+  for level in levels:
+    if level >= student_feature.shape[1]:  # the reference compares with the height only (square maps)
+      continue
+    weight /= 2.0
+    pooled_s = _adaptive_avg_pool(student_feature, level, level)
+    pooled_t = _adaptive_avg_pool(teacher_feature, level, level)
+    loss = loss + weight * jnp.mean(jnp.square(pooled_s - pooled_t))
+    total_weight += weight
+  return loss / total_weight
+
+
+def review_kd(student_features: Sequence[jax.Array], teacher_features: Sequence[jax.Array], *,
+              levels: Sequence[int] = (4, 2, 1)) -> jax.Array:
+  """ReviewKD's hierarchical context loss (HCL), summed over pairs of (fused student, teacher) features.
+
+  Chen, Liu, Zhao, Jia, "Distilling Knowledge via Knowledge Review", CVPR 2021, arXiv:2104.09044; the form of
+  the authors' code (dvlab-research/ReviewKD `hcl`) and mdistiller (`hcl_loss`), which agree. For one pair of
+  NHWC maps (F_s, F_t) of equal shape [B, H, W, C], with P_l the adaptive average pooling to l×l and the levels
+  l ∈ (4, 2, 1) that are smaller than H kept in that order (l_1, l_2, ...):
+
+    `hcl(F_s, F_t) = (MSE(F_s, F_t) + Σ_j 2^{-j} · MSE(P_{l_j} F_s, P_{l_j} F_t)) / (1 + Σ_j 2^{-j})`,
+
+  where MSE is the mean over every element (batch, space, channels), as `F.mse_loss(reduction='mean')`. The
+  first kept level gets weight 1/2, the next 1/4, the next 1/8 (so an 8×8 map: levels 4, 2, 1 with weights
+  1/2, 1/4, 1/8 and divisor 1.875; a 4×4 map: levels 2, 1, divisor 1.75; a 2×2 map: level 1, divisor 1.5;
+  a 1×1 map, such as the pooled embedding: the plain MSE). `L = Σ_pairs hcl`. The paper describes the pyramid
+  pooling but not these weights; the reference code's are used.
+
+  Args:
+    student_features: sequence of [B, H_i, W_i, C_i] student features (after ReviewKD's fusion modules).
+    teacher_features: the teacher's, same shapes, same order; treated as constants (stop_gradient).
+    levels: pooled output sizes, in the order their weights halve.
+  """
+  if len(student_features) != len(teacher_features) or not student_features:
+    raise ValueError(f"review_kd: need the same, non-zero number of student and teacher features, got "
+                     f"{len(student_features)} and {len(teacher_features)}.")
+  total = jnp.zeros((), jnp.float32)
+  for k, (s, t) in enumerate(zip(student_features, teacher_features)):
+    _check_nhwc("review_kd", student_feature=s, teacher_feature=t)
+    if s.shape != t.shape:
+      raise ValueError(f"review_kd: pair {k}: student feature {s.shape} must match the teacher feature "
+                       f"{t.shape}; map it with ReviewKD's fusion modules first.")
+    total = total + _hierarchical_context_loss(s.astype(jnp.float32),
+                                               jax.lax.stop_gradient(t).astype(jnp.float32), tuple(levels))
+  return total

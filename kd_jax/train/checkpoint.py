@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -34,16 +34,21 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta:
                                              meta=ocp.args.JsonSave(meta)), force=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Tuple[Optional[Any], Optional[dict]]:
+def restore_latest(manager: ocp.CheckpointManager,
+                   template: Any | Callable[[int], Any]) -> Tuple[Optional[Any], Optional[dict]]:
   """Restores the newest readable checkpoint into `template`'s structure and shardings.
+
+  `template` may be a function of the checkpoint's step, for states whose structure depends on it (a
+  multi-phase run's optimizer state).
 
   A checkpoint that fails to read (e.g. truncated by a crash outside orbax's atomic rename) is skipped with
   a warning and the previous one is used; with none readable the run starts from scratch only if there
   were none at all.
   """
   steps = sorted(manager.all_steps(), reverse=True)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
   for step in steps:
+    target = template(step) if callable(template) else template
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from tqdm.auto import tqdm
 
 from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax.config import validate
-from kd_jax.errors import KDJaxError
+from kd_jax.errors import KDJaxError, Preempted
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim
+from kd_jax.train import phases as kd_phases
 from kd_jax.train import sharding
 from kd_jax.train.step import TrainState, create_train_state, eval_step, train_step
 from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits
@@ -52,15 +57,17 @@ def evaluate(eval_fn, variables: Any, split: kd_data.Split, batch_size: int, mes
 
 
 def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, teacher_variables: Any,
-                      dataset: kd_data.Dataset, config: ml_collections.ConfigDict,
-                      workdir: str) -> kd_distillers.WeightedSum:
-  """Fills constants that need a teacher pass over the training data (`Distiller.prepare`).
+                      dataset: kd_data.Dataset, config: ml_collections.ConfigDict, workdir: str,
+                      loss: Optional[ml_collections.ConfigDict] = None,
+                      filename: str = "prepared.json") -> kd_distillers.WeightedSum:
+  """Fills constants that depend on the whole training split (`Distiller.prepare`).
 
-  The filled values are written to `<workdir>/prepared.json` with the loss config they belong to; a resumed
-  run with the same loss config reads them back instead of recomputing, so it trains with the same ones.
+  The filled values are written to `<workdir>/<filename>` with the loss config they belong to (`loss`,
+  default `config.loss`); a resumed run with the same loss config reads them back instead of recomputing,
+  so it trains with the same ones.
   """
-  path = os.path.join(workdir, "prepared.json")
-  loss_config = json.loads(json.dumps(config.loss.to_dict()))
+  path = os.path.join(workdir, filename)
+  loss_config = json.loads(json.dumps((config.loss if loss is None else loss).to_dict()))
   if os.path.isfile(path):
     with open(path) as f:
       stored = json.load(f)
@@ -75,12 +82,55 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
       cache["logits"] = logits[0] / teachers.temperatures[0]
     return cache["logits"]
 
-  prepared = distiller.prepare(train_logits)
+  prepared = distiller.prepare(kd_distillers.TrainingData(
+      train_logits, np.asarray(dataset.train.labels), dataset.num_classes))
   fields = distiller.prepared_fields(prepared)
   if fields:
     with open(path, "w") as f:
       json.dump({"loss": loss_config, "fields": fields}, f, indent=2)
   return prepared
+
+
+def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_distillers.WeightedSum:
+  """Every phase's terms once, by name: the distiller whose `init` builds the run's shared variables."""
+  terms: Dict[str, Tuple[str, float, kd_distillers.Distiller]] = {}
+  for distiller in distillers:
+    for name, weight, term in distiller.terms:
+      if name in terms and type(terms[name][2]) is not type(term):
+        raise KDJaxError(f"config.phases: term {name!r} is a {type(terms[name][2]).__name__} in one phase and a "
+                         f"{type(term).__name__} in another; a name shared by phases shares its parameters, so "
+                         "give different distillers different names.")
+      terms.setdefault(name, (name, weight, term))
+  return kd_distillers.WeightedSum(tuple(terms.values()))
+
+
+class StopRequest:
+  """Set by SIGTERM/SIGINT while training; the loop checkpoints at the next step boundary and stops.
+
+  Handlers are installed only in the main thread (Python's rule) and restored on exit. A second SIGINT
+  while the first is being honoured interrupts at once, for a user who really wants out.
+  """
+
+  def __init__(self):
+    self.signal_name: Optional[str] = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    name = signal.Signals(signum).name
+    if self.signal_name is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_name = name
+    print(f"\n[kd_jax] {name} received: checkpointing at the next step boundary, then stopping.", flush=True)
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -102,46 +152,80 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if len(dataset.train) < config.batch_size:
     raise KDJaxError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} training examples.")
 
-  distiller = kd_distillers.from_config(config.loss)
+  phases = kd_phases.resolve_phases(config)
+  phase_distillers = [kd_distillers.from_config(phase.loss) for phase in phases]
+  needs_teacher = any(d.needs_teacher for d in phase_distillers)
   student = kd_models.create_model(config.student.model, dataset.num_classes)
   sample = kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=0)
   teachers, teacher_variables, teacher_report = Teachers(), (), {}
-  if distiller.needs_teacher:
+  if needs_teacher:
     teachers, teacher_variables = load_teachers(config, dataset.num_classes, sample["image"][:1])
     if config.teacher.calibrate:
       teachers, teacher_report = calibrate_teachers(teachers, teacher_variables, dataset, config, workdir)
-    distiller = prepare_distiller(distiller, teachers, teacher_variables, dataset, config, workdir)
+    phase_distillers = [
+        prepare_distiller(d, teachers, teacher_variables, dataset, config, workdir, phase.loss,
+                          "prepared.json" if len(phases) == 1 else f"prepared-{phase.name}.json")
+        for d, phase in zip(phase_distillers, phases)]
     teacher_variables = sharding.replicate(teacher_variables, mesh)
 
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
-  total_steps = config.epochs * steps_per_epoch
+  total_steps = phases[-1].steps(steps_per_epoch)[1]
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
-  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, config.epochs * steps_per_epoch)
-  tx = optim.make_optimizer(config.optim, schedule)
+  schedules = [optim.learning_rate_schedule(p.optim, steps_per_epoch, p.epochs * steps_per_epoch) for p in phases]
 
   try:
-    state = create_train_state(jax.random.PRNGKey(config.seed), student, distiller, tx,
-                               {k: jnp.asarray(v) for k, v in sample.items()}, teachers, teacher_variables)
+    state = create_train_state(jax.random.PRNGKey(config.seed), student, _union_of_terms(phase_distillers),
+                               optax.identity(), {k: jnp.asarray(v) for k, v in sample.items()}, teachers,
+                               teacher_variables)
   except KDJaxError:
     raise
   except ValueError as e:  # a distiller refusing these models' outputs (stage index, channel counts, ...)
     raise KDJaxError(f"config.loss does not fit the student {config.student.model!r} and its teacher(s): {e}") from e
-  state = sharding.replicate(state, mesh)
+  trainable = {"student": state.params, "distiller": state.distiller_params}
+  txs = [kd_phases.masked_optimizer(optim.make_optimizer(p.optim, sched), trainable, p.trainable)
+         for p, sched in zip(phases, schedules)]
+
+  def with_fresh_optimizer(s: TrainState, index: int) -> TrainState:
+    # Each phase starts its own optimizer, as the reference codes construct a new one per phase.
+    opt_state = jax.jit(txs[index].init)({"student": s.params, "distiller": s.distiller_params})
+    return s.replace(opt_state=opt_state)
+
+  def shardings_for(index: int):  # the optimizer state's structure differs between phases
+    return sharding.state_shardings(jax.eval_shape(lambda s: with_fresh_optimizer(s, index), state), mesh)
+
+  def placed_with_fresh_optimizer(s: TrainState, index: int) -> TrainState:
+    return jax.device_put(with_fresh_optimizer(s, index), shardings_for(index))
+
+  state = placed_with_fresh_optimizer(state, 0)
   manager = ckpt.checkpoint_manager(workdir, config.keep_checkpoints)
-  restored, _ = ckpt.restore_latest(manager, state)
+
+  def template(step: int) -> TrainState:
+    # A checkpoint's optimizer state belongs to the phase of the last step it applied.
+    return placed_with_fresh_optimizer(state, kd_phases.phase_at(phases, max(step - 1, 0), steps_per_epoch))
+
+  restored, _ = ckpt.restore_latest(manager, template)
   if restored is not None:
     state = restored
   start_step = int(jax.device_get(state.step))
+  current = kd_phases.phase_at(phases, max(start_step - 1, 0), steps_per_epoch)
 
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
 
-  step_fn = jax.jit(
-      functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
-                        schedule=schedule, steps_per_epoch=steps_per_epoch, crop_pad=config.data.crop_pad,
-                        flip=config.data.flip),
-      out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)), donate_argnums=(0,))
+  def make_step_fn(index: int):
+    phase = phases[index]
+    phase_teachers = teachers
+    if phase.teacher_batch_statistics:
+      phase_teachers = dataclasses.replace(teachers, batch_statistics=(True,) * len(teachers.modules))
+    return jax.jit(
+        functools.partial(train_step, student=student, teachers=phase_teachers, distiller=phase_distillers[index],
+                          tx=txs[index], schedule=schedules[index], steps_per_epoch=steps_per_epoch,
+                          crop_pad=config.data.crop_pad, flip=config.data.flip,
+                          student_train=phase.trains_student, phase_start=phase.steps(steps_per_epoch)[0]),
+        out_shardings=(shardings_for(index), sharding.replicated(mesh)), donate_argnums=(0,))
+
+  step_fns: Dict[int, Any] = {}
   eval_fn = jax.jit(functools.partial(eval_step, model=student))
   writer = MetricWriter(workdir)
 
@@ -149,29 +233,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return {"params": s.params, "batch_stats": s.batch_stats}
 
   def save(s: TrainState, epoch: int):
-    ckpt.save_checkpoint(manager, int(jax.device_get(s.step)), s,
-                         {"epoch": epoch, "config": json.loads(config.to_json_best_effort())})
+    step = int(jax.device_get(s.step))
+    ckpt.save_checkpoint(manager, step, s, {
+        "epoch": epoch, "phase": phases[kd_phases.phase_at(phases, max(step - 1, 0), steps_per_epoch)].name,
+        "config": json.loads(config.to_json_best_effort())})
 
   pending, epoch_sums, epoch_count, val = [], {}, 0, None
   bar = tqdm(total=total_steps, initial=start_step, disable=not config.progress_bar, unit="step",
              desc=os.path.basename(workdir), dynamic_ncols=True, leave=False)
+  stop = StopRequest()
   try:
+    stop.__enter__()
     for step in range(start_step, total_steps):
+      index = kd_phases.phase_at(phases, step, steps_per_epoch)
+      if index != current:
+        state, current = placed_with_fresh_optimizer(state, index), index
+      if index not in step_fns:
+        step_fns[index] = make_step_fn(index)
       batch = kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=step)
-      state, metrics = step_fn(state, sharding.shard_batch(batch, mesh), teacher_variables)
+      state, metrics = step_fns[index](state, sharding.shard_batch(batch, mesh), teacher_variables)
       pending.append(metrics)
       end_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
-      if len(pending) >= config.log_every_steps or end_of_epoch:
+      if len(pending) >= config.log_every_steps or end_of_epoch or stop.signal_name:
         # One host transfer per logging interval; the loop never waits on the device otherwise.
         fetched = jax.device_get(pending)
         for m in fetched:
           for k, v in m.items():
             epoch_sums[k] = epoch_sums.get(k, 0.0) + float(v)
         epoch_count += len(fetched)
-        bad = [k for k, v in fetched[-1].items() if not math.isfinite(float(v))]
-        if bad:
-          raise KDJaxError(f"Non-finite {', '.join(bad)} at step {step + 1}; stopping. The last good "
-                           f"checkpoint in {manager.directory} is kept; lower optim.lr or check the data.")
+        for offset, m in enumerate(fetched):
+          bad = sorted(k for k, v in m.items() if not math.isfinite(float(v)))
+          if bad:
+            raise KDJaxError(f"Non-finite {', '.join(bad)} at step {step + 2 - len(fetched) + offset}; stopping. "
+                             f"The last good checkpoint in {manager.directory} is kept; lower optim.lr or check "
+                             "the data.")
         bar.update(len(fetched))
         bar.set_postfix(loss=f"{fetched[-1]['loss']:.3f}", acc=f"{fetched[-1]['accuracy']:.3f}")
         pending = []
@@ -179,13 +274,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         epoch = math.ceil((step + 1) / steps_per_epoch)
         scalars = {f"train/{k}": v / epoch_count for k, v in epoch_sums.items()}
         scalars["epoch"] = epoch
+        scalars["phase"] = index
         val = evaluate(eval_fn, student_variables(state), dataset.val, config.eval_batch_size, mesh)
         scalars.update({f"val/{k}": v for k, v in val.items()})
         writer.write(step + 1, scalars)
         epoch_sums, epoch_count = {}, 0
         if epoch % config.checkpoint_every_epochs == 0 or step + 1 == total_steps:
           save(state, epoch)
+      if stop.signal_name:
+        if (step + 1) not in manager.all_steps():
+          save(state, math.ceil((step + 1) / steps_per_epoch))
+        manager.wait_until_finished()
+        raise Preempted(step + 1, workdir, stop.signal_name)
   finally:
+    stop.__exit__()
     bar.close()
     manager.wait_until_finished()
     writer.close()
@@ -206,6 +308,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              "val_accuracy": val.get("accuracy"), "test_accuracy": test.get("accuracy"),
              "test_nll": test.get("nll"), "wall_time_s": time.time() - start_time,
              "devices": mesh.size, "workdir": workdir, **teacher_report}
+  if config.phases:
+    results["phases"] = [{"name": p.name, "epochs": p.epochs, "trainable": list(p.trainable),
+                          "loss": {k: dict(v) for k, v in p.loss.items()}} for p in phases]
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   return results

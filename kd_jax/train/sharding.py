@@ -2,6 +2,10 @@
 
 XLA inserts the gradient all-reduce itself; plain BatchNorm then sees global-batch statistics, so a run on
 8 devices matches a run on one up to float reassociation.
+
+One exception to "replicated": a distiller's `memory` collection (CRD's memory banks, one row per training
+example) is split along its leading axis over the `data` axis, so a bank costs N/D rows per device instead
+of N. Distillers that keep such banks pad their row count to a multiple of the device count.
 """
 
 from __future__ import annotations
@@ -42,3 +46,24 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
+
+
+MEMORY_COLLECTION = "memory"
+
+
+def state_shardings(state: Any, mesh: Mesh) -> Any:
+  """Shardings for a `TrainState`: replicated, except `distiller_state['memory']` split by rows."""
+  shardings = jax.tree.map(lambda _: replicated(mesh), state)
+  memory = getattr(state, "distiller_state", {}).get(MEMORY_COLLECTION)
+  if not memory:
+    return shardings
+
+  def row_sharded(path, leaf):
+    if leaf.ndim == 0 or leaf.shape[0] % mesh.size:
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      raise KDJaxError(f"Distiller memory {name} has shape {leaf.shape}; its leading axis must be a multiple "
+                       f"of the {mesh.size} devices so it can be split across them.")
+    return NamedSharding(mesh, P("data"))
+
+  memory_shardings = jax.tree_util.tree_map_with_path(row_sharded, memory)
+  return shardings.replace(distiller_state=dict(shardings.distiller_state, **{MEMORY_COLLECTION: memory_shardings}))

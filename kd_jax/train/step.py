@@ -67,29 +67,38 @@ def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
 def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables: Any, *,
                student: nn.Module, teachers: Teachers, distiller: Distiller,
                tx: optax.GradientTransformation, schedule: optax.Schedule, steps_per_epoch: int,
-               crop_pad: int = 0, flip: bool = False) -> Tuple[TrainState, Metrics]:
-  """One optimisation step; pure, meant to be jitted once with everything after `*` bound."""
+               crop_pad: int = 0, flip: bool = False, student_train: bool = True,
+               phase_start: int = 0) -> Tuple[TrainState, Metrics]:
+  """One optimisation step; pure, meant to be jitted once with everything after `*` bound.
+
+  `student_train=False` runs the student in eval mode (a phase that freezes it must not move its BatchNorm
+  statistics either); `phase_start` is the first global step of the current phase, from which the
+  distillers' `ctx.step`/`ctx.epoch` and the schedule count.
+  """
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, distiller_rng = jax.random.split(step_rng)
   images = batch["image"]
   if crop_pad or flip:
     images = augment(augment_rng, images, pad=crop_pad, flip=flip)
   teacher_out = teachers(teacher_variables, images) if distiller.needs_teacher else None
+  phase_step = state.step - phase_start
   batch = dict(batch, image=images)  # distillers see the view the models saw
 
   def loss_fn(trainable):
     student_variables = {"params": trainable["student"], "batch_stats": state.batch_stats}
-    student_out, new_student = student.apply(student_variables, images, train=True, mutable=["batch_stats"])
+    student_out, new_student = student.apply(student_variables, images, train=student_train,
+                                             mutable=["batch_stats"])
 
     def forward(other_images):
-      other_out, _ = student.apply(student_variables, other_images, train=True, mutable=["batch_stats"])
+      other_out, _ = student.apply(student_variables, other_images, train=student_train, mutable=["batch_stats"])
       return other_out, teachers(teacher_variables, other_images)
 
-    ctx = Context(rng=distiller_rng, train=True, step=state.step, epoch=state.step // steps_per_epoch + 1,
+    ctx = Context(rng=distiller_rng, train=True, step=phase_step, epoch=phase_step // steps_per_epoch + 1,
                   forward=forward)
     loss, metrics, new_distiller_state = distiller.loss(
         {"params": trainable["distiller"], **state.distiller_state}, student_out, teacher_out, batch, ctx)
-    return loss, (metrics, new_student.get("batch_stats", {}), new_distiller_state, student_out.logits)
+    batch_stats = new_student.get("batch_stats", {}) if student_train else state.batch_stats
+    return loss, (metrics, batch_stats, new_distiller_state, student_out.logits)
 
   trainable = {"student": state.params, "distiller": state.distiller_params}
   (loss, (metrics, batch_stats, distiller_state, logits)), grads = jax.value_and_grad(
@@ -100,7 +109,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
       step=state.step + 1, params=trainable["student"], batch_stats=batch_stats,
       distiller_params=trainable["distiller"],
       distiller_state=_merge(state.distiller_state, distiller_state), opt_state=opt_state)
-  metrics = dict(metrics, loss=loss, lr=jnp.asarray(schedule(state.step), jnp.float32),
+  metrics = dict(metrics, loss=loss, lr=jnp.asarray(schedule(phase_step), jnp.float32),
                  accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]))
   return new_state, metrics
 
