@@ -39,3 +39,22 @@ def test_logit_methods_summary_reports_divergence_and_calibration():
   assert "| KD | 1·ce | 85.00 ± 7.07 | +0.00 |" in table
   assert "| R2KD | x | diverged (non-finite loss) on seed(s) 1 |" in table
   assert "| 0.500 | 0.5000 | 0.5000 |" in table
+
+
+def test_feature_methods_summary_compares_each_method_with_ce_of_its_own_student(monkeypatch):
+  monkeypatch.syspath_prepend(TOOLS)  # the tool imports its sibling logit_methods
+  tool = _load("feature_methods")
+  per_seed = {}
+  for seed, acc in ((0, 0.90), (1, 0.92)):
+    runs = {name: {"model": model, "test_accuracy": 0.99} for name, (model, _) in tool.TEACHERS.items()}
+    for method in tool.METHODS:
+      student = "mlp_small" if "mlp_small" in method or "RKD" in method else "cnn_small"
+      runs[method] = {"test_accuracy": acc, "loss_text": "1·ce", "student": student}
+    runs["CE (mlp_small)"]["test_accuracy"] = 0.80
+    runs["CRD"]["test_accuracy"] = None if seed == 1 else 0.5
+    per_seed[seed] = runs
+  table = tool.summarize(per_seed)
+  assert "| AT | cnn_small | 1·ce | 91.00 ± 1.41 | +0.00 |" in table
+  assert "| RKD | mlp_small | 1·ce | 91.00 ± 1.41 | +11.00 |" in table  # against CE of mlp_small (80.00)
+  assert "| CRD | cnn_small | 1·ce | diverged (non-finite loss) on seed(s) 1 |" in table
+  assert "| teacher_resnet20 | resnet20 | ce | 99.00 ± 0.00 |" in table

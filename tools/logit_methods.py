@@ -37,8 +37,10 @@ METHODS = {
     "CSKD + CSWT": ("digits_cskd.py", {}),
     "R2KD": ("digits_r2kd.py", {}),
     "R2KD, lr 0.01": ("digits_r2kd.py", {"optim.lr": 0.01}),
-    "Ensemble KD (2 teachers)": ("digits_ensemble_kd.py", {}),
+    "Ensemble KD (2 teachers)": ("digits_ensemble_kd.py", {"teacher.extra_workdirs": ("@teacher_b",)}),
 }
+# teacher run name -> (model, seed offset); "@name" in a method's overrides is that teacher's workdir.
+TEACHERS = {"teacher": ("cnn_large", 0), "teacher_b": ("cnn_large", 100)}
 
 
 def _set(config, key, value):
@@ -53,25 +55,33 @@ def _shrink(config):
   config.epochs, config.max_steps, config.log_every_steps = 1, 3, 1
 
 
-def run_seed(seed: int, workdir: str, quick: bool) -> dict:
+def _resolve(value, teachers):
+  if isinstance(value, str) and value.startswith("@"):
+    return teachers[value[1:]]
+  if isinstance(value, tuple):
+    return tuple(_resolve(v, teachers) for v in value)
+  return value
+
+
+def run_seed(seed: int, workdir: str, quick: bool, methods: dict = METHODS, teacher_specs: dict = TEACHERS) -> dict:
+  """Trains the teachers of `teacher_specs`, then every method of `methods` (all on `seed`) under `workdir`."""
   runs = {}
   teachers = {}
-  for name, teacher_seed in (("teacher", seed), ("teacher_b", seed + 100)):
-    config = study_configs(seed=teacher_seed)["teacher"]
+  for name, (model, offset) in teacher_specs.items():
+    config = study_configs(seed=seed + offset)["teacher"]
+    config.student.model = model
     config.progress_bar = False
     if quick:
       _shrink(config)
     teachers[name] = os.path.join(workdir, name)
     runs[name] = train_and_evaluate(config, teachers[name])
-  for method, (file, overrides) in METHODS.items():
+  for method, (file, overrides) in methods.items():
     config = load_config_file(os.path.join(EXPERIMENTS, file))
     config.seed = seed
     config.progress_bar = False
     config.teacher.workdir = teachers["teacher"]
-    if file == "digits_ensemble_kd.py":
-      config.teacher.extra_workdirs = (teachers["teacher_b"],)
     for key, value in overrides.items():
-      _set(config, key, value)
+      _set(config, key, _resolve(value, teachers))
     if quick:
       _shrink(config)
     slug = "".join(ch for ch in method.lower().replace(" ", "_") if ch.isalnum() or ch in "_.-")
@@ -81,6 +91,11 @@ def run_seed(seed: int, workdir: str, quick: bool) -> dict:
       print(f"[{method}, seed {seed}] {e}", flush=True)
       runs[method] = {"test_accuracy": None, "error": str(e)}
     runs[method]["loss_text"] = _describe_loss(config.loss.to_dict())
+    if config.phases:  # e.g. "init (4 ep): 1·ab → main: 1·ce"
+      runs[method]["loss_text"] = " → ".join(
+          f"{p['name']}" + (f" ({p['epochs']} ep)" if "epochs" in p else "") + ": "
+          + _describe_loss(dict(p.get("loss", config.loss.to_dict()))) for p in config.phases)
+    runs[method]["student"] = config.student.model
   return runs
 
 
