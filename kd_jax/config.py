@@ -90,6 +90,18 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   return config
 
 
+def set_value(config: ml_collections.ConfigDict, key: str, value) -> None:
+  """`config.<key> = value` for a dotted key (`'optim.lr'`), as ablation scripts set values in a loop.
+
+  Unlike `apply_overrides` it takes Python values, not text, and does not validate: call `validate` after.
+  """
+  node = config
+  *parents, leaf = key.split(".")
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+
+
 def _parse_value(text: str):
   try:
     return ast.literal_eval(text)

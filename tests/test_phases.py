@@ -16,7 +16,7 @@ import pytest
 
 from kd_jax import data as kd_data
 from kd_jax import distillers, losses, models
-from kd_jax.config import base_config, validate
+from kd_jax.config import base_config, set_value, validate
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.train import checkpoint as ckpt
@@ -204,11 +204,7 @@ def _config(**overrides):
   c.optim.schedule = "constant"
   c.keep_checkpoints = 10
   for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+    set_value(c, key, value)
   return c
 
 

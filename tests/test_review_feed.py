@@ -12,7 +12,7 @@ import pytest
 
 from kd_jax import data as kd_data
 from kd_jax import distillers, losses, models
-from kd_jax.config import base_config
+from helpers import small_config
 from kd_jax.distillers.review import nearest_resize
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.train import checkpoint as ckpt
@@ -331,23 +331,7 @@ def test_feed_rejects_bad_settings():
 
 
 def _config(**overrides):
-  c = base_config()
-  c.data.name = "digits"
-  c.student.model = "cnn_tiny"
-  c.batch_size = 32
-  c.eval_batch_size = 128
-  c.epochs = 1
-  c.max_steps = 2
-  c.log_every_steps = 2
-  c.progress_bar = False
-  c.optim.schedule = "constant"
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return small_config(**{"eval_batch_size": 128, "epochs": 1, "max_steps": 2, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 
 from kd_jax import data as kd_data
 from kd_jax import distillers, models
-from kd_jax.config import base_config
 from kd_jax.errors import KDJaxError
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim, sharding
@@ -21,25 +20,10 @@ from kd_jax.train.loop import train_and_evaluate
 from kd_jax.train.step import create_train_state, train_step
 from kd_jax.train.teachers import Teachers
 
+from helpers import small_config
 
-def _small_config(**overrides):
-  c = base_config()
-  c.data.name = "digits"
-  c.student.model = "cnn_tiny"
-  c.batch_size = 32
-  c.eval_batch_size = 64
-  c.epochs = 2
-  c.max_steps = 4
-  c.log_every_steps = 2
-  c.progress_bar = False
-  c.optim.schedule = "constant"
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+
+_small_config = small_config
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,14 @@ Per seed it trains the teachers (the study's cnn_large; a second cnn_large on se
 teachers; a resnet20 for FSP, which needs equal stage widths), then each method's config from experiments/.
 Most methods train cnn_small (the maps they read need spatial stages); RKD and area-wise RKD read
 embeddings and train the study's mlp_small. Each row is compared with the CE student of the same model.
-Writes <workdir>/summary.md; `--quick` shrinks every run to a few steps (a smoke test, not a result).
+Writes <workdir>/summary.md; `--quick` shrinks every run to a few steps (a smoke test, not a result);
+`--methods NAME ...` re-runs only those rows and keeps the others from <workdir>/runs.json (teacher runs
+already in the workdir are finished, so they are only re-evaluated).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-
-from logit_methods import _stats, run_seed
+from logit_methods import _stats, run_table
 
 CE = {"loss": {"ce": {"weight": 1.0}}}
 METHODS = {
@@ -34,7 +32,7 @@ METHODS = {
     "RKD": ("digits_rkd.py", {}),
     "Area-wise RKD": ("digits_area_rkd.py", {}),
     "AB (init phase, then CE)": ("digits_ab.py", {}),
-    "FT (paraphraser phase, then CE + FT)": ("digits_ft.py", {}),
+    "FT (paraphraser phase, then CE + 50·FT)": ("digits_ft.py", {}),
     "CRD": ("digits_crd.py", {}),
     "ReviewKD": ("digits_review_kd.py", {}),
     "FEED, parallel (2 teachers)": ("digits_feed.py", {"teacher.extra_workdirs": ("@teacher_b",)}),
@@ -68,21 +66,7 @@ def summarize(per_seed: dict) -> str:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--workdir", default="runs/feature_methods")
-  parser.add_argument("--quick", action="store_true")
-  args = parser.parse_args()
-  per_seed = {}
-  for seed in args.seeds:
-    per_seed[seed] = run_seed(seed, os.path.join(args.workdir, f"seed{seed}"), args.quick, METHODS, TEACHERS)
-    with open(os.path.join(args.workdir, "runs.json"), "w") as f:
-      json.dump(per_seed, f, indent=2, default=str)
-    print(summarize(per_seed), flush=True)
-  table = summarize(per_seed)
-  with open(os.path.join(args.workdir, "summary.md"), "w") as f:
-    f.write(table + "\n")
-  print("\n" + table)
+  run_table(__doc__, "runs/feature_methods", METHODS, TEACHERS, summarize)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from kd_jax.config import load_config_file
+from kd_jax.config import load_config_file, set_value
 from kd_jax.errors import KDJaxError
 from kd_jax.study import _describe_loss, study_configs
 from kd_jax.train import train_and_evaluate
@@ -41,14 +41,6 @@ METHODS = {
 }
 # teacher run name -> (model, seed offset); "@name" in a method's overrides is that teacher's workdir.
 TEACHERS = {"teacher": ("cnn_large", 0), "teacher_b": ("cnn_large", 100)}
-
-
-def _set(config, key, value):
-  node = config
-  *parents, leaf = key.split(".")
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
 
 
 def _shrink(config):
@@ -81,7 +73,7 @@ def run_seed(seed: int, workdir: str, quick: bool, methods: dict = METHODS, teac
     config.progress_bar = False
     config.teacher.workdir = teachers["teacher"]
     for key, value in overrides.items():
-      _set(config, key, _resolve(value, teachers))
+      set_value(config, key, _resolve(value, teachers))
     if quick:
       _shrink(config)
     slug = "".join(ch for ch in method.lower().replace(" ", "_") if ch.isalnum() or ch in "_.-")
@@ -135,22 +127,45 @@ def summarize(per_seed: dict) -> str:
   return "\n".join(lines)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_table(doc: str, default_workdir: str, methods: dict, teacher_specs: dict, summarize_fn) -> None:
+  """The command line shared by the methods tables: runs seeds, writes runs.json and summary.md.
+
+  `--methods NAME ...` re-runs only those rows and keeps the others from <workdir>/runs.json (teacher runs
+  already in the workdir are finished, so they are only re-evaluated).
+  """
+  parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--workdir", default="runs/logit_methods")
+  parser.add_argument("--workdir", default=default_workdir)
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--methods", nargs="+", default=None,
+                      help="run only these rows (exact names); the others are read from <workdir>/runs.json")
   args = parser.parse_args()
+  unknown = sorted(set(args.methods or ()) - set(methods))
+  if unknown:
+    parser.error(f"unknown method(s) {unknown}; rows: {list(methods)}")
+  selected = methods if args.methods is None else {m: methods[m] for m in args.methods}
   per_seed = {}
+  stored = os.path.join(args.workdir, "runs.json")
+  if args.methods is not None and os.path.isfile(stored):
+    with open(stored) as f:
+      per_seed = {int(seed): runs for seed, runs in json.load(f).items()}
   for seed in args.seeds:
-    per_seed[seed] = run_seed(seed, os.path.join(args.workdir, f"seed{seed}"), args.quick)
-    with open(os.path.join(args.workdir, "runs.json"), "w") as f:
+    runs = run_seed(seed, os.path.join(args.workdir, f"seed{seed}"), args.quick, selected, teacher_specs)
+    per_seed[seed] = {**per_seed.get(seed, {}), **runs}
+    with open(stored, "w") as f:
       json.dump(per_seed, f, indent=2, default=str)
-    print(summarize(per_seed), flush=True)
-  table = summarize(per_seed)
+    # Progress: the seeds that have every row (with --methods, later seeds may still lack the new ones).
+    complete = {s: r for s, r in per_seed.items() if all(m in r for m in methods)}
+    if complete:
+      print(summarize_fn(complete), flush=True)
+  table = summarize_fn(per_seed)
   with open(os.path.join(args.workdir, "summary.md"), "w") as f:
     f.write(table + "\n")
   print("\n" + table)
+
+
+def main() -> None:
+  run_table(__doc__, "runs/logit_methods", METHODS, TEACHERS, summarize)
 
 
 if __name__ == "__main__":
