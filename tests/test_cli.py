@@ -86,3 +86,23 @@ def test_unwritable_workdir(tmp_path, capsys):
 def test_missing_config_file(tmp_path, capsys):
   assert cli.main(["train", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path)]) == 2
   assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_inputs_leave_an_existing_run_untouched(tmp_path, capsys):
+  assert _train(tmp_path, "--config.max_steps=2", "--config.progress_bar=False") == 0
+  run = tmp_path / "run"
+
+  def snapshot():
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*") if p.is_file()}
+
+  before = snapshot()
+  bad = [["--config.optim.lrr=0.1"], ["--config.optim.lr=-1.0"], ["--config.batch_size=30"],
+         ["--config.loss.extra={'weight': 1.0, 'distiller': 'kdd'}"],
+         ["--config.loss={'kd': {'weight': 1.0, 'temperature': -4.0}}"],
+         ["--config.phases=({'name': 'a', 'lr': 0.1},)"]]
+  messages = ["Unknown config key", "optim.lr must be > 0", "not divisible", "Unknown distiller",
+              "temperature must be > 0", "unknown key(s) lr"]
+  for overrides, message in zip(bad, messages):
+    assert _train(tmp_path, *overrides) == 2, overrides
+    assert message in capsys.readouterr().err, overrides
+  assert snapshot() == before
