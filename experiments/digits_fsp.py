@@ -6,8 +6,9 @@ this way, and this config uses a resnet20 teacher (16/32/64, stages at 8x8, 4x4,
 (ResNet-26 → ResNet-8) and RepDistiller (resnet32x4 → resnet8x4, 72.62% on CIFAR-100) pair equal widths.
 
 Deviation: RepDistiller trains the student's feature layers on the FSP loss alone for 30 epochs, then trains
-with cross-entropy alone (its `-b 50` multiplies a zero in the second phase). kd_jax has no multi-phase
-schedule yet, so this config trains CE weight 1 plus 50 × FSP jointly, on the stage pairs (0, 1), (1, 2)
+with cross-entropy alone (its `-b 50` multiplies a zero in the second phase). This config trains CE weight 1
+plus 50 × FSP jointly, on the stage pairs (0, 1), (1, 2); the reference's two phases are
+  --config.phases="({'name': 'init', 'epochs': 4, 'loss': {'fsp': {'weight': 50.0, 'stage_pairs': ((0, 1), (1, 2))}}}, {'name': 'main', 'loss': {'ce': {'weight': 1.0}}})"
 (RepDistiller also pairs the stem with stage 1; `ModelOutput` has no stem). The CE-only cnn_small baseline is
 the same command with --config.loss="{'ce': {'weight': 1.0}}".
 
