@@ -1,0 +1,90 @@
+"""tools/bench.py: its JSON report on a tiny pair (schema, finite times, no recompilation) and its errors."""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import pytest
+
+from kd_jax.distillers import distiller_names
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+TINY = ["--teacher", "cnn_tiny", "--student", "mlp_tiny", "--batch", "16", "--image-size", "8", "--channels", "1",
+        "--num-classes", "10", "--train-examples", "256", "--steps", "2"]
+
+
+def _load():
+  spec = importlib.util.spec_from_file_location("bench", os.path.join(TOOLS, "bench.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+  return _load()
+
+
+def _positive(x):
+  return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_json_report_on_a_tiny_pair(bench, capsys):
+  assert bench.main(TINY + ["--distillers", "kd,fitnet", "--json"]) == 0
+  out, err = capsys.readouterr()
+  report = json.loads(out)  # stdout is exactly one JSON object; the table and progress go to stderr
+  assert "| distiller |" in err
+  for key in ("device", "devices", "platform", "teacher", "student", "batch", "dtype", "jax_version",
+              "peak_tflops_per_device", "baselines", "results"):
+    assert key in report
+  assert (report["teacher"], report["student"], report["batch"], report["dtype"]) == ("cnn_tiny", "mlp_tiny", 16,
+                                                                                        "float32")
+  assert report["devices"] >= 1 and report["peak_tflops_per_device"] is None  # CPU: unknown unless given
+  assert [r["distiller"] for r in report["results"]] == ["kd", "fitnet"]
+  baseline = report["baselines"]["student_ce"]
+  assert baseline["recompiles"] == 0 and baseline["donated_fraction"] == 1.0
+
+  kd = report["results"][0]
+  assert kd["status"] == "ok" and kd["reason"] is None
+  for key in ("student_step_s", "teacher_forward_s", "distill_step_s", "compile_s", "peak_rss_mb", "overhead",
+              "distill_images_per_s", "flops_per_step"):
+    assert _positive(kd[key]), key
+  assert kd["recompiles"] == 0
+  assert kd["donated_fraction"] == 1.0  # every leaf of the input state was donated to the step
+  assert len(kd["distill_times_s"]) == 2
+  assert kd["overhead"] == pytest.approx(kd["distill_step_s"] / (kd["student_step_s"] + kd["teacher_forward_s"]))
+  assert kd["distill_images_per_s"] == pytest.approx(16 / kd["distill_step_s"])
+  assert kd["achieved_tflops"] == pytest.approx(kd["flops_per_step"] / kd["distill_step_s"] / 1e12)
+
+  fitnet = report["results"][1]  # an MLP student has no spatial stage to regress onto the CNN's: skipped, not fatal
+  if fitnet["status"] == "ok":
+    assert fitnet["recompiles"] == 0 and _positive(fitnet["distill_step_s"])
+  else:
+    assert fitnet["status"] == "skipped" and "fitnet" in fitnet["reason"]
+    assert fitnet["distill_step_s"] is None
+
+
+def test_unknown_distiller_lists_the_registered_ones(bench, capsys):
+  assert bench.main(TINY + ["--distillers", "kd,no_such_kd"]) == 2
+  out, err = capsys.readouterr()
+  assert out == ""
+  assert "no_such_kd" in err and "Registered distillers" in err
+  for name in distiller_names():
+    assert name in err
+
+
+def test_bfloat16_is_refused_with_the_reason(bench, capsys):
+  assert bench.main(TINY + ["--distillers", "kd", "--dtype", "bfloat16"]) == 2
+  assert "mixed-precision" in capsys.readouterr().err
+
+
+def test_peak_flops_table_and_override(bench):
+  assert bench.device_peak_tflops("float32", 12.5) == (12.5, "--peak-tflops")
+  assert bench.device_peak_tflops("float32", None, kind="cpu")[0] is None
+  assert bench.device_peak_tflops("float32", None, kind="NVIDIA H200")[0] == 494.5  # dense TF32
+  assert bench.device_peak_tflops("float32", None, kind="NVIDIA H200", precision="highest")[0] == 67.0
+  assert bench.device_peak_tflops("bfloat16", None, kind="NVIDIA H100 PCIe")[0] == 756.5
+  assert bench.device_peak_tflops("float32", None, kind="NVIDIA H100 80GB HBM3")[0] == 494.5

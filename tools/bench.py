@@ -1,0 +1,692 @@
+"""Speed benchmark of the distillation step: what a distiller costs over training the student alone.
+
+Usage:
+  python tools/bench.py --teacher resnet32x4 --student resnet8x4 --batch 64 --distillers kd --json
+  python tools/bench.py --distillers kd,dkd,fitnet,crd        # a Markdown table on stdout
+  python tools/bench.py --distillers all --steps 20            # every registered distiller
+
+For a teacher → student pair, batch size and dtype it measures, after compilation, the median wall time of
+  (a) the student's train step with cross-entropy alone (the teacher is not run),
+  (b) the teacher's forward pass alone (eval mode, as in the train step),
+  (c) the distillation step, `ce + distiller` (weights `--ce-weight`, `--weight`, both 1 by default),
+for every distiller asked for, and prints the distillation overhead `(c) / ((a) + (b))`, the compile
+time (wall time of the first call), recompilations after the first call (must be 0), peak memory, and the
+achieved FLOP/s (XLA's cost analysis of the compiled step over its median time) against the device's peak
+where it is known (`--peak-tflops`, or the table `PEAK_TFLOPS` of NVIDIA spec-sheet figures).
+
+(a) and (c) are the library's real train step (`kd_jax.train.step.train_step`), jitted as
+`kd_jax.train.loop` jits it: `functools.partial` binding the models, distiller, optimizer and schedule,
+`out_shardings` from `sharding.state_shardings`, the state donated, on a `data` mesh of every visible
+device. Data are random normal images and random labels/indices, placed on the devices once; the student
+is initialised by the library (`create_train_state`), the teacher's variables are drawn on the host
+(`random_variables`; a speed benchmark needs shapes, not trained values). Distillers that
+need a training-split pass (`Distiller.prepare`: Energy KD's and HE-DA's energy thresholds, CRD's labels
+and bank size) get `TrainingData` made of random teacher logits and random labels for `--train-examples`
+examples (50000, CIFAR's training split, by default). `ensemble_kd` runs with two teachers (the teacher
+model twice, initialised independently) and `r2kd` with the teacher and its 10%-magnitude-pruned copy on
+batch statistics, as their experiment configs do; their (b) is the forward pass of those teachers.
+A distiller that does not fit the pair, or fails to build, compile or run, is reported as skipped with
+the reason; the run goes on.
+
+Timing: the first call is compiled and run (its wall time up to `block_until_ready` is `compile_s`), then
+`--warmup` untimed calls, then `--steps` timed calls, each followed by `block_until_ready` on the loss (or
+the logits), nothing read back to the host; the batch is reused, so no host-to-device copy happens in the
+loop either, which `jax.transfer_guard("disallow")` enforces. Compilations after the first call are
+counted with a `jax.monitoring` listener on XLA backend compilations and with the jitted function's cache
+size (`recompiles`, must be 0). Memory: `peak_rss_mb` is the process's peak resident set so far
+(`getrusage`, so it only grows from one row to the next), `peak_device_mb` the devices' `peak_bytes_in_use`
+where the backend reports it (also process-wide), `xla_temp_mb` the step's scratch memory per device
+(the compiled executable's memory analysis, exact per row).
+
+With `--json` the table goes to stderr and stdout holds exactly one JSON object: `device`, `devices`,
+`platform`, `teacher`, `student`, `batch`, `image_shape`, `num_classes`, `dtype`, `steps`, `jax_version`,
+`peak_tflops_per_device`, `peak_tflops_source`, `baselines` and `results`, a list with one entry per
+distiller (`distiller`, `status` 'ok' or 'skipped', `reason`, `student_step_s`, `teacher_forward_s`,
+`distill_step_s`, `overhead`, `compile_s`, `recompiles`, `peak_rss_mb`, ...; see docs/benchmarks.md).
+Timings from a shared or loaded machine are noise: report figures with the machine they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kd_jax import data as kd_data
+from kd_jax import distillers as kd_distillers
+from kd_jax import models as kd_models
+from kd_jax.config import base_config
+from kd_jax.errors import KDJaxError
+from kd_jax.pruning import prune_by_magnitude
+from kd_jax.train import optim
+from kd_jax.train import phases as kd_phases
+from kd_jax.train import sharding
+from kd_jax.train.step import create_train_state, train_step
+from kd_jax.train.teachers import Teachers
+
+DTYPES = ("float32", "bfloat16")
+
+# Dense (no structured sparsity) peak TFLOP/s per device, from NVIDIA's data sheets. The sheets print the
+# tensor-core figures "with sparsity"; the dense figure is half of that. float32 runs are compared with the
+# TF32 tensor-core peak, because JAX's default matmul/conv precision on these GPUs lets XLA use TF32 for
+# float32 operands; with `jax_default_matmul_precision=highest` the plain FP32 (CUDA-core) peak applies.
+#   H200 SXM (H200 data sheet, 2024): FP32 67; TF32 989 sparse → 494.5; BF16 1,979 sparse → 989.5.
+#   H200 NVL (same sheet):           FP32 60; TF32 835 sparse → 417.5; BF16 1,671 sparse → 835.5.
+#   H100 SXM (H100 data sheet):      FP32 67; TF32 989 sparse → 494.5; BF16 1,979 sparse → 989.5.
+#   H100 NVL (same sheet):           FP32 60; TF32 835 sparse → 417.5; BF16 1,671 sparse → 835.5.
+#   H100 PCIe (same sheet):          FP32 51; TF32 756 sparse → 378;   BF16 1,513 sparse → 756.5.
+#   A100 SXM/PCIe (A100 data sheet): FP32 19.5; TF32 156 dense; BF16 312 dense.
+# Matched in order against `device.device_kind` (e.g. "NVIDIA H100 80GB HBM3"); the first hit wins, so the
+# more specific names come first. CPUs and anything else: unknown (None) unless `--peak-tflops` is given.
+PEAK_TFLOPS: Tuple[Tuple[str, Dict[str, float]], ...] = (
+    ("H200 NVL", {"fp32": 60.0, "tf32": 417.5, "bfloat16": 835.5}),
+    ("H200", {"fp32": 67.0, "tf32": 494.5, "bfloat16": 989.5}),
+    ("H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bfloat16": 835.5}),
+    ("H100 PCIe", {"fp32": 51.0, "tf32": 378.0, "bfloat16": 756.5}),
+    ("H100", {"fp32": 67.0, "tf32": 494.5, "bfloat16": 989.5}),
+    ("A100", {"fp32": 19.5, "tf32": 156.0, "bfloat16": 312.0}),
+)
+
+# Distillers whose benchmark runs with more than the one plain teacher: name -> (what, teacher setup).
+TEACHER_SETUPS = {
+    "ensemble_kd": "two teachers (the teacher model twice, initialised independently), as with one "
+                   "config.teacher.extra_workdirs entry",
+    "r2kd": "the teacher and its 10% magnitude-pruned copy on batch statistics (config.teacher.pruned_copy_rate "
+            "= 0.1, as experiments/digits_r2kd.py)",
+}
+SKIP_ALWAYS = {"ce": "the cross-entropy baseline (a) itself"}
+
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compilations = [0]
+
+
+def _count_compilation(event: str, duration: float, **kwargs: Any) -> None:
+  del duration, kwargs
+  if event == _BACKEND_COMPILE_EVENT:
+    _compilations[0] += 1
+
+
+_listener_installed = [False]
+
+
+def _install_compile_listener() -> None:
+  """Counts every XLA backend compilation in this process (one listener, however often `run` is called)."""
+  if not _listener_installed[0]:
+    jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+    _listener_installed[0] = True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--teacher", default="resnet32x4", help="registered model name (default resnet32x4)")
+  parser.add_argument("--student", default="resnet8x4", help="registered model name (default resnet8x4)")
+  parser.add_argument("--batch", type=int, default=64, help="global batch size, split over the devices")
+  parser.add_argument("--image-size", type=int, default=32, help="square images of this side (default 32)")
+  parser.add_argument("--channels", type=int, default=3)
+  parser.add_argument("--num-classes", type=int, default=100)
+  parser.add_argument("--train-examples", type=int, default=50000,
+                      help="size of the pretend training split (CRD's bank, steps per epoch)")
+  parser.add_argument("--dtype", default="float32", help="float32 (bfloat16 is not supported by the library yet)")
+  parser.add_argument("--distillers", default="all",
+                      help="comma-separated registered names, or 'all' (default)")
+  parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
+  parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the compiling first call")
+  parser.add_argument("--ce-weight", type=float, default=1.0, help="weight of the CE term in (c)")
+  parser.add_argument("--weight", type=float, default=1.0, help="weight of the distiller term in (c)")
+  parser.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
+                      help="a distiller hyper-parameter, e.g. --set kd.temperature=2 (repeatable)")
+  parser.add_argument("--crop-pad", type=int, default=4, help="random-crop padding inside the step (CIFAR: 4)")
+  parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                      help="random horizontal flip inside the step (CIFAR: on)")
+  parser.add_argument("--peak-tflops", type=float, default=None,
+                      help="peak TFLOP/s of one device for this dtype (overrides the built-in table)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", action="store_true", help="one JSON object on stdout, the table on stderr")
+  return parser.parse_args(argv)
+
+
+def _parse_value(text: str) -> Any:
+  import ast
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _hparams(settings: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+  out: Dict[str, Dict[str, Any]] = {}
+  for item in settings:
+    key, sep, value = item.partition("=")
+    name, dot, field = key.partition(".")
+    if not sep or not dot or not name or not field:
+      raise KDJaxError(f"--set {item!r} must look like NAME.KEY=VALUE, e.g. --set kd.temperature=2.")
+    out.setdefault(name, {})[field] = _parse_value(value)
+  return out
+
+
+def _distiller_list(spec: str) -> List[str]:
+  registered = kd_distillers.distiller_names()
+  names = [n.strip() for n in spec.split(",") if n.strip()]
+  if names == ["all"]:
+    return registered
+  if not names:
+    raise KDJaxError(f"--distillers is empty. Registered distillers: {', '.join(registered)} (or 'all').")
+  unknown = [n for n in names if n not in kd_distillers.DISTILLERS]
+  if unknown:
+    raise KDJaxError(f"Unknown distiller(s) {', '.join(map(repr, unknown))}. Registered distillers: "
+                     f"{', '.join(registered)} (or 'all').")
+  return list(dict.fromkeys(names))
+
+
+def validate_args(args: argparse.Namespace) -> None:
+  """Rejects bad arguments before anything is compiled, saying what to do instead."""
+  if args.dtype not in DTYPES:
+    raise KDJaxError(f"--dtype {args.dtype!r} is not one of {', '.join(DTYPES)}.")
+  if args.dtype != "float32":
+    raise KDJaxError(
+        f"--dtype {args.dtype}: kd_jax has no mixed-precision switch yet (no config key for it; the train "
+        "loop builds teacher and student with their default float32 dtype), so the benchmark measures "
+        "float32 only. Use --dtype float32.")
+  for name, value, low in (("--batch", args.batch, 1), ("--image-size", args.image_size, 1),
+                           ("--channels", args.channels, 1), ("--num-classes", args.num_classes, 1),
+                           ("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                           ("--crop-pad", args.crop_pad, 0)):
+    if value < low:
+      raise KDJaxError(f"{name} must be >= {low}, got {value}.")
+  if args.train_examples < args.batch:
+    raise KDJaxError(f"--train-examples ({args.train_examples}) must be at least --batch ({args.batch}).")
+  if args.peak_tflops is not None and not args.peak_tflops > 0:
+    raise KDJaxError(f"--peak-tflops must be > 0, got {args.peak_tflops}.")
+  for model in (args.teacher, args.student):
+    if model not in kd_models.MODELS:
+      raise KDJaxError(f"Unknown model {model!r}. Registered models: {', '.join(kd_models.model_names())}.")
+  names = _distiller_list(args.distillers)
+  for name, values in _hparams(args.set).items():
+    if name not in names:
+      raise KDJaxError(f"--set names distiller {name!r}, which is not in --distillers ({', '.join(names)}).")
+    valid = [f.name for f in dataclasses.fields(kd_distillers.DISTILLERS[name])]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+      raise KDJaxError(f"--set: distiller {name!r} has no hyper-parameter(s) {', '.join(unknown)}. "
+                       f"Valid: {', '.join(valid) or '(none)'}.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measuring
+
+
+@dataclasses.dataclass
+class Timing:
+  """One measured function: first-call wall time, timed calls, compilations after the first call."""
+
+  compile_s: float
+  times_s: List[float]
+  recompiles: int
+  donated_fraction: Optional[float] = None  # input-state leaves deleted by the first call (donation worked)
+  donation_warnings: Tuple[str, ...] = ()
+
+  @property
+  def median_s(self) -> float:
+    return statistics.median(self.times_s)
+
+
+def time_calls(call: Callable[[], jax.Array], jitted: Any, steps: int, warmup: int) -> Timing:
+  """Times `call()` (which runs `jitted` once and returns a small array to wait on).
+
+  The first call compiles; its wall time is `compile_s`. Then `warmup` untimed and `steps` timed calls,
+  each waited on with `block_until_ready` (the only synchronisation; nothing is copied to the host, and the
+  transfer guard would raise if anything were). `recompiles` counts backend compilations and jit-cache
+  growth after the first call.
+  """
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    compile_s = time.perf_counter() - start
+  donation = tuple(str(w.message).splitlines()[0] for w in caught if "donat" in str(w.message).lower())
+  for w in caught:  # the others are passed on
+    if "donat" not in str(w.message).lower():
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  compilations, cache = _compilations[0], jitted._cache_size()
+  times = []
+  with jax.transfer_guard("disallow"):
+    for _ in range(warmup):
+      jax.block_until_ready(call())
+    for _ in range(steps):
+      start = time.perf_counter()
+      out = call()
+      out.block_until_ready()
+      times.append(time.perf_counter() - start)
+  recompiles = max(_compilations[0] - compilations, jitted._cache_size() - cache)
+  return Timing(compile_s, times, recompiles, donation_warnings=donation)
+
+
+def cost(jitted: Any, *args: Any) -> Dict[str, Optional[float]]:
+  """XLA's FLOP estimate of one call over all devices, and the scratch memory of one device.
+
+  `lower(...).compile()` after the jitted function has run reuses its executable (no new compilation).
+  The cost analysis describes the per-device SPMD program, hence the factor `devices`.
+  """
+  compiled = jitted.lower(*args).compile()
+  flops = temp_mb = None
+  try:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+      analysis = analysis[0] if analysis else {}
+    if analysis and analysis.get("flops", -1) >= 0:
+      flops = float(analysis["flops"]) * jax.device_count()
+  except Exception:  # some backends do not implement it
+    pass
+  try:
+    temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
+  except Exception:
+    pass
+  return {"flops": flops, "xla_temp_mb": temp_mb}
+
+
+def peak_rss_mb() -> float:
+  """Peak resident set of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def peak_device_mb() -> Optional[float]:
+  """The largest `peak_bytes_in_use` over the local devices, or None where the backend reports none."""
+  peaks = []
+  for device in jax.local_devices():
+    try:
+      stats = device.memory_stats()
+    except Exception:
+      stats = None
+    if stats and "peak_bytes_in_use" in stats:
+      peaks.append(stats["peak_bytes_in_use"])
+  return max(peaks) / 2**20 if peaks else None
+
+
+def device_peak_tflops(dtype: str, override: Optional[float], kind: Optional[str] = None,
+                       precision: Optional[str] = None) -> Tuple[Optional[float], str]:
+  """Peak TFLOP/s of one device for `dtype` and where the number comes from.
+
+  `kind` defaults to the first device's `device_kind`, `precision` to `jax_default_matmul_precision`.
+  """
+  if override is not None:
+    return override, "--peak-tflops"
+  kind = jax.devices()[0].device_kind if kind is None else kind
+  if precision is None:
+    precision = jax.config.jax_default_matmul_precision
+  precision = str(precision or "default").lower()
+  for pattern, peaks in PEAK_TFLOPS:
+    if pattern.lower() in kind.lower():
+      if dtype == "bfloat16":
+        return peaks["bfloat16"], f"NVIDIA data sheet, {pattern} dense BF16"
+      if precision in ("highest", "float32"):
+        return peaks["fp32"], f"NVIDIA data sheet, {pattern} FP32 (matmul precision {precision})"
+      return peaks["tf32"], f"NVIDIA data sheet, {pattern} dense TF32 (JAX default matmul precision)"
+  return None, f"unknown for {kind!r}; pass --peak-tflops"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything shared by the measurements: models, mesh, the device-resident batch, the optimizer config."""
+
+  args: argparse.Namespace
+  mesh: Any
+  student: Any
+  teacher: Any
+  batch: Dict[str, jax.Array]          # sharded over the mesh
+  sample: Dict[str, jax.Array]         # the same batch, unsharded (state initialisation)
+  steps_per_epoch: int
+  optim: Any
+  phase_start: int
+
+  _teachers: Dict[str, Tuple[Teachers, Any]] = dataclasses.field(default_factory=dict)
+
+  def teachers_for(self, name: str) -> Tuple[Teachers, Any]:
+    """The teachers a distiller runs with and their (random, replicated) variables."""
+    name = name if name in TEACHER_SETUPS else "single"
+    if name not in self._teachers:
+      self._teachers[name] = self._make_teachers(name)
+    return self._teachers[name]
+
+  def _make_teachers(self, name: str) -> Tuple[Teachers, Any]:
+    image = self.sample["image"][:1]
+    first = random_variables(self.teacher, image, self.args.seed + 1)
+    if name == "ensemble_kd":
+      second = random_variables(self.teacher, image, self.args.seed + 2)
+      modules, variables, modes = (self.teacher,) * 2, (first, second), (False,) * 2
+    elif name == "r2kd":
+      modules, variables, modes = (self.teacher,) * 2, (first, prune_by_magnitude(first, 0.1)), (False, True)
+    else:
+      modules, variables, modes = (self.teacher,), (first,), (False,)
+    teachers = Teachers(tuple(modules), (1.0,) * len(modules), tuple(modes))
+    return teachers, sharding.replicate(tuple(variables), self.mesh)
+
+
+def random_variables(module: Any, sample_images: jax.Array, seed: int) -> Any:
+  """Random variables of `module`'s shapes, drawn on the host (no init function to compile).
+
+  Kernels are He-normal (std sqrt(2 / fan_in)), BatchNorm scales and running variances 1, biases and
+  means 0, anything else N(0, 0.02²): activations stay O(1), so no overflow or denormals distort the timing.
+  On CPU, compiling a model's `init` costs seconds to tens of seconds (one threefry per initialiser); the
+  teacher has no optimizer state, so the benchmark skips that compilation. The student is initialised by
+  the library's `create_train_state`, as a training run does.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.PRNGKey(0), sample_images)
+
+  def draw(path, leaf):
+    name = str(getattr(path[-1], "key", path[-1]))
+    if name == "kernel":
+      fan_in = max(int(np.prod(leaf.shape[:-1])), 1)
+      value = rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)
+    elif name in ("scale", "var"):
+      value = np.ones(leaf.shape)
+    elif name in ("bias", "mean"):
+      value = np.zeros(leaf.shape)
+    else:
+      value = 0.02 * rng.standard_normal(leaf.shape)
+    return value.astype(leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def make_setup(args: argparse.Namespace) -> Setup:
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(args.batch, mesh, "--batch")
+  student = kd_models.create_model(args.student, args.num_classes)
+  teacher = kd_models.create_model(args.teacher, args.num_classes)
+  rng = np.random.default_rng(args.seed)
+  batch_np = {
+      "image": rng.standard_normal((args.batch, args.image_size, args.image_size, args.channels), np.float32),
+      "label": rng.integers(0, args.num_classes, args.batch).astype(np.int32),
+      "index": rng.choice(args.train_examples, args.batch, replace=False).astype(np.int32),
+  }
+  config = base_config()  # the default optimizer (SGD, momentum, weight decay, multistep schedule)
+  phase = kd_phases.resolve_phases(config)[0]
+  steps_per_epoch = kd_data.steps_per_epoch(args.train_examples, args.batch)
+  return Setup(args, mesh, student, teacher, sharding.shard_batch(batch_np, mesh),
+               {k: jnp.asarray(v) for k, v in batch_np.items()}, steps_per_epoch, phase.optim,
+               phase.steps(steps_per_epoch)[0])
+
+
+def training_data(args: argparse.Namespace) -> kd_distillers.TrainingData:
+  """Random stand-ins for the training split that `Distiller.prepare` reads."""
+  rng = np.random.default_rng(args.seed + 2)
+  labels = rng.integers(0, args.num_classes, args.train_examples).astype(np.int32)
+  logits = functools.lru_cache(None)(
+      lambda: (3.0 * rng.standard_normal((args.train_examples, args.num_classes))).astype(np.float32))
+  return kd_distillers.TrainingData(logits, labels, args.num_classes)
+
+
+def build_distiller(setup: Setup, terms: Dict[str, Dict[str, Any]]) -> kd_distillers.WeightedSum:
+  """`terms` as a config's `loss` section, prepared on random training data if a term needs it."""
+  distiller = kd_distillers.from_config(terms)
+  return distiller.prepare(training_data(setup.args))
+
+
+def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: Teachers,
+                 teacher_variables: Any) -> Tuple[Timing, Dict[str, Optional[float]]]:
+  """The library's train step for `distiller`, jitted as `kd_jax.train.loop` does, timed."""
+  args = setup.args
+  state = create_train_state(jax.random.PRNGKey(args.seed), setup.student, distiller, optax.identity(),
+                             setup.sample, teachers, teacher_variables)
+  trainable = {"student": state.params, "distiller": state.distiller_params}
+  schedule = optim.learning_rate_schedule(setup.optim, setup.steps_per_epoch,
+                                          base_config().epochs * setup.steps_per_epoch)
+  tx = kd_phases.masked_optimizer(optim.make_optimizer(setup.optim, schedule), trainable, kd_phases.ALL_TRAINABLE)
+
+  def with_optimizer(s):
+    return s.replace(opt_state=tx.init({"student": s.params, "distiller": s.distiller_params}))
+
+  state_shardings = sharding.state_shardings(jax.eval_shape(with_optimizer, state), setup.mesh)
+  state = jax.device_put(jax.jit(with_optimizer)(state), state_shardings)
+  step_fn = jax.jit(
+      functools.partial(train_step, student=setup.student, teachers=teachers, distiller=distiller, tx=tx,
+                        schedule=schedule, steps_per_epoch=setup.steps_per_epoch, crop_pad=args.crop_pad,
+                        flip=args.flip, student_train=True, phase_start=setup.phase_start),
+      out_shardings=(state_shardings, sharding.replicated(setup.mesh)), donate_argnums=(0,))
+
+  holder = {"state": state}
+  first_inputs = jax.tree.leaves(state)
+
+  def call():
+    holder["state"], metrics = step_fn(holder["state"], setup.batch, teacher_variables)
+    return metrics["loss"]
+
+  timing = time_calls(call, step_fn, args.steps, args.warmup)
+  timing.donated_fraction = sum(x.is_deleted() for x in first_inputs) / max(len(first_inputs), 1)
+  costs = cost(step_fn, holder["state"], setup.batch, teacher_variables)
+  return timing, costs
+
+
+def measure_teacher_forward(setup: Setup, teachers: Teachers,
+                            teacher_variables: Any) -> Tuple[Timing, Dict[str, Optional[float]]]:
+  """The teachers' forward pass as the train step runs it (`Teachers.__call__`), returning their logits."""
+  def forward(variables, images):
+    out = teachers(variables, images)
+    return tuple(o.logits for o in (out if isinstance(out, tuple) else (out,)))
+
+  fn = jax.jit(forward)
+  images = setup.batch["image"]
+  timing = time_calls(lambda: fn(teacher_variables, images)[0], fn, setup.args.steps, setup.args.warmup)
+  return timing, cost(fn, teacher_variables, images)
+
+
+def _reason(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0] if text else ''}"[:400]
+
+
+def _row_common(timing: Timing, costs: Dict[str, Optional[float]], peak: Optional[float], devices: int,
+                batch: int) -> Dict[str, Any]:
+  median = timing.median_s
+  flops = costs["flops"]
+  achieved = flops / median / 1e12 if flops is not None and median > 0 else None
+  return {"median_s": median, "images_per_s": batch / median, "compile_s": timing.compile_s,
+          "recompiles": timing.recompiles, "times_s": timing.times_s, "flops_per_step": flops,
+          "achieved_tflops": achieved,
+          "peak_fraction": achieved / (peak * devices) if achieved is not None and peak else None,
+          "xla_temp_mb": costs["xla_temp_mb"]}
+
+
+RESULT_KEYS = ("distiller", "status", "reason", "teacher_setup", "student_step_s", "teacher_forward_s",
+               "distill_step_s", "overhead", "student_images_per_s", "teacher_images_per_s",
+               "distill_images_per_s", "compile_s", "recompiles", "donated_fraction", "peak_rss_mb",
+               "peak_device_mb", "xla_temp_mb", "flops_per_step", "achieved_tflops", "peak_fraction",
+               "distill_times_s")
+
+
+def _skipped(name: str, reason: str) -> Dict[str, Any]:
+  row = {k: None for k in RESULT_KEYS}
+  row.update(distiller=name, status="skipped", reason=reason,
+             teacher_setup=TEACHER_SETUPS.get(name, "one teacher"))
+  return row
+
+
+def _log(message: str) -> None:
+  print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+  """The whole benchmark; returns the JSON report. Bad arguments raise `KDJaxError` before any work."""
+  validate_args(args)
+  names = _distiller_list(args.distillers)
+  hparams = _hparams(args.set)
+  _install_compile_listener()
+  setup = make_setup(args)
+  devices = jax.device_count()
+  peak, peak_source = device_peak_tflops(args.dtype, args.peak_tflops)
+  device0 = jax.devices()[0]
+  report: Dict[str, Any] = {
+      "device": device0.device_kind, "devices": devices, "platform": device0.platform,
+      "host": platform.node(), "teacher": args.teacher, "student": args.student, "batch": args.batch,
+      "image_shape": [args.image_size, args.image_size, args.channels], "num_classes": args.num_classes,
+      "train_examples": args.train_examples, "dtype": args.dtype, "steps": args.steps, "warmup": args.warmup,
+      "crop_pad": args.crop_pad, "flip": args.flip, "weights": {"ce": args.ce_weight, "distiller": args.weight},
+      "jax_version": jax.__version__, "backend_version": _backend_version(),
+      "peak_tflops_per_device": peak, "peak_tflops_source": peak_source, "baselines": {}, "results": []}
+
+  _log(f"{args.teacher} -> {args.student}, batch {args.batch}, {devices} {device0.platform} device(s) "
+       f"({device0.device_kind}); (a) student with CE alone")
+  ce_only = kd_distillers.from_config({"ce": {"weight": 1.0}})
+  student_timing, student_costs = measure_step(setup, ce_only, Teachers(), ())
+  if student_timing.recompiles:
+    _log(f"warning: the CE-only step recompiled {student_timing.recompiles} time(s) after its first call")
+  report["baselines"]["student_ce"] = dict(
+      _row_common(student_timing, student_costs, peak, devices, args.batch),
+      donated_fraction=student_timing.donated_fraction, donation_warnings=list(student_timing.donation_warnings))
+  jax.clear_caches()
+
+  teacher_cache: Dict[str, Dict[str, Any]] = {}
+  for name in names:
+    if name in SKIP_ALWAYS:
+      report["results"].append(_skipped(name, SKIP_ALWAYS[name]))
+      continue
+    setup_key = name if name in TEACHER_SETUPS else "single"
+    try:
+      teachers, teacher_variables = setup.teachers_for(name)
+      if setup_key not in teacher_cache:
+        _log(f"(b) teacher forward ({TEACHER_SETUPS.get(name, 'one teacher')})")
+        t_timing, t_costs = measure_teacher_forward(setup, teachers, teacher_variables)
+        teacher_cache[setup_key] = _row_common(t_timing, t_costs, peak, devices, args.batch)
+        report["baselines"][f"teacher_forward/{setup_key}"] = teacher_cache[setup_key]
+      teacher_row = teacher_cache[setup_key]
+      _log(f"(c) ce + {name}")
+      distiller = build_distiller(setup, {"ce": {"weight": args.ce_weight},
+                                          name: {"weight": args.weight, **hparams.get(name, {})}})
+      timing, costs = measure_step(setup, distiller, teachers, teacher_variables)
+    except Exception as e:  # a distiller that does not fit: report it, measure the others
+      _log(f"{name}: skipped ({_reason(e)})")
+      report["results"].append(_skipped(name, _reason(e)))
+      jax.clear_caches()
+      continue
+    common = _row_common(timing, costs, peak, devices, args.batch)
+    a, b, c = student_timing.median_s, teacher_row["median_s"], common["median_s"]
+    row = {k: None for k in RESULT_KEYS}
+    row.update(
+        distiller=name, status="ok", reason=None, teacher_setup=TEACHER_SETUPS.get(name, "one teacher"),
+        student_step_s=a, teacher_forward_s=b, distill_step_s=c, overhead=c / (a + b),
+        student_images_per_s=args.batch / a, teacher_images_per_s=args.batch / b,
+        distill_images_per_s=common["images_per_s"], compile_s=common["compile_s"],
+        recompiles=common["recompiles"], donated_fraction=timing.donated_fraction,
+        peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device_mb(), xla_temp_mb=common["xla_temp_mb"],
+        flops_per_step=common["flops_per_step"], achieved_tflops=common["achieved_tflops"],
+        peak_fraction=common["peak_fraction"], distill_times_s=common["times_s"])
+    if timing.donation_warnings:
+      row["donation_warnings"] = list(timing.donation_warnings)
+    if timing.recompiles:
+      _log(f"warning: ce + {name} recompiled {timing.recompiles} time(s) after its first call")
+    report["results"].append(row)
+    jax.clear_caches()
+  report["peak_rss_mb"] = peak_rss_mb()
+  report["peak_device_mb"] = peak_device_mb()
+  return report
+
+
+def _backend_version() -> Optional[str]:
+  try:
+    return str(jax.devices()[0].client.platform_version)
+  except Exception:
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(value: Optional[float], spec: str, scale: float = 1.0) -> str:
+  if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    return "—"
+  return format(value * scale, spec)
+
+
+def format_table(report: Dict[str, Any]) -> str:
+  """The report as Markdown: a header line, the baselines, one row per distiller."""
+  lines = [f"{report['teacher']} → {report['student']}, batch {report['batch']}, "
+           f"{'×'.join(map(str, report['image_shape']))}, {report['dtype']}, {report['devices']} × "
+           f"{report['device']} ({report['platform']}), jax {report['jax_version']}, median of "
+           f"{report['steps']} steps. Peak: {_fmt(report['peak_tflops_per_device'], '.1f')} TFLOP/s per "
+           f"device ({report['peak_tflops_source']}).", "",
+           "| baseline | median ms | images/s | compile s | recompiles | GFLOP/step | TFLOP/s |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+  for key, row in report["baselines"].items():
+    label = "(a) student, CE alone" if key == "student_ce" else f"(b) {key.replace('/', ', ')}"
+    lines.append(f"| {label} | {_fmt(row['median_s'], '.2f', 1e3)} | {_fmt(row['images_per_s'], '.0f')} | "
+                 f"{_fmt(row['compile_s'], '.1f')} | {row['recompiles']} | "
+                 f"{_fmt(row['flops_per_step'], '.3g', 1e-9)} | {_fmt(row['achieved_tflops'], '.3g')} |")
+  lines += ["",
+            "| distiller | (a) student ms | (b) teacher ms | (c) distill ms | (c) images/s "
+            "| overhead (c)/((a)+(b)) | compile s | recompiles | peak RSS MB | peak device MB | XLA temp MB "
+            "| GFLOP/step | TFLOP/s | % of peak |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for row in report["results"]:
+    if row["status"] != "ok":
+      lines.append(f"| {row['distiller']} | skipped: {row['reason'].replace('|', '/')} |" + " |" * 12)
+      continue
+    lines.append(
+        f"| {row['distiller']} | {_fmt(row['student_step_s'], '.2f', 1e3)} | "
+        f"{_fmt(row['teacher_forward_s'], '.2f', 1e3)} | {_fmt(row['distill_step_s'], '.2f', 1e3)} | "
+        f"{_fmt(row['distill_images_per_s'], '.0f')} | {_fmt(row['overhead'], '.2f')} | "
+        f"{_fmt(row['compile_s'], '.1f')} | {row['recompiles']} | {_fmt(row['peak_rss_mb'], '.0f')} | "
+        f"{_fmt(row['peak_device_mb'], '.0f')} | {_fmt(row['xla_temp_mb'], '.1f')} | "
+        f"{_fmt(row['flops_per_step'], '.3g', 1e-9)} | {_fmt(row['achieved_tflops'], '.3g')} | "
+        f"{_fmt(row['peak_fraction'], '.1f', 100)} |")
+  notes = sorted({(r["distiller"], r["teacher_setup"]) for r in report["results"]
+                  if r["distiller"] in TEACHER_SETUPS and r["status"] == "ok"})
+  if notes:
+    lines += [""] + [f"{name}: {what}." for name, what in notes]
+  return "\n".join(lines)
+
+
+def _finite(tree: Any) -> Any:
+  """The report with non-finite floats as None (JSON has no NaN)."""
+  if isinstance(tree, dict):
+    return {k: _finite(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_finite(v) for v in tree]
+  if isinstance(tree, float) and not math.isfinite(tree):
+    return None
+  return tree
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  try:
+    report = run(args)
+  except KDJaxError as e:
+    print(f"bench.py: error: {e}", file=sys.stderr)
+    return 2
+  table = format_table(report)
+  if args.json:
+    print(table, file=sys.stderr)
+    print(json.dumps(_finite(report), allow_nan=False))
+  else:
+    print(table)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
