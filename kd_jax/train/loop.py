@@ -107,7 +107,7 @@ def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_disti
 class StopRequest:
   """Set by SIGTERM/SIGINT while training; the loop checkpoints at the next step boundary and stops.
 
-  Handlers are installed only in the main thread (Python's rule) and restored on exit. A second SIGINT
+  `install` sets the handlers (only in the main thread, Python's rule); `restore` puts the previous ones back. A second SIGINT
   while the first is being honoured interrupts at once, for a user who really wants out.
   """
 
@@ -122,15 +122,15 @@ class StopRequest:
     self.signal_name = name
     print(f"\n[kd_jax] {name} received: checkpointing at the next step boundary, then stopping.", flush=True)
 
-  def __enter__(self) -> "StopRequest":
+  def install(self) -> None:
     if threading.current_thread() is threading.main_thread():
       for signum in (signal.SIGTERM, signal.SIGINT):
         self._previous[signum] = signal.signal(signum, self._handle)
-    return self
 
-  def __exit__(self, *exc) -> None:
+  def restore(self) -> None:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
+    self._previous = {}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -243,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              desc=os.path.basename(workdir), dynamic_ncols=True, leave=False)
   stop = StopRequest()
   try:
-    stop.__enter__()
+    stop.install()
     for step in range(start_step, total_steps):
       index = kd_phases.phase_at(phases, step, steps_per_epoch)
       if index != current:
@@ -287,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         manager.wait_until_finished()
         raise Preempted(step + 1, workdir, stop.signal_name)
   finally:
-    stop.__exit__()
+    stop.restore()
     bar.close()
     manager.wait_until_finished()
     writer.close()
