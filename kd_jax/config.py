@@ -60,6 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
   # phase made of config.loss, config.optim, config.epochs.
   c.phases = ()
 
+  # 'bfloat16': student and teachers compute in bf16 with float32 parameters (the master copy the optimizer
+  # updates) and BatchNorm statistics; every loss casts logits/features to float32 before softmax or
+  # normalisation. 'float32' (default) is exact.
+  c.compute_dtype = "float32"
+
   c.batch_size = 64
   c.eval_batch_size = 256
   c.epochs = 240
@@ -177,6 +182,8 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"optim.schedule must be 'multistep', 'cosine' or 'constant', got {optim.schedule!r}")
   if optim.get("name", "sgd") not in ("sgd", "adamw"):
     problems.append(f"optim.name must be 'sgd' or 'adamw', got {optim.name!r}")
+  if config.get("compute_dtype", "float32") not in ("float32", "bfloat16"):
+    problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
   if config.get("teacher", {}).get("calibration_split", "val") not in ("val", "train"):
     problems.append(f"teacher.calibration_split must be 'val' or 'train', got {config.teacher.calibration_split!r}")
   rate = config.get("teacher", {}).get("pruned_copy_rate", 0.0)

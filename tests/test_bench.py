@@ -76,9 +76,12 @@ def test_unknown_distiller_lists_the_registered_ones(bench, capsys):
     assert name in err
 
 
-def test_bfloat16_is_refused_with_the_reason(bench, capsys):
-  assert bench.main(TINY + ["--distillers", "kd", "--dtype", "bfloat16"]) == 2
-  assert "mixed-precision" in capsys.readouterr().err
+def test_bfloat16_runs_the_mixed_precision_step_and_unknown_dtypes_are_refused(bench, capsys):
+  assert bench.main(TINY + ["--distillers", "kd", "--dtype", "bfloat16", "--json"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert report["dtype"] == "bfloat16" and report["results"][0]["recompiles"] == 0
+  assert bench.main(TINY + ["--distillers", "kd", "--dtype", "float16"]) == 2
+  assert "is not one of float32, bfloat16" in capsys.readouterr().err
 
 
 def test_peak_flops_table_and_override(bench):

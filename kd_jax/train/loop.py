@@ -155,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   phases = kd_phases.resolve_phases(config)
   phase_distillers = [kd_distillers.from_config(phase.loss) for phase in phases]
   needs_teacher = any(d.needs_teacher for d in phase_distillers)
-  student = kd_models.create_model(config.student.model, dataset.num_classes)
+  student = kd_models.create_model(config.student.model, dataset.num_classes, dtype=config.compute_dtype)
   sample = kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=0)
   teachers, teacher_variables, teacher_report = Teachers(), (), {}
   if needs_teacher:

@@ -75,7 +75,7 @@ def load_teachers(config: ml_collections.ConfigDict, num_classes: int,
     if info.get("num_classes", num_classes) != num_classes:
       raise KDJaxError(f"The teacher in {workdir!r} has {info['num_classes']} classes but dataset "
                        f"{config.data.name!r} has {num_classes}.")
-    module = kd_models.create_model(name, num_classes)
+    module = kd_models.create_model(name, num_classes, dtype=config.get("compute_dtype", "float32"))
     modules.append(module)
     variables.append(ckpt.load_exported_model(workdir, module, sample_images))
   train_modes = [False] * len(modules)
