@@ -65,6 +65,13 @@ def base_config() -> ml_collections.ConfigDict:
   # normalisation. 'float32' (default) is exact.
   c.compute_dtype = "float32"
 
+  # How parameters live on the `data` mesh: 'replicated' (every device holds the whole model) or 'fsdp'
+  # (parameters, optimizer state and frozen teachers split across devices, each array along one dimension;
+  # arrays under fsdp_min_size elements stay replicated). Same values up to float reassociation.
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.params = "replicated"
+  c.sharding.fsdp_min_size = 1024
+
   c.batch_size = 64
   c.eval_batch_size = 256
   c.epochs = 240
@@ -184,6 +191,10 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"optim.name must be 'sgd' or 'adamw', got {optim.name!r}")
   if config.get("compute_dtype", "float32") not in ("float32", "bfloat16"):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
+  if config.get("sharding", {}).get("params", "replicated") not in ("replicated", "fsdp"):
+    problems.append(f"sharding.params must be 'replicated' or 'fsdp', got {config.sharding.params!r}")
+  if config.get("sharding", {}).get("fsdp_min_size", 0) < 0:
+    problems.append(f"sharding.fsdp_min_size must be >= 0, got {config.sharding.fsdp_min_size}")
   if config.get("teacher", {}).get("calibration_split", "val") not in ("val", "train"):
     problems.append(f"teacher.calibration_split must be 'val' or 'train', got {config.teacher.calibration_split!r}")
   rate = config.get("teacher", {}).get("pruned_copy_rate", 0.0)

@@ -166,7 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         prepare_distiller(d, teachers, teacher_variables, dataset, config, workdir, phase.loss,
                           "prepared.json" if len(phases) == 1 else f"prepared-{phase.name}.json")
         for d, phase in zip(phase_distillers, phases)]
-    teacher_variables = sharding.replicate(teacher_variables, mesh)
+    teacher_variables = sharding.place_params(teacher_variables, mesh, config.sharding.params,
+                                              config.sharding.fsdp_min_size)
 
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
   total_steps = phases[-1].steps(steps_per_epoch)[1]
@@ -192,7 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return s.replace(opt_state=opt_state)
 
   def shardings_for(index: int):  # the optimizer state's structure differs between phases
-    return sharding.state_shardings(jax.eval_shape(lambda s: with_fresh_optimizer(s, index), state), mesh)
+    return sharding.state_shardings(jax.eval_shape(lambda s: with_fresh_optimizer(s, index), state), mesh,
+                                    config.sharding.params, config.sharding.fsdp_min_size)
 
   def placed_with_fresh_optimizer(s: TrainState, index: int) -> TrainState:
     return jax.device_put(with_fresh_optimizer(s, index), shardings_for(index))

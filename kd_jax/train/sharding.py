@@ -6,11 +6,17 @@ XLA inserts the gradient all-reduce itself; plain BatchNorm then sees global-bat
 One exception to "replicated": a distiller's `memory` collection (CRD's memory banks, one row per training
 example) is split along its leading axis over the `data` axis, so a bank costs N/D rows per device instead
 of N. Distillers that keep such banks pad their row count to a multiple of the device count.
+
+`config.sharding.params = 'fsdp'` shards parameters and optimizer state too (fully sharded data parallel,
+ZeRO-3 style, over the same `data` axis): each large array is split along one of its dimensions, so a device
+holds about 1/D of the model, the optimizer moments and the frozen teachers. The step is the same program; XLA's
+SPMD partitioner all-gathers a weight where a layer needs it whole and reduce-scatters its gradient, so the
+update of each shard runs where the shard lives. Values equal the replicated run's up to float reassociation.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -51,9 +57,59 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 MEMORY_COLLECTION = "memory"
 
 
-def state_shardings(state: Any, mesh: Mesh) -> Any:
-  """Shardings for a `TrainState`: replicated, except `distiller_state['memory']` split by rows."""
+PARAM_SHARDINGS = ("replicated", "fsdp")
+# Arrays smaller than this stay replicated under FSDP: biases and BatchNorm scales would cost a collective
+# each for no memory worth saving.
+DEFAULT_FSDP_MIN_SIZE = 1024
+
+
+def fsdp_spec(shape: Tuple[int, ...], num_devices: int, min_size: int = DEFAULT_FSDP_MIN_SIZE) -> P:
+  """The partition of one array under FSDP: its largest dimension divisible by `num_devices` on `data`.
+
+  Arrays with fewer than `min_size` elements, or with no dimension the devices divide, stay replicated
+  (`P()`). For a conv kernel [kh, kw, C_in, C_out] this is usually C_out or C_in; ties go to the last
+  dimension, the output features, whose gradient XLA can reduce-scatter without a transpose.
+  """
+  if num_devices <= 1 or int(np.prod(shape, dtype=np.int64)) < max(min_size, 1):
+    return P()
+  candidates = [i for i, n in enumerate(shape) if n % num_devices == 0]
+  if not candidates:
+    return P()
+  axis = max(candidates, key=lambda i: (shape[i], i))
+  return P(*([None] * axis + ["data"]))
+
+
+def param_shardings(tree: Any, mesh: Mesh, mode: str = "replicated",
+                    min_size: int = DEFAULT_FSDP_MIN_SIZE) -> Any:
+  """Shardings for a pytree of parameters (or anything shaped like them, e.g. optimizer moments).
+
+  `mode='replicated'`: every array on every device. `mode='fsdp'`: each array split as `fsdp_spec` says.
+  """
+  if mode not in PARAM_SHARDINGS:
+    raise KDJaxError(f"sharding.params must be one of {', '.join(PARAM_SHARDINGS)}, got {mode!r}.")
+  if mode == "replicated":
+    return jax.tree.map(lambda _: replicated(mesh), tree)
+  return jax.tree.map(lambda leaf: NamedSharding(mesh, fsdp_spec(tuple(getattr(leaf, 'shape', np.shape(leaf))), mesh.size, min_size)), tree)
+
+
+def place_params(tree: Any, mesh: Mesh, mode: str = "replicated", min_size: int = DEFAULT_FSDP_MIN_SIZE) -> Any:
+  """`tree` on the mesh, replicated or FSDP-sharded (frozen teachers under `mode='fsdp'`, for instance)."""
+  return jax.device_put(tree, param_shardings(tree, mesh, mode, min_size))
+
+
+def state_shardings(state: Any, mesh: Mesh, mode: str = "replicated", min_size: int = DEFAULT_FSDP_MIN_SIZE) -> Any:
+  """Shardings for a `TrainState`.
+
+  Replicated (`mode='replicated'`), or with the student's and distillers' parameters and the whole optimizer
+  state FSDP-sharded (`mode='fsdp'`; BatchNorm statistics, the step and the rng stay replicated: they are
+  small and every device updates them). `distiller_state['memory']` is split by rows in both modes.
+  """
   shardings = jax.tree.map(lambda _: replicated(mesh), state)
+  if mode != "replicated" and hasattr(state, "opt_state"):
+    shardings = shardings.replace(
+        params=param_shardings(state.params, mesh, mode, min_size),
+        distiller_params=param_shardings(state.distiller_params, mesh, mode, min_size),
+        opt_state=param_shardings(state.opt_state, mesh, mode, min_size))
   memory = getattr(state, "distiller_state", {}).get(MEMORY_COLLECTION)
   if not memory:
     return shardings
