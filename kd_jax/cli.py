@@ -13,7 +13,8 @@ from kd_jax.errors import KDJaxError, Preempted
 
 EPILOG = """commands:
   study (default)  teacher, CE student and KD student on the embedded digits data; prints a results table
-  train            one run from a Python config: --config FILE [--config.KEY=VALUE ...] --workdir DIR
+  train            one run from a Python config: --config FILE [--config.KEY=VALUE ...] --workdir DIR;
+                   started once per host with --config.distributed.* for multi-process runs (docs/scaling.md)
   list             registered models, distillers and datasets
 
 examples:
@@ -56,11 +57,15 @@ def main(argv: Optional[List[str]] = None) -> int:
       print("datasets:   ", ", ".join(data.dataset_names()))
     elif args.command == "train":
       from kd_jax.config import apply_overrides, load_config_file
-      from kd_jax.train.loop import train_and_evaluate
+      from kd_jax.train import distributed
       config = apply_overrides(load_config_file(args.config), overrides)
+      # Before anything touches a JAX backend (docs/scaling.md): a multi-process run starts here.
+      distributed.initialize(config)
+      from kd_jax.train.loop import train_and_evaluate
       results = train_and_evaluate(config, args.workdir)
-      print(f"test accuracy {100 * results['test_accuracy']:.2f}% (val {100 * results['val_accuracy']:.2f}%); "
-            f"results in {results['workdir']}")
+      if distributed.is_main_process():
+        print(f"test accuracy {100 * results['test_accuracy']:.2f}% (val {100 * results['val_accuracy']:.2f}%); "
+              f"results in {results['workdir']}")
     else:
       from kd_jax.study import run_study
       out = run_study(args.workdir, seed=args.seed, quick=args.quick, progress_bar=not args.no_progress)

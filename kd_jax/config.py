@@ -80,6 +80,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 1
   c.keep_checkpoints = 3
   c.progress_bar = True
+
+  # Multi-process runs (kd_jax/train/distributed.py, docs/scaling.md): one process per host or TPU-VM worker,
+  # all with the same config and workdir. All unset = single process. Unset fields fall back to the
+  # KD_JAX_COORDINATOR_ADDRESS / KD_JAX_NUM_PROCESSES / KD_JAX_PROCESS_ID environment variables.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""  # 'host:port' of process 0, the same on every process
+  c.distributed.num_processes = 0         # 0 = not given
+  c.distributed.process_id = -1           # this process, in [0, num_processes); -1 = not given
+  c.distributed.local_device_ids = ()     # devices this process uses (one process per GPU); () = all local ones
+  c.distributed.auto_detect = False       # True: JAX fills unset fields on TPU pods, SLURM, Open MPI
+  c.distributed.initialization_timeout = 300  # seconds to wait for every process to connect
   return c
 
 
@@ -203,6 +214,11 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   val = config.get("data", {}).get("val_fraction", 0.0)
   if not 0.0 <= val < 1.0:
     problems.append(f"data.val_fraction must be in [0, 1), got {val}")
+  dist = config.get("distributed", {})
+  if dist.get("num_processes", 0) < 0:
+    problems.append(f"distributed.num_processes must be >= 0 (0 = not given), got {dist.num_processes}")
+  if dist.get("initialization_timeout", 1) <= 0:
+    problems.append(f"distributed.initialization_timeout must be > 0, got {dist.initialization_timeout}")
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
   if config.get("phases"):

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from kd_jax.errors import KDJaxError
@@ -67,12 +68,29 @@ def export_model(workdir: str, variables: Any, info: dict) -> str:
   path = os.path.join(os.path.abspath(workdir), EXPORT_DIR)
   checkpointer = ocp.StandardCheckpointer()
   # Empty collections (an MLP's batch_stats) are dropped so the export matches `model.init`'s structure.
-  variables = {k: v for k, v in jax.device_get(variables).items() if jax.tree.leaves(v)}
+  # Host copies: in a multi-process run every process calls this (orbax saves collectively, process 0 writes
+  # the host arrays); `host_values` gathers arrays that are split across processes.
+  variables = {k: v for k, v in host_values(variables).items() if jax.tree.leaves(v)}
   checkpointer.save(path, variables, force=True)
   checkpointer.wait_until_finished()
-  with open(os.path.join(workdir, EXPORT_INFO), "w") as f:
-    json.dump(info, f, indent=2)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, EXPORT_INFO), "w") as f:
+      json.dump(info, f, indent=2)
   return path
+
+
+def host_values(tree: Any) -> Any:
+  """`jax.device_get(tree)`, also for arrays split across processes (FSDP in a multi-process run).
+
+  Replicated and process-local arrays are read from this process's devices; an array whose parts live on
+  other processes is all-gathered, a collective that every process must reach in the same order.
+  """
+  def get(leaf):
+    if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return jax.device_get(leaf)
+  return jax.tree.map(get, tree)
 
 
 def read_export_info(workdir: str) -> dict:

@@ -25,6 +25,7 @@ from kd_jax import models as kd_models
 from kd_jax.config import validate
 from kd_jax.errors import KDJaxError, Preempted
 from kd_jax.train import checkpoint as ckpt
+from kd_jax.train import distributed
 from kd_jax.train import optim
 from kd_jax.train import phases as kd_phases
 from kd_jax.train import sharding
@@ -85,9 +86,11 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
   prepared = distiller.prepare(kd_distillers.TrainingData(
       train_logits, np.asarray(dataset.train.labels), dataset.num_classes))
   fields = distiller.prepared_fields(prepared)
-  if fields:
-    with open(path, "w") as f:
+  if fields and distributed.is_main_process():
+    # Written whole, then renamed: another process of a multi-process run may be reading it already.
+    with open(path + ".tmp", "w") as f:
       json.dump({"loss": loss_config, "fields": fields}, f, indent=2)
+    os.replace(path + ".tmp", path)
   return prepared
 
 
@@ -141,6 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validation and test metrics; the test split is only reported, never used to choose anything.
   """
   validate(config)
+  distributed.initialize(config)  # a no-op when single-process or already done (the CLI does it first)
+  main_process = distributed.is_main_process()  # the one that writes files and shows progress
   workdir = prepare_workdir(workdir)
   start_time = time.time()
   if dataset is None:
@@ -212,8 +217,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   start_step = int(jax.device_get(state.step))
   current = kd_phases.phase_at(phases, max(start_step - 1, 0), steps_per_epoch)
 
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if main_process:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
 
   def make_step_fn(index: int):
     phase = phases[index]
@@ -229,7 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   step_fns: Dict[int, Any] = {}
   eval_fn = jax.jit(functools.partial(eval_step, model=student))
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, active=main_process)
+  rows = sharding.process_rows(config.batch_size, mesh)  # this process's share of each training batch
 
   def student_variables(s: TrainState):
     return {"params": s.params, "batch_stats": s.batch_stats}
@@ -241,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "config": json.loads(config.to_json_best_effort())})
 
   pending, epoch_sums, epoch_count, val = [], {}, 0, None
-  bar = tqdm(total=total_steps, initial=start_step, disable=not config.progress_bar, unit="step",
+  bar = tqdm(total=total_steps, initial=start_step, disable=not (config.progress_bar and main_process), unit="step",
              desc=os.path.basename(workdir), dynamic_ncols=True, leave=False)
   stop = StopRequest()
   try:
@@ -252,11 +259,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state, current = placed_with_fresh_optimizer(state, index), index
       if index not in step_fns:
         step_fns[index] = make_step_fn(index)
-      batch = kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=step)
-      state, metrics = step_fns[index](state, sharding.shard_batch(batch, mesh), teacher_variables)
+      # Only this process's rows of the global batch kd_data.train_batch would give are read.
+      indices = kd_data.batch_indices(len(dataset.train), config.batch_size, seed=config.seed, step=step)[rows]
+      batch = dataset.train.get(indices)
+      batch = sharding.shard_batch(batch, mesh, global_batch_size=config.batch_size)
+      state, metrics = step_fns[index](state, batch, teacher_variables)
       pending.append(metrics)
       end_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
-      if len(pending) >= config.log_every_steps or end_of_epoch or stop.signal_name:
+      stopping = stop.signal_name is not None
+      if jax.process_count() > 1:
+        # A signal reaches the processes at different steps; they agree (any process signalled) at each
+        # logging boundary, so all of them stop after the same step and meet in the same collectives.
+        boundary = len(pending) >= config.log_every_steps or end_of_epoch
+        stopping = boundary and distributed.any_process(stopping)
+      if len(pending) >= config.log_every_steps or end_of_epoch or stopping:
         # One host transfer per logging interval; the loop never waits on the device otherwise.
         fetched = jax.device_get(pending)
         for m in fetched:
@@ -283,11 +299,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         epoch_sums, epoch_count = {}, 0
         if epoch % config.checkpoint_every_epochs == 0 or step + 1 == total_steps:
           save(state, epoch)
-      if stop.signal_name:
+      if stopping:
         if (step + 1) not in manager.all_steps():
           save(state, math.ceil((step + 1) / steps_per_epoch))
         manager.wait_until_finished()
-        raise Preempted(step + 1, workdir, stop.signal_name)
+        raise Preempted(step + 1, workdir, stop.signal_name or "SIGTERM/SIGINT (on another process)")
   finally:
     stop.restore()
     bar.close()
@@ -309,10 +325,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              "steps": final_step, "epochs": final_step / steps_per_epoch,
              "val_accuracy": val.get("accuracy"), "test_accuracy": test.get("accuracy"),
              "test_nll": test.get("nll"), "wall_time_s": time.time() - start_time,
-             "devices": mesh.size, "workdir": workdir, **teacher_report}
+             "devices": mesh.size, "processes": jax.process_count(), "workdir": workdir, **teacher_report}
   if config.phases:
     results["phases"] = [{"name": p.name, "epochs": p.epochs, "trainable": list(p.trainable),
                           "loss": {k: dict(v) for k, v in p.loss.items()}} for p in phases]
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  if main_process:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
   return results

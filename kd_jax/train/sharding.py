@@ -16,6 +16,7 @@ update of each shard runs where the shard lives. Values equal the replicated run
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -26,8 +27,13 @@ from kd_jax.errors import KDJaxError
 
 
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A 1-D mesh named `data` over the given devices (default: every visible device of every process)."""
-  return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
+  """A 1-D mesh named `data` over the given devices (default: every visible device of every process).
+
+  Devices are grouped by process (a stable sort, so one process keeps JAX's order), which gives each process
+  one contiguous block of the global batch: with P processes, process p feeds rows [p·B/P, (p+1)·B/P).
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  return Mesh(np.asarray(sorted(devices, key=lambda d: d.process_index)), ("data",))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -40,14 +46,49 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
   if batch_size % mesh.size:
-    raise KDJaxError(f"{what}={batch_size} is not divisible by the {mesh.size} devices of the mesh; "
-                     f"choose a multiple of {mesh.size}.")
+    processes = len({d.process_index for d in mesh.devices.flat})
+    where = f" ({processes} processes together)" if processes > 1 else ""
+    raise KDJaxError(f"{what}={batch_size} is not divisible by the {mesh.size} devices of the mesh{where}; "
+                     f"choose a multiple of {mesh.size}. {what} is the global batch, split over all devices.")
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places this process's part of a global batch on the mesh, split along the leading axis."""
+@functools.lru_cache(maxsize=16)
+def process_rows(batch_size: int, mesh: Mesh) -> slice:
+  """The rows of a global batch of `batch_size` that this process feeds: those its devices hold.
+
+  With `make_mesh`'s order and P processes of equal device counts this is [p·B/P, (p+1)·B/P) for process p,
+  the same rows of the same global batch that a single process would feed, so results match.
+  """
+  check_batch_size(batch_size, mesh)
+  index_map = data_sharded(mesh).addressable_devices_indices_map((batch_size,))
+  starts = sorted({(idx[0].start or 0, idx[0].stop if idx[0].stop is not None else batch_size)
+                   for idx in index_map.values()})
+  for (_, stop), (start, _) in zip(starts, starts[1:]):
+    if stop != start:
+      raise KDJaxError("This process's devices are not contiguous on the mesh's `data` axis; build the mesh "
+                       "with sharding.make_mesh(), which groups devices by process.")
+  return slice(starts[0][0], starts[-1][1])
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, *,
+                global_batch_size: Optional[int] = None) -> dict[str, jax.Array]:
+  """A global batch on the mesh, split along the leading axis over the `data` devices.
+
+  `batch` is the whole global batch (every process passes the same one; each keeps only its
+  `process_rows`), or, with `global_batch_size` given, just this process's rows of a batch of that size
+  (which saves reading the other processes' examples).
+  """
   sharding = data_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+  batch = {k: np.asarray(v) for k, v in batch.items()}
+  size = global_batch_size if global_batch_size is not None else len(next(iter(batch.values())))
+  rows = process_rows(size, mesh)
+  if global_batch_size is None:
+    batch = {k: v[rows] for k, v in batch.items()}
+  elif any(len(v) != rows.stop - rows.start for v in batch.values()):
+    raise KDJaxError(f"This process feeds rows [{rows.start}, {rows.stop}) of the global batch of "
+                     f"{global_batch_size}, but got {[len(v) for v in batch.values()]} rows.")
+  return {k: jax.make_array_from_process_local_data(sharding, v, (size,) + v.shape[1:])
+          for k, v in batch.items()}
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

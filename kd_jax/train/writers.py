@@ -12,11 +12,15 @@ from tensorboardX import SummaryWriter
 class MetricWriter:
   """Appends `{step, **scalars}` to `<workdir>/metrics.jsonl` and to TensorBoard under `<workdir>/tb`."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, active: bool = True):
+    # `active=False` (processes other than 0 of a multi-process run) writes nothing, not even an empty file.
+    self._active = active
     self._path = os.path.join(workdir, "metrics.jsonl")
-    self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+    self._tb = SummaryWriter(os.path.join(workdir, "tb")) if active else None
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self._active:
+      return
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     with open(self._path, "a") as f:
       f.write(json.dumps(record) + "\n")
@@ -25,4 +29,5 @@ class MetricWriter:
     self._tb.flush()
 
   def close(self) -> None:
-    self._tb.close()
+    if self._tb is not None:
+      self._tb.close()
