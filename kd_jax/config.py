@@ -40,6 +40,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.calibrate = False     # divide each teacher's logits by a temperature fitted by NLL ...
   c.teacher.calibration_split = "val"  # ... on this split: 'val' (held out) or 'train'
   c.teacher.pruned_copy_rate = 0.0  # > 0 adds a magnitude-pruned copy of the teacher (R2KD: 0.1)
+  # Teacher-output cache (kd_jax.train.teacher_cache): the teachers' outputs on every training example are
+  # computed once and read back each step instead of running the teachers. Exact only without augmentation
+  # or with flip-only augmentation (crop_pad must be 0).
+  c.teacher.cache = False
+  c.teacher.cache_fields = ("logits",)  # ModelOutput fields to cache: logits, embedding, stages, preact_stages
+  c.teacher.cache_max_gb = 4.0    # refuse a cache larger than this (stage features grow fast)
+  c.teacher.cache_dir = ""        # '' = <workdir>/teacher_cache; entries are keyed by teacher and data
 
   # Weighted sum of distillers: term -> {weight, distiller (defaults to the term's name), hyper-params}.
   c.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})
@@ -206,19 +213,25 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"sharding.params must be 'replicated' or 'fsdp', got {config.sharding.params!r}")
   if config.get("sharding", {}).get("fsdp_min_size", 0) < 0:
     problems.append(f"sharding.fsdp_min_size must be >= 0, got {config.sharding.fsdp_min_size}")
+  dist = config.get("distributed", {})
+  if dist.get("num_processes", 0) < 0:
+    problems.append(f"distributed.num_processes must be >= 0 (0 = not given), got {dist.num_processes}")
+  if dist.get("initialization_timeout", 1) <= 0:
+    problems.append(f"distributed.initialization_timeout must be > 0, got {dist.initialization_timeout}")
   if config.get("teacher", {}).get("calibration_split", "val") not in ("val", "train"):
     problems.append(f"teacher.calibration_split must be 'val' or 'train', got {config.teacher.calibration_split!r}")
+  fields = config.get("teacher", {}).get("cache_fields", ("logits",))
+  cacheable = ("logits", "embedding", "stages", "preact_stages")
+  if isinstance(fields, str) or not all(f in cacheable for f in fields):
+    problems.append(f"teacher.cache_fields must be a tuple of {', '.join(cacheable)}, got {fields!r}")
+  if not config.get("teacher", {}).get("cache_max_gb", 1.0) > 0:
+    problems.append(f"teacher.cache_max_gb must be > 0, got {config.teacher.cache_max_gb}")
   rate = config.get("teacher", {}).get("pruned_copy_rate", 0.0)
   if not 0.0 <= rate < 1.0:
     problems.append(f"teacher.pruned_copy_rate must be in [0, 1), got {rate}")
   val = config.get("data", {}).get("val_fraction", 0.0)
   if not 0.0 <= val < 1.0:
     problems.append(f"data.val_fraction must be in [0, 1), got {val}")
-  dist = config.get("distributed", {})
-  if dist.get("num_processes", 0) < 0:
-    problems.append(f"distributed.num_processes must be >= 0 (0 = not given), got {dist.num_processes}")
-  if dist.get("initialization_timeout", 1) <= 0:
-    problems.append(f"distributed.initialization_timeout must be > 0, got {dist.initialization_timeout}")
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
   if config.get("phases"):

@@ -30,16 +30,26 @@ def augment(rng: jax.Array, images: jax.Array, *, pad: int = 4, flip: bool = Tru
   if images.ndim != 4:
     raise KDJaxError(f"augment wants images of shape [N, H, W, C], got {images.shape}.")
   n, h, w, c = images.shape
-  crop_rng, flip_rng = jax.random.split(rng)
+  crop_rng, _ = jax.random.split(rng)
   if pad:
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     offsets = jax.random.randint(crop_rng, (n, 2), 0, 2 * pad + 1)
     crop = lambda image, offset: jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
     images = jax.vmap(crop)(padded, offsets)
   if flip:
-    mirror = jax.random.bernoulli(flip_rng, 0.5, (n,))
+    mirror = flip_decisions(rng, n)
     images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1, :], images)
   return images
+
+
+def flip_decisions(rng: jax.Array, n: int) -> jax.Array:
+  """Which of `n` images `augment(rng, images, flip=True, pad=...)` mirrors: [n] bool, whatever `pad` is.
+
+  Exposed so a step that reads cached teacher outputs of both views (original and mirrored) can pick the
+  one the augmentation chose without re-running it.
+  """
+  _, flip_rng = jax.random.split(rng)
+  return jax.random.bernoulli(flip_rng, 0.5, (n,))
 
 
 def partner_within(rng: jax.Array, mask: jax.Array) -> jax.Array:

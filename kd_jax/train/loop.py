@@ -29,6 +29,7 @@ from kd_jax.train import distributed
 from kd_jax.train import optim
 from kd_jax.train import phases as kd_phases
 from kd_jax.train import sharding
+from kd_jax.train import teacher_cache as kd_teacher_cache
 from kd_jax.train.step import TrainState, create_train_state, eval_step, train_step
 from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits
 from kd_jax.train.writers import MetricWriter
@@ -60,12 +61,13 @@ def evaluate(eval_fn, variables: Any, split: kd_data.Split, batch_size: int, mes
 def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, teacher_variables: Any,
                       dataset: kd_data.Dataset, config: ml_collections.ConfigDict, workdir: str,
                       loss: Optional[ml_collections.ConfigDict] = None,
-                      filename: str = "prepared.json") -> kd_distillers.WeightedSum:
+                      filename: str = "prepared.json",
+                      teacher_cache: Optional[kd_teacher_cache.TeacherCache] = None) -> kd_distillers.WeightedSum:
   """Fills constants that depend on the whole training split (`Distiller.prepare`).
 
   The filled values are written to `<workdir>/<filename>` with the loss config they belong to (`loss`,
   default `config.loss`); a resumed run with the same loss config reads them back instead of recomputing,
-  so it trains with the same ones.
+  so it trains with the same ones. The teacher pass reads `teacher_cache` (its original view) when given.
   """
   path = os.path.join(workdir, filename)
   loss_config = json.loads(json.dumps((config.loss if loss is None else loss).to_dict()))
@@ -78,8 +80,11 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
 
   def train_logits() -> np.ndarray:
     if "logits" not in cache:
-      logits, _ = teacher_logits(teachers, teacher_variables,
-                                 kd_data.eval_batches(dataset.train, config.eval_batch_size))
+      if teacher_cache is not None:
+        logits = teacher_cache.logits(view=0)
+      else:
+        logits, _ = teacher_logits(teachers, teacher_variables,
+                                   kd_data.eval_batches(dataset.train, config.eval_batch_size))
       cache["logits"] = logits[0] / teachers.temperatures[0]
     return cache["logits"]
 
@@ -163,13 +168,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   student = kd_models.create_model(config.student.model, dataset.num_classes, dtype=config.compute_dtype)
   sample = kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=0)
   teachers, teacher_variables, teacher_report = Teachers(), (), {}
+  output_cache = None  # the teacher-output cache of the training split (config.teacher.cache)
   if needs_teacher:
     teachers, teacher_variables = load_teachers(config, dataset.num_classes, sample["image"][:1])
+    if config.teacher.cache:
+      output_cache = kd_teacher_cache.open_for_run(config, teachers, teacher_variables, dataset, phases, phase_distillers,
+                                            student, sample, workdir, mesh)
     if config.teacher.calibrate:
-      teachers, teacher_report = calibrate_teachers(teachers, teacher_variables, dataset, config, workdir)
+      teachers, teacher_report = calibrate_teachers(
+          teachers, teacher_variables, dataset, config, workdir,
+          logits=None if output_cache is None else kd_teacher_cache.calibration_logits(
+              output_cache, config, teachers, teacher_variables, dataset, workdir, mesh))
+    if output_cache is not None:
+      teacher_report = dict(teacher_report, teacher_cache=output_cache.report())
     phase_distillers = [
         prepare_distiller(d, teachers, teacher_variables, dataset, config, workdir, phase.loss,
-                          "prepared.json" if len(phases) == 1 else f"prepared-{phase.name}.json")
+                          "prepared.json" if len(phases) == 1 else f"prepared-{phase.name}.json", output_cache)
         for d, phase in zip(phase_distillers, phases)]
     teacher_variables = sharding.place_params(teacher_variables, mesh, config.sharding.params,
                                               config.sharding.fsdp_min_size)
@@ -221,6 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
+  def uses_cache(index: int) -> bool:
+    return output_cache is not None and kd_teacher_cache.phase_uses_cache(phases[index], phase_distillers[index])
+
   def make_step_fn(index: int):
     phase = phases[index]
     phase_teachers = teachers
@@ -230,7 +247,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         functools.partial(train_step, student=student, teachers=phase_teachers, distiller=phase_distillers[index],
                           tx=txs[index], schedule=schedules[index], steps_per_epoch=steps_per_epoch,
                           crop_pad=config.data.crop_pad, flip=config.data.flip,
-                          student_train=phase.trains_student, phase_start=phase.steps(steps_per_epoch)[0]),
+                          student_train=phase.trains_student, phase_start=phase.steps(steps_per_epoch)[0],
+                          teacher_cache=output_cache.layout if uses_cache(index) else None),
         out_shardings=(shardings_for(index), sharding.replicated(mesh)), donate_argnums=(0,))
 
   step_fns: Dict[int, Any] = {}
@@ -262,6 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       # Only this process's rows of the global batch kd_data.train_batch would give are read.
       indices = kd_data.batch_indices(len(dataset.train), config.batch_size, seed=config.seed, step=step)[rows]
       batch = dataset.train.get(indices)
+      if uses_cache(index):  # gathered by example, so the batch stays a pure function of (seed, step)
+        batch.update(output_cache.gather(indices))
       batch = sharding.shard_batch(batch, mesh, global_batch_size=config.batch_size)
       state, metrics = step_fns[index](state, batch, teacher_variables)
       pending.append(metrics)

@@ -7,7 +7,7 @@ respect to the student's and the distiller's parameters, apply the optax update.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import flax.struct
@@ -17,7 +17,10 @@ import optax
 from flax import traverse_util
 
 from kd_jax.data import augment
+from kd_jax.data.augment import flip_decisions
 from kd_jax.distillers import Context, Distiller, split_state
+from kd_jax.errors import KDJaxError
+from kd_jax.train.teacher_cache import BATCH_PREFIX, CacheLayout
 from kd_jax.train.teachers import Teachers
 
 Metrics = Dict[str, jax.Array]
@@ -68,19 +71,33 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
                student: nn.Module, teachers: Teachers, distiller: Distiller,
                tx: optax.GradientTransformation, schedule: optax.Schedule, steps_per_epoch: int,
                crop_pad: int = 0, flip: bool = False, student_train: bool = True,
-               phase_start: int = 0) -> Tuple[TrainState, Metrics]:
+               phase_start: int = 0, teacher_cache: Optional[CacheLayout] = None) -> Tuple[TrainState, Metrics]:
   """One optimisation step; pure, meant to be jitted once with everything after `*` bound.
 
   `student_train=False` runs the student in eval mode (a phase that freezes it must not move its BatchNorm
   statistics either); `phase_start` is the first global step of the current phase, from which the
-  distillers' `ctx.step`/`ctx.epoch` and the schedule count.
+  distillers' `ctx.step`/`ctx.epoch` and the schedule count. With `teacher_cache` the batch carries the
+  teacher's cached outputs (`kd_jax.train.teacher_cache`, gathered on the host by 'index') and the teacher
+  does not run, except inside `ctx.forward`.
   """
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, distiller_rng = jax.random.split(step_rng)
+  cached = {k: v for k, v in batch.items() if k.startswith(BATCH_PREFIX)}
+  batch = {k: v for k, v in batch.items() if not k.startswith(BATCH_PREFIX)}
   images = batch["image"]
   if crop_pad or flip:
     images = augment(augment_rng, images, pad=crop_pad, flip=flip)
-  teacher_out = teachers(teacher_variables, images) if distiller.needs_teacher else None
+  if not distiller.needs_teacher:
+    teacher_out = None
+  elif teacher_cache is not None:
+    if crop_pad:
+      raise KDJaxError("The teacher-output cache holds uncropped views only; it cannot serve crop_pad > 0 "
+                       "(config.data.crop_pad).")
+    # The cache holds both flip views; pick the one `augment` chose.
+    mirror = flip_decisions(augment_rng, images.shape[0]) if flip else None
+    teacher_out = teacher_cache.outputs(cached, teachers.temperatures, mirror)
+  else:
+    teacher_out = teachers(teacher_variables, images)
   phase_step = state.step - phase_start
   batch = dict(batch, image=images)  # distillers see the view the models saw
 

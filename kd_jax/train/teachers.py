@@ -100,14 +100,15 @@ def teacher_logits(teachers: Teachers, variables: Sequence[Any], batches) -> Tup
 
 
 def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, config: ml_collections.ConfigDict,
-                       workdir: str) -> Tuple[Teachers, dict]:
+                       workdir: str, logits: Optional[np.ndarray] = None) -> Tuple[Teachers, dict]:
   """Fits each teacher's temperature on the validation split and reports ECE/ACE before and after.
 
   Kim et al., "The Role of Teacher Calibration in Knowledge Distillation", 2025, arXiv:2508.20224: a
   teacher with lower calibration error makes a better teacher. Temperature scaling (Guo et al. 2017) is
   fitted by NLL on `config.teacher.calibration_split`: the validation split by default (held out from the
   teacher), or the training split (which the teacher has fitted, so it looks over-confident there); never
-  the test split. Writes `teacher_calibration.json` and
+  the test split. `logits` ([K, N, C], raw, in split order) skips the teacher pass when the teacher-output
+  cache already holds them. Writes `teacher_calibration.json` and
   reliability diagrams (`calibration/teacher<k>_{before,after}.png`) into `workdir`.
   """
   from kd_jax import calibration
@@ -117,7 +118,10 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
   if len(split) == 0:
     raise KDJaxError(f"config.teacher.calibrate fits the temperature on the {config.teacher.calibration_split!r} "
                      "split, which is empty; set config.data.val_fraction > 0.")
-  logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size))
+  if logits is None:
+    logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size))
+  else:
+    labels = np.asarray(split.labels)
   os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
   temperatures, reports = [], []
   workdirs = teacher_workdirs(config)
