@@ -71,6 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
   # updates) and BatchNorm statistics; every loss casts logits/features to float32 before softmax or
   # normalisation. 'float32' (default) is exact.
   c.compute_dtype = "float32"
+  # Backward pass of the models' convolutions (kd_jax.models.conv): 'auto' (matmul weight gradients when
+  # lowered for CPU, XLA's convolutions on GPU/TPU), 'xla' (always XLA's) or 'matmul' (always the matmul
+  # form). Same values up to float32 reassociation; only speed differs.
+  c.conv_backward = "auto"
 
   # How parameters live on the `data` mesh: 'replicated' (every device holds the whole model) or 'fsdp'
   # (parameters, optimizer state and frozen teachers split across devices, each array along one dimension;
@@ -209,6 +213,8 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"optim.name must be 'sgd' or 'adamw', got {optim.name!r}")
   if config.get("compute_dtype", "float32") not in ("float32", "bfloat16"):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
+  if config.get("conv_backward", "auto") not in ("auto", "xla", "matmul"):
+    problems.append(f"conv_backward must be 'auto', 'xla' or 'matmul', got {config.conv_backward!r}")
   if config.get("sharding", {}).get("params", "replicated") not in ("replicated", "fsdp"):
     problems.append(f"sharding.params must be 'replicated' or 'fsdp', got {config.sharding.params!r}")
   if config.get("sharding", {}).get("fsdp_min_size", 0) < 0:

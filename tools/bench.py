@@ -4,6 +4,7 @@ Usage:
   python tools/bench.py --teacher resnet32x4 --student resnet8x4 --batch 64 --distillers kd --json
   python tools/bench.py --distillers kd,dkd,fitnet,crd        # a Markdown table on stdout
   python tools/bench.py --distillers all --steps 20            # every registered distiller
+  python tools/bench.py --distillers kd --conv xla             # XLA's own convolution gradients (ablation)
 
 For a teacher → student pair, batch size and dtype it measures, after compilation, the median wall time of
   (a) the student's train step with cross-entropy alone (the teacher is not run),
@@ -39,10 +40,13 @@ where the backend reports it (also process-wide), `xla_temp_mb` the step's scrat
 (the compiled executable's memory analysis, exact per row).
 
 With `--json` the table goes to stderr and stdout holds exactly one JSON object: `device`, `devices`,
-`platform`, `teacher`, `student`, `batch`, `image_shape`, `num_classes`, `dtype`, `steps`, `jax_version`,
+`platform`, `teacher`, `student`, `batch`, `image_shape`, `num_classes`, `dtype`, `conv_backward`, `steps`,
+`jax_version`,
 `peak_tflops_per_device`, `peak_tflops_source`, `baselines` and `results`, a list with one entry per
 distiller (`distiller`, `status` 'ok' or 'skipped', `reason`, `student_step_s`, `teacher_forward_s`,
 `distill_step_s`, `overhead`, `compile_s`, `recompiles`, `peak_rss_mb`, ...; see docs/benchmarks.md).
+Each measurement also records the process CPU time of its timed calls (`cpu_median_s`, `*_cpu_s`), a
+steadier measure than wall time when other jobs share the CPU cores.
 Timings from a shared or loaded machine are noise: report figures with the machine they came from.
 """
 
@@ -72,6 +76,7 @@ from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax.config import base_config
 from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
 from kd_jax.pruning import prune_by_magnitude
 from kd_jax.train import optim
 from kd_jax.train import phases as kd_phases
@@ -148,6 +153,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--dtype", default="float32",
                       help="float32, or bfloat16: the library's mixed precision (config.compute_dtype), "
                            "bf16 compute with float32 parameters")
+  parser.add_argument("--conv", default="auto", choices=kd_conv.CONV_BACKWARDS,
+                      help="the models' convolution backward pass (config.conv_backward): auto (matmul weight "
+                           "gradients on CPU, XLA's convolutions elsewhere; default), xla, matmul")
   parser.add_argument("--distillers", default="all",
                       help="comma-separated registered names, or 'all' (default)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
@@ -240,6 +248,11 @@ class Timing:
   recompiles: int
   donated_fraction: Optional[float] = None  # input-state leaves deleted by the first call (donation worked)
   donation_warnings: Tuple[str, ...] = ()
+  cpu_times_s: List[float] = dataclasses.field(default_factory=list)  # process CPU time of each timed call
+
+  @property
+  def cpu_median_s(self) -> Optional[float]:
+    return statistics.median(self.cpu_times_s) if self.cpu_times_s else None
 
   @property
   def median_s(self) -> float:
@@ -268,13 +281,15 @@ def time_calls(call: Callable[[], jax.Array], jitted: Any, steps: int, warmup: i
   with jax.transfer_guard("disallow"):
     for _ in range(warmup):
       jax.block_until_ready(call())
+    cpu_times = []
     for _ in range(steps):
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       out = call()
       out.block_until_ready()
       times.append(time.perf_counter() - start)
+      cpu_times.append(time.process_time() - cpu_start)
   recompiles = max(_compilations[0] - compilations, jitted._cache_size() - cache)
-  return Timing(compile_s, times, recompiles, donation_warnings=donation)
+  return Timing(compile_s, times, recompiles, donation_warnings=donation, cpu_times_s=cpu_times)
 
 
 def cost(jitted: Any, *args: Any) -> Dict[str, Optional[float]]:
@@ -503,7 +518,8 @@ def _row_common(timing: Timing, costs: Dict[str, Optional[float]], peak: Optiona
   median = timing.median_s
   flops = costs["flops"]
   achieved = flops / median / 1e12 if flops is not None and median > 0 else None
-  return {"median_s": median, "images_per_s": batch / median, "compile_s": timing.compile_s,
+  return {"median_s": median, "cpu_median_s": timing.cpu_median_s, "images_per_s": batch / median,
+          "compile_s": timing.compile_s,
           "recompiles": timing.recompiles, "times_s": timing.times_s, "flops_per_step": flops,
           "achieved_tflops": achieved,
           "peak_fraction": achieved / (peak * devices) if achieved is not None and peak else None,
@@ -514,7 +530,7 @@ RESULT_KEYS = ("distiller", "status", "reason", "teacher_setup", "student_step_s
                "distill_step_s", "overhead", "student_images_per_s", "teacher_images_per_s",
                "distill_images_per_s", "compile_s", "recompiles", "donated_fraction", "peak_rss_mb",
                "peak_device_mb", "xla_temp_mb", "flops_per_step", "achieved_tflops", "peak_fraction",
-               "distill_times_s")
+               "distill_times_s", "student_cpu_s", "teacher_cpu_s", "distill_cpu_s")
 
 
 def _skipped(name: str, reason: str) -> Dict[str, Any]:
@@ -534,6 +550,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
   names = _distiller_list(args.distillers)
   hparams = _hparams(args.set)
   _install_compile_listener()
+  kd_conv.set_conv_backward(args.conv)  # read when each step is traced, as in a training run
   setup = make_setup(args)
   devices = jax.device_count()
   peak, peak_source = device_peak_tflops(args.dtype, args.peak_tflops)
@@ -542,7 +559,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
       "device": device0.device_kind, "devices": devices, "platform": device0.platform,
       "host": platform.node(), "teacher": args.teacher, "student": args.student, "batch": args.batch,
       "image_shape": [args.image_size, args.image_size, args.channels], "num_classes": args.num_classes,
-      "train_examples": args.train_examples, "dtype": args.dtype, "steps": args.steps, "warmup": args.warmup,
+      "train_examples": args.train_examples, "dtype": args.dtype, "conv_backward": args.conv,
+      "steps": args.steps, "warmup": args.warmup,
       "crop_pad": args.crop_pad, "flip": args.flip, "weights": {"ce": args.ce_weight, "distiller": args.weight},
       "jax_version": jax.__version__, "backend_version": _backend_version(),
       "peak_tflops_per_device": peak, "peak_tflops_source": peak_source, "baselines": {}, "results": []}
@@ -592,7 +610,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         recompiles=common["recompiles"], donated_fraction=timing.donated_fraction,
         peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device_mb(), xla_temp_mb=common["xla_temp_mb"],
         flops_per_step=common["flops_per_step"], achieved_tflops=common["achieved_tflops"],
-        peak_fraction=common["peak_fraction"], distill_times_s=common["times_s"])
+        peak_fraction=common["peak_fraction"], distill_times_s=common["times_s"],
+        student_cpu_s=student_timing.cpu_median_s, teacher_cpu_s=teacher_row["cpu_median_s"],
+        distill_cpu_s=common["cpu_median_s"])
     if timing.donation_warnings:
       row["donation_warnings"] = list(timing.donation_warnings)
     if timing.recompiles:
@@ -624,7 +644,8 @@ def _fmt(value: Optional[float], spec: str, scale: float = 1.0) -> str:
 def format_table(report: Dict[str, Any]) -> str:
   """The report as Markdown: a header line, the baselines, one row per distiller."""
   lines = [f"{report['teacher']} → {report['student']}, batch {report['batch']}, "
-           f"{'×'.join(map(str, report['image_shape']))}, {report['dtype']}, {report['devices']} × "
+           f"{'×'.join(map(str, report['image_shape']))}, {report['dtype']}, conv backward "
+           f"{report.get('conv_backward', 'auto')}, {report['devices']} × "
            f"{report['device']} ({report['platform']}), jax {report['jax_version']}, median of "
            f"{report['steps']} steps. Peak: {_fmt(report['peak_tflops_per_device'], '.1f')} TFLOP/s per "
            f"device ({report['peak_tflops_source']}).", "",

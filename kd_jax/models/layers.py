@@ -8,6 +8,7 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from kd_jax.models import conv as kd_conv
 from kd_jax.models.resnet_cifar import Dtype, conv_init
 
 # PyTorch's default `nn.Conv2d`/`nn.Linear` weight init, kaiming_uniform(a=sqrt(5)), which works out to
@@ -27,4 +28,5 @@ def conv(features: int, kernel_size: int, stride: int = 1, *, groups: int = 1, u
   pad = kernel_size // 2
   return nn.Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad), (pad, pad)),
                  feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init,
-                 bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=param_dtype, name=name)
+                 bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=param_dtype,
+                 conv_general_dilated=kd_conv.conv_general_dilated, name=name)

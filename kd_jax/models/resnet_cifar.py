@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
 from kd_jax.models.outputs import ModelOutput
 
 Dtype = Any
@@ -39,12 +40,15 @@ def batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.B
 def conv3x3(features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Conv:
   """3x3 convolution, padding 1 on every side (PyTorch's `padding=1`, not "SAME": they differ at stride 2)."""
   return nn.Conv(features, (3, 3), strides=stride, padding=((1, 1), (1, 1)), use_bias=False,
-                 kernel_init=conv_init, dtype=dtype, param_dtype=param_dtype, name=name)
+                 kernel_init=conv_init, dtype=dtype, param_dtype=param_dtype,
+                 conv_general_dilated=kd_conv.conv_general_dilated, name=name)
 
 
 def conv1x1(features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Conv:
+  """1x1 convolution (the projection shortcut)."""
   return nn.Conv(features, (1, 1), strides=stride, padding="VALID", use_bias=False,
-                 kernel_init=conv_init, dtype=dtype, param_dtype=param_dtype, name=name)
+                 kernel_init=conv_init, dtype=dtype, param_dtype=param_dtype,
+                 conv_general_dilated=kd_conv.conv_general_dilated, name=name)
 
 
 def classifier(num_classes: int, dtype: Dtype, param_dtype: Dtype, name: str = "fc") -> nn.Dense:

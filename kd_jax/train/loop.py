@@ -24,6 +24,7 @@ from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax.config import validate
 from kd_jax.errors import KDJaxError, Preempted
+from kd_jax.models import conv as kd_conv
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import distributed
 from kd_jax.train import optim
@@ -149,6 +150,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validation and test metrics; the test split is only reported, never used to choose anything.
   """
   validate(config)
+  # Process-wide, read when the steps are traced (kd_jax.models.conv); every run sets it from its config.
+  kd_conv.set_conv_backward(config.get("conv_backward", "auto"))
   distributed.initialize(config)  # a no-op when single-process or already done (the CLI does it first)
   main_process = distributed.is_main_process()  # the one that writes files and shows progress
   workdir = prepare_workdir(workdir)

@@ -1,0 +1,231 @@
+"""A drop-in `lax.conv_general_dilated` whose backward pass is fast on CPUs.
+
+Why: XLA's CPU backend differentiates a convolution into two more convolutions. The input gradient is
+fine, but the weight gradient becomes a convolution whose "kernel" is the output gradient (e.g. a 16x16
+window over the batch-as-features input, producing a 3x3 output) and which needs its input transposed to
+batch-last first; inside the resnet8x4 train step these two (the odd convolution and the transposes)
+took about half of the step's time. The same weight gradient is kh·kw ordinary matrix products,
+
+    dW[i, j] = sum over (n, h, w) of  x_pad[n, s·h + i, s·w + j, :]ᵀ · dy[n, h, w, :]     ([C_in, C_out])
+
+one per kernel tap (i, j), each contracting N·H_out·W_out, which the CPU runs at near matmul speed. With
+stride > 1, XLA's input gradient is an lhs-dilated convolution that its fast CPU convolution path does not
+take either, so for strided convolutions the input gradient is formed the same way: one matmul
+`dy · Wᵀ` gives every tap's contribution, and each tap is added back at its strided position
+(a "col2im"). The forward pass stays XLA's convolution.
+
+Numerics: the matmul forms compute the same sums of the same float32 products as XLA's convolutions, in
+another order (float32 reassociation: differences of a few ulps of the sum's scale, tested against
+`lax.conv_general_dilated`). With bf16 inputs and kernels the products are accumulated in float32
+(`preferred_element_type`) and rounded to bf16 once, as the cotangent of a bf16 kernel must be bf16.
+
+The switch (`conv_backward`): "xla" is `lax.conv_general_dilated` unchanged; "matmul" always uses the
+matmul backward; "auto" (the default) picks "matmul" when lowering for CPU and "xla" on every other
+platform (GPUs and TPUs keep cuDNN's/XLA's convolutions), via `lax.platform_dependent`. The mode is read
+when a model is traced, so it applies to functions traced after it is set; `config.conv_backward` sets it
+for a training run. JAX caches traces per Python function object: jitting the *same* function object again
+after changing the mode may reuse the earlier trace (the training loop and tools/bench.py build a fresh
+function for every step they jit, so this does not affect them).
+
+Anything the matmul form does not cover (grouped or depthwise convolutions, dilation, other layouts than
+NHWC/HWIO, 1-D/3-D, negative padding, `preferred_element_type`) falls back to `lax.conv_general_dilated`
+in every mode. Measurements and what did not help: docs/benchmarks.md, "CPU convolutions".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kd_jax.errors import KDJaxError
+
+CONV_BACKWARDS = ("auto", "xla", "matmul")
+
+_mode = ["auto"]
+
+Padding = Union[str, Sequence[Tuple[int, int]]]
+
+
+def validate_conv_backward(mode: Any) -> str:
+  if mode not in CONV_BACKWARDS:
+    raise KDJaxError(f"conv_backward must be one of {', '.join(map(repr, CONV_BACKWARDS))}; got {mode!r}. "
+                     "'auto' uses the matmul weight gradient on CPU and XLA's convolutions elsewhere.")
+  return mode
+
+
+def get_conv_backward() -> str:
+  """The mode models traced from now on use ('auto', 'xla' or 'matmul')."""
+  return _mode[0]
+
+
+def set_conv_backward(mode: str) -> None:
+  """Sets the mode for every model traced from now on (until set again)."""
+  _mode[0] = validate_conv_backward(mode)
+
+
+@contextlib.contextmanager
+def conv_backward(mode: str) -> Iterator[None]:
+  """Within the block, models are traced with `mode`; the previous mode is restored on exit."""
+  previous = _mode[0]
+  set_conv_backward(mode)
+  try:
+    yield
+  finally:
+    _mode[0] = previous
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The convolution with a matmul backward (NHWC input, HWIO kernel, explicit non-negative padding)
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _xla_conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...],
+              precision: Any) -> jax.Array:
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+
+
+def _taps(x_pad: jax.Array, kh: int, kw: int, out_hw: Tuple[int, int], strides: Tuple[int, int]):
+  """For each kernel tap (i, j) the strided window of the padded input it multiplies: [N, H_out, W_out, C]."""
+  n, _, _, c = x_pad.shape
+  (ho, wo), (sh, sw) = out_hw, strides
+  for i in range(kh):
+    for j in range(kw):
+      yield lax.slice(x_pad, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+
+
+def _weight_grad(x: jax.Array, dy: jax.Array, w_shape: Tuple[int, ...], w_dtype: Any,
+                 strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
+  """dW[i, j] = Σ_{n,h,w} x_pad[n, s·h+i, s·w+j, :]ᵀ dy[n, h, w, :], one matmul per tap, float32 accumulation.
+
+  Written as dW[i, j]ᵀ = dyᵀ · tap with dy transposed once to [C_out, N·H·W]: the CPU matmul wants its left
+  operand contraction-minor, so this costs one transpose of dy instead of one of every tap (measured: the
+  per-tap form `tapᵀ · dy` made XLA transpose all kh·kw windows and was slower than XLA's own gradient).
+  """
+  kh, kw, c_in, c_out = w_shape
+  x_pad = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  acc = jnp.promote_types(jnp.float32, jnp.result_type(x.dtype, dy.dtype))
+  dy_t = jnp.transpose(dy, (3, 0, 1, 2)).reshape(c_out, -1)
+  per_tap = [lax.dot_general(dy_t, tap.reshape(-1, c_in), (((1,), (0,)), ((), ())), precision=precision,
+                             preferred_element_type=acc)
+             for tap in _taps(x_pad, kh, kw, dy.shape[1:3], strides)]
+  return jnp.transpose(jnp.stack(per_tap), (0, 2, 1)).reshape(w_shape).astype(w_dtype)
+
+
+def _strided_input_grad(w: jax.Array, dy: jax.Array, x_shape: Tuple[int, ...], x_dtype: Any,
+                        strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
+  """dx of a strided convolution: cols = dy·Wᵀ (every tap's contribution), then each tap added at its place.
+
+  Tap (i, j) of output position (h, w) reads x_pad[s·h+i, s·w+j]; `lax.pad` with interior padding s-1 puts
+  cols[..., i, j, :] exactly there, so the sum of the kh·kw padded pieces is dx_pad (one fused loop).
+  """
+  kh, kw, c_in, c_out = w.shape
+  n, ho, wo, _ = dy.shape
+  (sh, sw), (ph, pw) = strides, pads
+  hp, wp = x_shape[1] + ph[0] + ph[1], x_shape[2] + pw[0] + pw[1]
+  acc = jnp.promote_types(jnp.float32, jnp.result_type(w.dtype, dy.dtype))
+  cols = lax.dot_general(dy, w.reshape(kh * kw * c_in, c_out), (((3,), (1,)), ((), ())), precision=precision,
+                         preferred_element_type=acc).reshape(n, ho, wo, kh, kw, c_in)
+  zero = jnp.zeros((), acc)
+  dx_pad = None
+  for i in range(kh):
+    for j in range(kw):
+      high_h = hp - (i + sh * (ho - 1) + 1)
+      high_w = wp - (j + sw * (wo - 1) + 1)
+      piece = lax.pad(cols[:, :, :, i, j, :], zero,
+                      ((0, 0, 0), (i, high_h, sh - 1), (j, high_w, sw - 1), (0, 0, 0)))
+      dx_pad = piece if dx_pad is None else dx_pad + piece
+  dx = dx_pad[:, ph[0]:ph[0] + x_shape[1], pw[0]:pw[0] + x_shape[2], :]
+  return dx.astype(x_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _matmul_backward_conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int],
+                          pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
+  return _xla_conv(x, w, strides, pads, precision)
+
+
+def _fwd(x, w, strides, pads, precision):
+  return _xla_conv(x, w, strides, pads, precision), (x, w)
+
+
+def _bwd(strides, pads, precision, residuals, dy):
+  x, w = residuals
+  if strides == (1, 1):
+    # XLA's own input gradient (a plain convolution with the flipped kernel) is fast at stride 1.
+    conv_of_x = lambda x_: _xla_conv(x_, w, strides, pads, precision)
+    (dx,) = jax.linear_transpose(conv_of_x, jax.ShapeDtypeStruct(x.shape, x.dtype))(dy)
+  else:
+    dx = _strided_input_grad(w, dy, x.shape, x.dtype, strides, pads, precision)
+  dw = _weight_grad(x, dy, w.shape, w.dtype, strides, pads, precision)
+  return dx, dw
+
+
+_matmul_backward_conv.defvjp(_fwd, _bwd)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The drop-in replacement for lax.conv_general_dilated (the `conv_general_dilated` field of flax's nn.Conv)
+
+
+def _is_nhwc_hwio(dimension_numbers: Any) -> bool:
+  if dimension_numbers is None:  # lax's default is NCHW/OIHW
+    return False
+  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    return (tuple(dimension_numbers.lhs_spec) == (0, 3, 1, 2)
+            and tuple(dimension_numbers.rhs_spec) == (3, 2, 0, 1)
+            and tuple(dimension_numbers.out_spec) == (0, 3, 1, 2))
+  return tuple(dimension_numbers) == _NHWC
+
+
+def _explicit_pads(padding: Padding, x_shape: Sequence[int], w_shape: Sequence[int],
+                   strides: Tuple[int, int]) -> Optional[Tuple[Tuple[int, int], ...]]:
+  if isinstance(padding, str):
+    pads = lax.padtype_to_pads(tuple(x_shape[1:3]), tuple(w_shape[:2]), strides, padding)
+  else:
+    pads = padding
+  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  if len(pads) != 2 or any(lo < 0 or hi < 0 for lo, hi in pads):
+    return None
+  return pads
+
+
+def _all_ones(values: Optional[Sequence[int]]) -> bool:
+  return values is None or all(int(v) == 1 for v in values)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Padding,
+                         lhs_dilation: Optional[Sequence[int]] = None,
+                         rhs_dilation: Optional[Sequence[int]] = None, dimension_numbers: Any = None,
+                         feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
+                         preferred_element_type: Any = None) -> jax.Array:
+  """`lax.conv_general_dilated` with the same signature and values; its backward pass depends on the mode.
+
+  Mode (`get_conv_backward()`, read at trace time): 'xla' calls `lax.conv_general_dilated` as is;
+  'matmul' computes the weight gradient (and, for strides > 1, the input gradient) with matmuls;
+  'auto' uses 'matmul' when lowered for CPU and 'xla' on other platforms. Unsupported cases (see the module
+  docstring) use `lax.conv_general_dilated` in every mode.
+  """
+  mode = _mode[0]
+  plain = functools.partial(lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation,
+                            rhs_dilation, dimension_numbers, feature_group_count, batch_group_count, precision,
+                            preferred_element_type)
+  supported = (lhs.ndim == 4 and rhs.ndim == 4 and _is_nhwc_hwio(dimension_numbers)
+               and feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
+               and _all_ones(lhs_dilation) and _all_ones(rhs_dilation) and len(window_strides) == 2)
+  if mode == "xla" or not supported:
+    return plain()
+  strides = (int(window_strides[0]), int(window_strides[1]))
+  pads = _explicit_pads(padding, lhs.shape, rhs.shape, strides)
+  if pads is None:
+    return plain()
+  matmul = lambda x, w: _matmul_backward_conv(x, w, strides, pads, precision)
+  if mode == "matmul":
+    return matmul(lhs, rhs)
+  xla = lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+  return lax.platform_dependent(lhs, rhs, cpu=matmul, default=xla)

@@ -1,0 +1,184 @@
+"""The convolution with a matmul backward (kd_jax.models.conv) against lax.conv_general_dilated."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from kd_jax import models
+from kd_jax.config import base_config, validate
+from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+# float32 reassociation: the matmul forms sum the same products in another order. Errors are measured
+# relative to the largest magnitude of the reference (a few ulps of the sum's scale, ~1e-6 seen).
+RTOL = 1e-5
+
+
+def _rel_err(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def _value_and_grads(conv_fn, x, w, dy, **kwargs):
+  y, vjp = jax.vjp(lambda x_, w_: conv_fn(x_, w_, **kwargs), x, w)
+  dx, dw = vjp(dy)
+  return y, dx, dw
+
+
+CASES = [  # (batch, size, c_in, c_out, kernel, stride, padding)
+    (4, 8, 3, 16, 3, 1, ((1, 1), (1, 1))),
+    (3, 8, 16, 32, 3, 2, ((1, 1), (1, 1))),
+    (2, 7, 8, 8, 3, 2, ((1, 1), (1, 1))),     # odd size at stride 2: the last padded row is unused
+    (2, 9, 8, 24, 1, 2, "VALID"),             # the 1x1 projection shortcut
+    (2, 6, 5, 7, 1, 1, "VALID"),
+    (2, 10, 4, 6, 5, 1, ((2, 2), (2, 2))),
+    (2, 9, 4, 6, 3, 1, "SAME"),
+    (2, 8, 6, 4, 3, 2, ((0, 1), (1, 0))),     # asymmetric padding
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"n{c[0]}s{c[1]}c{c[2]}-{c[3]}k{c[4]}st{c[5]}" for c in CASES])
+def test_matches_lax_forward_and_both_gradients(case):
+  n, size, c_in, c_out, k, stride, padding = case
+  keys = jax.random.split(jax.random.PRNGKey(sum(case[:6])), 3)
+  x = jax.random.normal(keys[0], (n, size, size, c_in))
+  w = jax.random.normal(keys[1], (k, k, c_in, c_out)) / np.sqrt(k * k * c_in)
+  kwargs = dict(window_strides=(stride, stride), padding=padding, dimension_numbers=NHWC)
+  dy = jax.random.normal(keys[2], lax.conv_general_dilated(x, w, **kwargs).shape)
+  y_ref, dx_ref, dw_ref = _value_and_grads(lax.conv_general_dilated, x, w, dy, **kwargs)
+  with kd_conv.conv_backward("matmul"):  # "auto" is the same program on CPU (tested below)
+    y, dx, dw = jax.jit(lambda x, w, dy: _value_and_grads(kd_conv.conv_general_dilated, x, w, dy, **kwargs))(
+        x, w, dy)
+  assert y.shape == y_ref.shape and dx.shape == x.shape and dw.shape == w.shape
+  assert _rel_err(y, y_ref) < RTOL
+  assert _rel_err(dx, dx_ref) < RTOL
+  assert _rel_err(dw, dw_ref) < RTOL
+
+
+def test_auto_uses_the_matmul_backward_on_cpu_and_xla_mode_is_lax_itself():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 8))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 8, 16))
+  kwargs = dict(window_strides=(2, 2), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
+
+  def compiled_grad(mode):
+    with kd_conv.conv_backward(mode):
+      loss = lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2)
+      return jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
+
+  count = lambda text: text.count(" convolution(")
+  auto, matmul, xla = compiled_grad("auto"), compiled_grad("matmul"), compiled_grad("xla")
+  assert count(auto) == count(matmul) == 1  # only the forward is a convolution
+  assert count(xla) == 3                    # XLA's forward, input gradient and weight gradient
+  with kd_conv.conv_backward("xla"):
+    got = jax.grad(lambda w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2))(w)
+  want = jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(x, w, **kwargs) ** 2))(w)
+  np.testing.assert_array_equal(got, want)
+
+
+def test_auto_keeps_xla_convolutions_when_lowered_for_gpu_and_tpu():
+  # Lowering for another platform needs no such device (jax.export); this is what a GPU/TPU run compiles.
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
+  kwargs = dict(window_strides=(2, 2), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
+  with kd_conv.conv_backward("auto"):
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2), (0, 1)))
+    for platform, convolutions, dots in (("cuda", 3, 0), ("tpu", 3, 0), ("cpu", 1, 10)):
+      text = jax.export.export(grad, platforms=[platform])(x, w).mlir_module()
+      assert text.count("stablehlo.convolution") == convolutions, platform
+      assert text.count("stablehlo.dot_general") == dots, platform
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(feature_group_count=4),                 # grouped (depthwise-like)
+    dict(rhs_dilation=(2, 2)),
+    dict(lhs_dilation=(2, 1)),
+])
+def test_unsupported_cases_fall_back_to_lax_exactly(kwargs):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 8))
+  c_in = 8 // kwargs.get("feature_group_count", 1)
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, c_in, 8))
+  args = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC, **kwargs)
+  loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w, **args))))
+  with kd_conv.conv_backward("matmul"):
+    got = jax.grad(loss(kd_conv.conv_general_dilated), argnums=(0, 1))(x, w)
+  want = jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, w)
+  for g, r in zip(got, want):
+    np.testing.assert_array_equal(g, r)
+
+
+def test_bfloat16_gradients_accumulate_in_float32():
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  x = jax.random.normal(keys[0], (8, 16, 16, 32)).astype(jnp.bfloat16)
+  w = (jax.random.normal(keys[1], (3, 3, 32, 32)) / 17.0).astype(jnp.bfloat16)
+  kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
+  dy = jax.random.normal(keys[2], (8, 16, 16, 32)).astype(jnp.bfloat16)
+  with kd_conv.conv_backward("matmul"):
+    y, dx, dw = _value_and_grads(kd_conv.conv_general_dilated, x, w, dy, **kwargs)
+  assert y.dtype == dx.dtype == dw.dtype == jnp.bfloat16
+  # Exact reference: the same bf16 values, float32 arithmetic. dw sums 8·16·16 = 2048 products per entry;
+  # accumulating them in bf16 would be off by far more than one final bf16 rounding (2^-8 relative).
+  _, _, dw_ref = _value_and_grads(lax.conv_general_dilated, x.astype(jnp.float32), w.astype(jnp.float32),
+                                  dy.astype(jnp.float32), **kwargs)
+  assert _rel_err(dw.astype(jnp.float32), dw_ref) < 2 ** -8
+
+
+def _model_grads(name, mode, image_size, dtype="float32"):
+  model = models.create_model(name, 10, dtype=dtype)
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, image_size, image_size, 3))
+  labels = jnp.arange(8) % 10
+  variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
+
+  def loss(params):
+    out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+    logp = jax.nn.log_softmax(out.logits.astype(jnp.float32))
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
+
+  with kd_conv.conv_backward(mode):
+    return variables, jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+
+def test_full_model_gradient_matches_and_parameters_are_unchanged():
+  # resnet8: every conv kind of the CIFAR ResNets (3x3 stride 1 and 2, 1x1 stride-2 projections), BN, fc.
+  ref_vars, (ref_loss, ref_grads) = _model_grads("resnet8", "xla", 16)
+  got_vars, (loss, grads) = _model_grads("resnet8", "matmul", 16)
+  # Same parameter names, shapes and initial values: checkpoints and exported teachers keep loading.
+  assert jax.tree.structure(ref_vars) == jax.tree.structure(got_vars)
+  jax.tree.map(np.testing.assert_array_equal, ref_vars, got_vars)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+  errors = jax.tree.map(_rel_err, grads, ref_grads)
+  worst = max(jax.tree.leaves(errors))
+  assert worst < 1e-4, errors  # through BatchNorm and 8 layers the reassociation grows a little
+
+
+def test_mode_switch_validation_and_restore():
+  assert kd_conv.get_conv_backward() == "auto"
+  with kd_conv.conv_backward("xla"):
+    assert kd_conv.get_conv_backward() == "xla"
+    with pytest.raises(KDJaxError, match="conv_backward must be one of"):
+      kd_conv.set_conv_backward("cudnn")
+  assert kd_conv.get_conv_backward() == "auto"
+  config = base_config()
+  assert config.conv_backward == "auto"
+  config.conv_backward = "fast"
+  with pytest.raises(KDJaxError, match="conv_backward"):
+    validate(config)
+
+
+def test_bench_has_a_conv_option():
+  path = os.path.join(os.path.dirname(__file__), "..", "tools", "bench.py")
+  spec = importlib.util.spec_from_file_location("bench_for_conv_test", path)
+  bench = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = bench  # dataclasses look their module up while the file executes
+  spec.loader.exec_module(bench)
+  assert bench.parse_args([]).conv == "auto"
+  assert bench.parse_args(["--conv", "xla"]).conv == "xla"
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--conv", "cudnn"])

@@ -1,0 +1,206 @@
+"""PyTorch eager reference for `tools/bench.py`: the same KD step, timed the same way, on the same machine.
+
+Usage (torch is not a kd_jax dependency; on the project's CPU machine install the CPU wheel with
+`pip install torch==2.13.0`):
+  python tools/bench_torch.py --teacher resnet32x4 --student resnet8x4 --batch 64 --steps 10
+  python tools/bench_torch.py --json          # one JSON object on stdout
+
+The models are written here from the CIFAR ResNet description in kd_jax/models/resnet_cifar.py (stem 3x3
+conv-BN-ReLU, three stages of BasicBlocks with a 1x1-conv-BN projection shortcut where the shape changes,
+global average pool, linear head); `--check-params` (on by default) compares their parameter counts with
+kd_jax's (resnet8x4 1,233,540 and resnet32x4 7,433,860 on CIFAR-100).
+
+Measured, each as the median of `--steps` timed calls after `--warmup` untimed ones, on one random batch
+(normal images, uniform labels) reused for every call:
+  (a) student step with cross-entropy alone: forward (train mode), backward, SGD step;
+  (b) teacher forward: eval mode under `torch.no_grad()`, logits only;
+  (c) KD step: teacher forward as (b), student forward/backward on `ce_weight·CE + weight·T²·KL(p_t^T‖p_s^T)`
+      (Hinton et al. 2015, arXiv:1503.02531; T = 4, batch-mean reduction, as kd_jax's `kd`), SGD step.
+The optimizer is kd_jax's default: SGD, lr 0.05, momentum 0.9, weight decay 5e-4 added to the gradient.
+No data augmentation is timed (kd_jax's bench does its crop and flip inside the step; they are a small
+elementwise cost, `--crop-pad 0 --no-flip` there removes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+try:
+  import torch
+  import torch.nn.functional as F
+  from torch import nn
+except ImportError:  # a tool, not a dependency
+  sys.exit("bench_torch.py needs PyTorch: pip install torch==2.13.0 (the CPU wheel on the project machine).")
+
+# name -> (blocks per stage, stem width, stage widths), as kd_jax.models.resnet_cifar's registry.
+ARCHS: Dict[str, Tuple[int, int, Tuple[int, int, int]]] = {
+    "resnet8": (1, 16, (16, 32, 64)), "resnet20": (3, 16, (16, 32, 64)), "resnet32": (5, 16, (16, 32, 64)),
+    "resnet56": (9, 16, (16, 32, 64)), "resnet8x4": (1, 32, (64, 128, 256)),
+    "resnet32x4": (5, 32, (64, 128, 256)),
+}
+# kd_jax's trainable-parameter counts for 100 classes (python tools/param_counts.py).
+KD_JAX_PARAMS = {"resnet8x4": 1_233_540, "resnet32x4": 7_433_860}
+
+
+class BasicBlock(nn.Module):
+  def __init__(self, c_in: int, c_out: int, stride: int):
+    super().__init__()
+    self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(c_out)
+    self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(c_out)
+    self.downsample = None
+    if stride != 1 or c_in != c_out:
+      self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    y = F.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNetCIFAR(nn.Module):
+  def __init__(self, blocks: int, stem: int, widths: Sequence[int], num_classes: int):
+    super().__init__()
+    self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(stem)
+    layers, c_in = [], stem
+    for s, width in enumerate(widths):
+      for b in range(blocks):
+        layers.append(BasicBlock(c_in, width, 2 if (s > 0 and b == 0) else 1))
+        c_in = width
+    self.layers = nn.Sequential(*layers)
+    self.fc = nn.Linear(c_in, num_classes)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    x = self.layers(F.relu(self.bn1(self.conv1(x))))
+    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def make_model(name: str, num_classes: int) -> ResNetCIFAR:
+  if name not in ARCHS:
+    raise SystemExit(f"bench_torch.py: unknown model {name!r}; defined here: {', '.join(ARCHS)}.")
+  blocks, stem, widths = ARCHS[name]
+  return ResNetCIFAR(blocks, stem, widths, num_classes)
+
+
+def param_count(model: nn.Module) -> int:
+  return sum(p.numel() for p in model.parameters())
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+  """T²·KL(p_t^T ‖ p_s^T), mean over the batch."""
+  log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+  log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+  kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean()
+  return temperature ** 2 * kl
+
+
+def time_calls(call: Callable[[], None], steps: int, warmup: int) -> Tuple[float, List[float], float]:
+  """Median wall time of `call()` (eager CPU ops are synchronous, so the return is the end of the work),
+  every timed call's wall time, and the median process CPU time (all threads) per call."""
+  for _ in range(warmup):
+    call()
+  times, cpu_times = [], []
+  for _ in range(steps):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    call()
+    times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu_start)
+  return statistics.median(times), times, statistics.median(cpu_times)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--teacher", default="resnet32x4", choices=sorted(ARCHS))
+  parser.add_argument("--student", default="resnet8x4", choices=sorted(ARCHS))
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--image-size", type=int, default=32)
+  parser.add_argument("--num-classes", type=int, default=100)
+  parser.add_argument("--steps", type=int, default=10, help="timed calls per measurement (median reported)")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+  parser.add_argument("--temperature", type=float, default=4.0)
+  parser.add_argument("--ce-weight", type=float, default=1.0)
+  parser.add_argument("--weight", type=float, default=1.0, help="weight of the KD term")
+  parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+  parser.add_argument("--check-params", action=argparse.BooleanOptionalAction, default=True,
+                      help="fail if the parameter counts differ from kd_jax's (100 classes only)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+  return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Dict[str, object]:
+  torch.manual_seed(args.seed)
+  if args.threads:
+    torch.set_num_threads(args.threads)
+  student = make_model(args.student, args.num_classes)
+  teacher = make_model(args.teacher, args.num_classes).eval()
+  counts = {args.student: param_count(student), args.teacher: param_count(teacher)}
+  if args.check_params and args.num_classes == 100:
+    for name, count in counts.items():
+      if name in KD_JAX_PARAMS and count != KD_JAX_PARAMS[name]:
+        raise SystemExit(f"bench_torch.py: {name} has {count:,} parameters here, kd_jax has "
+                         f"{KD_JAX_PARAMS[name]:,}: the architectures differ.")
+  images = torch.randn(args.batch, 3, args.image_size, args.image_size)  # NCHW, PyTorch's layout
+  labels = torch.randint(0, args.num_classes, (args.batch,))
+  optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+  student.train()
+
+  def student_ce_step() -> None:
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(student(images), labels).backward()
+    optimizer.step()
+
+  def teacher_forward() -> torch.Tensor:
+    with torch.no_grad():
+      return teacher(images)
+
+  def kd_step() -> None:
+    teacher_logits = teacher_forward()
+    optimizer.zero_grad(set_to_none=True)
+    logits = student(images)
+    loss = (args.ce_weight * F.cross_entropy(logits, labels)
+            + args.weight * kd_loss(logits, teacher_logits, args.temperature))
+    loss.backward()
+    optimizer.step()
+
+  report: Dict[str, object] = {
+      "framework": "pytorch eager", "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+      "host": platform.node(), "cpu_count": os.cpu_count(), "teacher": args.teacher, "student": args.student,
+      "params": counts, "batch": args.batch, "image_shape": [args.image_size, args.image_size, 3],
+      "num_classes": args.num_classes, "steps": args.steps, "warmup": args.warmup, "dtype": "float32"}
+  for key, fn in (("student_step_s", student_ce_step), ("teacher_forward_s", teacher_forward),
+                  ("distill_step_s", kd_step)):
+    median, times, cpu = time_calls(fn, args.steps, args.warmup)
+    report[key] = median
+    report[key[:-2] + "_times_s"] = times
+    report[key[:-2] + "_cpu_s"] = cpu
+  return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  report = run(args)
+  table = (f"PyTorch {report['torch_version']} eager, {report['threads']} threads, {args.teacher} → "
+           f"{args.student}, batch {args.batch}, float32, median of {args.steps} steps\n\n"
+           "| (a) student CE step | (b) teacher forward | (c) KD step |\n|---:|---:|---:|\n"
+           f"| {report['student_step_s'] * 1e3:.0f} ms | {report['teacher_forward_s'] * 1e3:.0f} ms | "
+           f"{report['distill_step_s'] * 1e3:.0f} ms |")
+  if args.json:
+    print(table, file=sys.stderr)
+    print(json.dumps(report))
+  else:
+    print(table)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
