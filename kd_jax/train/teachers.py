@@ -109,7 +109,8 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
   teacher), or the training split (which the teacher has fitted, so it looks over-confident there); never
   the test split. `logits` ([K, N, C], raw, in split order) skips the teacher pass when the teacher-output
   cache already holds them. Writes `teacher_calibration.json` and
-  reliability diagrams (`calibration/teacher<k>_{before,after}.png`) into `workdir`.
+  reliability diagrams (`calibration/teacher<k>_{before,after}.png`) into `workdir` (process 0 only; every
+  process of a multi-process run fits the same temperatures from the same logits).
   """
   from kd_jax import calibration
   from kd_jax import data as kd_data
@@ -122,7 +123,9 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
     logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size))
   else:
     labels = np.asarray(split.labels)
-  os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
+  writes = jax.process_index() == 0
+  if writes:
+    os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
   temperatures, reports = [], []
   workdirs = teacher_workdirs(config)
   for k, z in enumerate(logits[:len(workdirs)]):
@@ -132,14 +135,16 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
     for when, temperature in (("before", 1.0), ("after", t)):
       metrics = calibration.calibration_metrics(z, labels, temperature=temperature)
       report.update({f"{name}_{when}": value for name, value in metrics.items()})
-      calibration.reliability_diagram(
-          calibration.softmax(z, temperature), labels,
-          os.path.join(workdir, "calibration", f"teacher{k}_{when}.png"),
-          title=f"teacher {k}, {when} temperature scaling (T={temperature:.3f})")
+      if writes:
+        calibration.reliability_diagram(
+            calibration.softmax(z, temperature), labels,
+            os.path.join(workdir, "calibration", f"teacher{k}_{when}.png"),
+            title=f"teacher {k}, {when} temperature scaling (T={temperature:.3f})")
     temperatures.append(t)
     reports.append(report)
   # A pruned copy of the first teacher shares its temperature.
   temperatures += temperatures[:1] * (len(teachers.modules) - len(workdirs))
-  with open(os.path.join(workdir, "teacher_calibration.json"), "w") as f:
-    json.dump(reports, f, indent=2)
+  if writes:
+    with open(os.path.join(workdir, "teacher_calibration.json"), "w") as f:
+      json.dump(reports, f, indent=2)
   return dataclasses.replace(teachers, temperatures=tuple(temperatures)), {"teacher_calibration": reports}
