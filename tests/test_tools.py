@@ -58,3 +58,22 @@ def test_feature_methods_summary_compares_each_method_with_ce_of_its_own_student
   assert "| RKD | mlp_small | 1·ce | 91.00 ± 1.41 | +11.00 |" in table  # against CE of mlp_small (80.00)
   assert "| CRD | cnn_small | 1·ce | diverged (non-finite loss) on seed(s) 1 |" in table
   assert "| teacher_resnet20 | resnet20 | ce | 99.00 ± 0.00 |" in table
+
+
+def test_bench_steps_per_call_times_both_programs_on_the_same_steps(capsys):
+  tool = _load("bench_steps_per_call")
+  assert tool.main(["--students", "mlp_tiny", "--losses", "ce", "--k", "2", "--rounds", "1", "--calls", "1",
+                    "--json"]) == 0
+  import json
+  (row,) = json.loads(capsys.readouterr().out)["results"]
+  assert row["one_step_ms"] > 0 and row["scan_ms_per_step"] > 0 and row["k"] == 2
+  assert row["max_param_diff"] < 1e-5  # k single calls and one scan of k trained the same model
+
+
+def test_fsdp_memory_reports_less_per_device_than_replicated(capsys):
+  tool = _load("fsdp_memory")  # the test process already has the 8 devices the tool asks for
+  assert tool.main(["--student", "cnn_tiny", "--teacher", "cnn_small", "--devices", "8", "--num-classes", "10",
+                    "--image-size", "8", "--min-size", "64"]) == 0
+  rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:4]]
+          for line in capsys.readouterr().out.splitlines() if line.startswith("| replicated") or line.startswith("| fsdp")}
+  assert rows["fsdp"][0] < rows["replicated"][0] / 2 and rows["fsdp"][1] < rows["replicated"][1] / 2
