@@ -18,3 +18,11 @@ def small_config(**overrides):
   for key, value in overrides.items():
     set_value(c, key, value)
   return c
+
+
+def train_teacher(tmp_path_factory, dataset, **overrides):
+  """A cnn_small teacher trained for a few steps (`small_config` plus `overrides`); returns its workdir."""
+  from kd_jax.train.loop import train_and_evaluate
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  train_and_evaluate(small_config(**{"student.model": "cnn_small", **overrides}), workdir, dataset=dataset)
+  return workdir

@@ -231,11 +231,6 @@ def test_softmax_mode_keeps_no_normalizer():
 
 
 @pytest.fixture(scope="module")
-def digits():
-  return kd_data.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def setup(digits):
   """CE + CRD on mlp_tiny with a random mlp_tiny teacher, and the initial train state (built once: the
   jitted initialisers cost more than a train step's compilation)."""

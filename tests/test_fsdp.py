@@ -18,19 +18,12 @@ from kd_jax.train.loop import train_and_evaluate
 from kd_jax.train.step import create_train_state
 from kd_jax.train.teachers import Teachers
 
-from helpers import small_config
-
-
-@pytest.fixture(scope="module")
-def digits():
-  return kd_data.load_dataset("digits")
+from helpers import small_config, train_teacher
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, digits):
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  train_and_evaluate(small_config(**{"student.model": "cnn_small", "max_steps": 4}), workdir, dataset=digits)
-  return workdir
+  return train_teacher(tmp_path_factory, digits, max_steps=4)
 
 
 def test_fsdp_spec_splits_the_largest_divisible_dimension():

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd_jax import data as kd_data
 from kd_jax import distillers, losses, models
 from helpers import small_config
 from kd_jax.distillers.review import nearest_resize
@@ -332,11 +331,6 @@ def test_feed_rejects_bad_settings():
 
 def _config(**overrides):
   return small_config(**{"eval_batch_size": 128, "epochs": 1, "max_steps": 2, **overrides})
-
-
-@pytest.fixture(scope="module")
-def digits():
-  return kd_data.load_dataset("digits")
 
 
 def _export_teacher(workdir, digits, seed=0):

@@ -22,22 +22,14 @@ from kd_jax.train.loop import prepare_distiller, train_and_evaluate
 from kd_jax.train.step import create_train_state, train_step
 from kd_jax.train.teachers import Teachers, teacher_logits
 
-from helpers import small_config
+from helpers import small_config, train_teacher
 
 KD = {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}}
 
 
 @pytest.fixture(scope="module")
-def digits():
-  return kd_data.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, digits):
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  train_and_evaluate(small_config(**{"student.model": "cnn_small", "max_steps": 10, "optim.lr": 0.1}), workdir,
-                     dataset=digits)
-  return workdir
+  return train_teacher(tmp_path_factory, digits, max_steps=10, **{"optim.lr": 0.1})
 
 
 def _teacher(digits, teacher_dir, temperature=1.0):

@@ -20,22 +20,15 @@ from kd_jax.train.loop import train_and_evaluate
 from kd_jax.train.step import create_train_state, train_step
 from kd_jax.train.teachers import Teachers
 
-from helpers import small_config
+from helpers import small_config, train_teacher
 
 
 _small_config = small_config
 
 
 @pytest.fixture(scope="module")
-def digits():
-  return kd_data.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, digits):
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  train_and_evaluate(_small_config(**{"student.model": "cnn_small", "max_steps": 6}), workdir, dataset=digits)
-  return workdir
+  return train_teacher(tmp_path_factory, digits, max_steps=6)
 
 
 def _run_steps(devices, num_steps, digits, teacher_dir):
