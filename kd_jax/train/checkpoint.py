@@ -17,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from kd_jax.errors import KDJaxError
+from kd_jax.train.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def export_model(workdir: str, variables: Any, info: dict) -> str:
   variables = {k: v for k, v in host_values(variables).items() if jax.tree.leaves(v)}
   checkpointer.save(path, variables, force=True)
   checkpointer.wait_until_finished()
-  if jax.process_index() == 0:
+  if is_main_process():
     with open(os.path.join(workdir, EXPORT_INFO), "w") as f:
       json.dump(info, f, indent=2)
   return path

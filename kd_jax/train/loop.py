@@ -289,13 +289,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state, metrics = step_fns[index](state, batch, teacher_variables)
       pending.append(metrics)
       end_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
+      boundary = len(pending) >= config.log_every_steps or end_of_epoch
       stopping = stop.signal_name is not None
       if jax.process_count() > 1:
         # A signal reaches the processes at different steps; they agree (any process signalled) at each
         # logging boundary, so all of them stop after the same step and meet in the same collectives.
-        boundary = len(pending) >= config.log_every_steps or end_of_epoch
         stopping = boundary and distributed.any_process(stopping)
-      if len(pending) >= config.log_every_steps or end_of_epoch or stopping:
+      if boundary or stopping:
         # One host transfer per logging interval; the loop never waits on the device otherwise.
         fetched = jax.device_get(pending)
         for m in fetched:

@@ -48,6 +48,7 @@ from kd_jax.distillers import Context, Distiller
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.train import sharding
+from kd_jax.train.distributed import is_main_process
 from kd_jax.train.teachers import TeacherOutput, Teachers
 
 FIELDS = ("logits", "embedding", "stages", "preact_stages")
@@ -314,7 +315,7 @@ def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables:
          f"{total / 2**20:.1f} MiB)" + (f"; the teacher or data changed since {', '.join(stale)}" if stale else ""))
     _build(entry, teachers, variables, split, layout, per_example, config.eval_batch_size, mesh)
     built = True
-    if remove_stale and jax.process_index() == 0:
+    if remove_stale and is_main_process():
       # Older entries, and temporary directories of builds that crashed.
       for old in os.listdir(directory):
         if old != key:
@@ -347,7 +348,7 @@ def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_d
   placed = sharding.replicate(tuple(variables), mesh)
   # Every process computes (outputs are replicated to all); only process 0 writes, into a private temporary
   # directory renamed into place at the end.
-  write = jax.process_index() == 0
+  write = is_main_process()
   tmp = f"{entry}.tmp-{os.getpid()}"
   files = {}
   if write:

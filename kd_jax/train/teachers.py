@@ -23,6 +23,7 @@ from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.pruning import prune_by_magnitude
 from kd_jax.train import checkpoint as ckpt
+from kd_jax.train.distributed import is_main_process
 
 TeacherOutput = Union[None, ModelOutput, Tuple[ModelOutput, ...]]
 
@@ -123,7 +124,7 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
     logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size))
   else:
     labels = np.asarray(split.labels)
-  writes = jax.process_index() == 0
+  writes = is_main_process()
   if writes:
     os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
   temperatures, reports = [], []
