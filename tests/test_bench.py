@@ -58,6 +58,7 @@ def test_json_report_on_a_tiny_pair(bench, capsys):
   assert kd["overhead"] == pytest.approx(kd["distill_step_s"] / (kd["student_step_s"] + kd["teacher_forward_s"]))
   assert kd["distill_images_per_s"] == pytest.approx(16 / kd["distill_step_s"])
   assert kd["achieved_tflops"] == pytest.approx(kd["flops_per_step"] / kd["distill_step_s"] / 1e12)
+  assert kd["flops_source"] == "compiled"  # CPU: the optimised program's cost analysis
 
   fitnet = report["results"][1]  # an MLP student has no spatial stage to regress onto the CNN's: skipped, not fatal
   if fitnet["status"] == "ok":
@@ -82,6 +83,27 @@ def test_bfloat16_runs_the_mixed_precision_step_and_unknown_dtypes_are_refused(b
   assert report["dtype"] == "bfloat16" and report["results"][0]["recompiles"] == 0
   assert bench.main(TINY + ["--distillers", "kd", "--dtype", "float16"]) == 2
   assert "is not one of float32, bfloat16" in capsys.readouterr().err
+
+
+def test_flop_estimate_counts_convolutions_on_every_backend(bench, monkeypatch):
+  """GPUs run convolutions as cuDNN custom calls that the compiled program's cost analysis counts as zero;
+  there the estimate comes from the lowered program. Both must give a convolution's 2·N·H·W·Cin·Cout·k²."""
+  import jax
+  import jax.numpy as jnp
+
+  x, w = jnp.ones((4, 16, 16, 8)), jnp.ones((3, 3, 8, 32))
+  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                           dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  # cost() scales the per-device program by the device count (the bench's steps run SPMD on all of them);
+  # XLA does not count the taps that fall on SAME padding, hence the tolerance.
+  expected = 2 * 4 * 16 * 16 * 8 * 32 * 9 * jax.device_count()
+  compiled = bench.cost(conv, x, w)
+  assert compiled["flops_source"] == "compiled"
+  assert compiled["flops"] == pytest.approx(expected, rel=0.1)
+  monkeypatch.setattr(bench.jax, "default_backend", lambda: "gpu")
+  lowered = bench.cost(conv, x, w)
+  assert lowered["flops_source"] == "lowered"
+  assert lowered["flops"] == pytest.approx(expected, rel=0.1)
 
 
 def test_peak_flops_table_and_override(bench):

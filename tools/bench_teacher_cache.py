@@ -23,6 +23,7 @@ freshly initialised (shapes, not trained values, set the speed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -93,7 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
   with tempfile.TemporaryDirectory() as directory:
     start = time.perf_counter()
-    cache = tc.open_cache(config, teachers, teacher_vars, split, directory, mesh)
+    with contextlib.redirect_stdout(sys.stderr):  # the library's progress line; stdout is for --json
+      cache = tc.open_cache(config, teachers, teacher_vars, split, directory, mesh)
     build_s = time.perf_counter() - start
 
     steps_per_epoch = kd_data.steps_per_epoch(args.examples, args.batch)

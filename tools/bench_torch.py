@@ -4,6 +4,7 @@ Usage (torch is not a kd_jax dependency; on the project's CPU machine install th
 `pip install torch==2.13.0`):
   python tools/bench_torch.py --teacher resnet32x4 --student resnet8x4 --batch 64 --steps 10
   python tools/bench_torch.py --json          # one JSON object on stdout
+  python tools/bench_torch.py --device cuda --dtype bfloat16 --channels-last   # a GPU, bf16 autocast, NHWC
 
 The models are written here from the CIFAR ResNet description in kd_jax/models/resnet_cifar.py (stem 3x3
 conv-BN-ReLU, three stages of BasicBlocks with a 1x1-conv-BN projection shortcut where the shape changes,
@@ -17,6 +18,11 @@ Measured, each as the median of `--steps` timed calls after `--warmup` untimed o
   (c) KD step: teacher forward as (b), student forward/backward on `ce_weight·CE + weight·T²·KL(p_t^T‖p_s^T)`
       (Hinton et al. 2015, arXiv:1503.02531; T = 4, batch-mean reduction, as kd_jax's `kd`), SGD step.
 The optimizer is kd_jax's default: SGD, lr 0.05, momentum 0.9, weight decay 5e-4 added to the gradient.
+On a GPU (`--device cuda`) every timed call ends with `torch.cuda.synchronize()`; cuDNN's autotuner
+(`torch.backends.cudnn.benchmark`) is on and PyTorch's default TF32 setting for convolutions is kept (XLA's
+default precision also uses TF32 for float32 convolutions on such GPUs). `--dtype bfloat16` runs the
+forward passes under `torch.autocast` (parameters, gradients and the optimizer stay float32; the KD loss is
+computed in float32), the counterpart of kd_jax's `config.dtype = 'bfloat16'`.
 No data augmentation is timed (kd_jax's bench does its crop and flip inside the step; they are a small
 elementwise cost, `--crop-pad 0 --no-flip` there removes them).
 """
@@ -103,15 +109,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
   return temperature ** 2 * kl
 
 
-def time_calls(call: Callable[[], None], steps: int, warmup: int) -> Tuple[float, List[float], float]:
-  """Median wall time of `call()` (eager CPU ops are synchronous, so the return is the end of the work),
-  every timed call's wall time, and the median process CPU time (all threads) per call."""
+def time_calls(call: Callable[[], None], steps: int, warmup: int,
+               sync: Callable[[], None] = lambda: None) -> Tuple[float, List[float], float]:
+  """Median wall time of `call()` followed by `sync()` (eager CPU ops are synchronous; CUDA ops are not, so
+  `sync` waits for the device), every timed call's wall time, and the median process CPU time per call."""
   for _ in range(warmup):
     call()
+  sync()
   times, cpu_times = [], []
   for _ in range(steps):
     start, cpu_start = time.perf_counter(), time.process_time()
     call()
+    sync()
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu_start)
   return statistics.median(times), times, statistics.median(cpu_times)
@@ -129,6 +138,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--temperature", type=float, default=4.0)
   parser.add_argument("--ce-weight", type=float, default=1.0)
   parser.add_argument("--weight", type=float, default=1.0, help="weight of the KD term")
+  parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="bfloat16: forward passes under torch.autocast (mixed precision)")
+  parser.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on GPUs)")
   parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
   parser.add_argument("--check-params", action=argparse.BooleanOptionalAction, default=True,
                       help="fail if the parameter counts differ from kd_jax's (100 classes only)")
@@ -141,8 +154,14 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
   torch.manual_seed(args.seed)
   if args.threads:
     torch.set_num_threads(args.threads)
-  student = make_model(args.student, args.num_classes)
-  teacher = make_model(args.teacher, args.num_classes).eval()
+  device = torch.device(args.device)
+  if device.type == "cuda":
+    torch.backends.cudnn.benchmark = True
+  memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+  student = make_model(args.student, args.num_classes).to(device, memory_format=memory_format)
+  teacher = make_model(args.teacher, args.num_classes).to(device, memory_format=memory_format).eval()
+  autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
   counts = {args.student: param_count(student), args.teacher: param_count(teacher)}
   if args.check_params and args.num_classes == 100:
     for name, count in counts.items():
@@ -150,23 +169,27 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
         raise SystemExit(f"bench_torch.py: {name} has {count:,} parameters here, kd_jax has "
                          f"{KD_JAX_PARAMS[name]:,}: the architectures differ.")
   images = torch.randn(args.batch, 3, args.image_size, args.image_size)  # NCHW, PyTorch's layout
-  labels = torch.randint(0, args.num_classes, (args.batch,))
+  images = images.to(device).contiguous(memory_format=memory_format)
+  labels = torch.randint(0, args.num_classes, (args.batch,)).to(device)
   optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
   student.train()
 
   def student_ce_step() -> None:
     optimizer.zero_grad(set_to_none=True)
-    F.cross_entropy(student(images), labels).backward()
+    with autocast():
+      logits = student(images)
+    F.cross_entropy(logits.float(), labels).backward()
     optimizer.step()
 
   def teacher_forward() -> torch.Tensor:
-    with torch.no_grad():
-      return teacher(images)
+    with torch.no_grad(), autocast():
+      return teacher(images).float()
 
   def kd_step() -> None:
     teacher_logits = teacher_forward()
     optimizer.zero_grad(set_to_none=True)
-    logits = student(images)
+    with autocast():
+      logits = student(images).float()
     loss = (args.ce_weight * F.cross_entropy(logits, labels)
             + args.weight * kd_loss(logits, teacher_logits, args.temperature))
     loss.backward()
@@ -176,10 +199,12 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
       "framework": "pytorch eager", "torch_version": torch.__version__, "threads": torch.get_num_threads(),
       "host": platform.node(), "cpu_count": os.cpu_count(), "teacher": args.teacher, "student": args.student,
       "params": counts, "batch": args.batch, "image_shape": [args.image_size, args.image_size, 3],
-      "num_classes": args.num_classes, "steps": args.steps, "warmup": args.warmup, "dtype": "float32"}
+      "num_classes": args.num_classes, "steps": args.steps, "warmup": args.warmup, "dtype": args.dtype,
+      "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+      "channels_last": args.channels_last}
   for key, fn in (("student_step_s", student_ce_step), ("teacher_forward_s", teacher_forward),
                   ("distill_step_s", kd_step)):
-    median, times, cpu = time_calls(fn, args.steps, args.warmup)
+    median, times, cpu = time_calls(fn, args.steps, args.warmup, sync)
     report[key] = median
     report[key[:-2] + "_times_s"] = times
     report[key[:-2] + "_cpu_s"] = cpu
@@ -189,11 +214,12 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   report = run(args)
-  table = (f"PyTorch {report['torch_version']} eager, {report['threads']} threads, {args.teacher} → "
-           f"{args.student}, batch {args.batch}, float32, median of {args.steps} steps\n\n"
+  table = (f"PyTorch {report['torch_version']} eager on {report['device']}, {report['threads']} threads, "
+           f"{args.teacher} → {args.student}, batch {args.batch}, {args.dtype}"
+           f"{', channels-last' if args.channels_last else ''}, median of {args.steps} steps\n\n"
            "| (a) student CE step | (b) teacher forward | (c) KD step |\n|---:|---:|---:|\n"
-           f"| {report['student_step_s'] * 1e3:.0f} ms | {report['teacher_forward_s'] * 1e3:.0f} ms | "
-           f"{report['distill_step_s'] * 1e3:.0f} ms |")
+           f"| {report['student_step_s'] * 1e3:.3g} ms | {report['teacher_forward_s'] * 1e3:.3g} ms | "
+           f"{report['distill_step_s'] * 1e3:.3g} ms |")
   if args.json:
     print(table, file=sys.stderr)
     print(json.dumps(report))

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Every speed benchmark of docs/benchmarks.md in one go, on whatever JAX sees (a GPU, a TPU or the CPU),
+# each tool's JSON in its own file, under a wall-clock budget so a lent machine is never overrun.
+#
+#   bash tools/bench_suite.sh OUT_DIR [BUDGET_SECONDS]      # default budget 540 s
+#
+# Runs, most wanted first (a part that would start with under 20 s left is skipped and says so, a part
+# that runs over its share is killed and says so, and the rest goes on); one JSON object per line:
+#   kd.jsonl            tools/bench.py, resnet32x4 -> resnet8x4, KD: batch 64 float32, batch 64 bfloat16,
+#                       and last batch 512 bfloat16
+#   torch.jsonl         tools/bench_torch.py, the same steps in PyTorch eager (float32; bf16 autocast with
+#                       channels-last), on cuda when torch sees a GPU
+#   distillers.jsonl    tools/bench.py over every other registered distiller, batch 64, one line per group
+#   steps_per_call.json tools/bench_steps_per_call.py
+#   teacher_cache.json  tools/bench_teacher_cache.py
+# and the progress of all of them in OUT_DIR/log.txt. BENCH_STEPS (default 30) sets the timed steps.
+set -u
+out=${1:?usage: bash tools/bench_suite.sh OUT_DIR [BUDGET_SECONDS]}
+budget=${2:-540}
+steps=${BENCH_STEPS:-30}
+mkdir -p "$out"
+log="$out/log.txt"
+deadline=$(( $(date +%s) + budget ))
+here=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONUNBUFFERED=1
+
+# part NAME MAX_SECONDS OUTFILE COMMAND...: runs COMMAND with stdout to OUTFILE and stderr to the log,
+# for at most MAX_SECONDS and never past the deadline.
+part() {
+  local name=$1 cap=$2 file=$3; shift 3
+  local left=$(( deadline - $(date +%s) ))
+  if (( left < 20 )); then echo "== $name: skipped, ${left}s of the budget left" | tee -a "$log"; return; fi
+  (( cap > left )) && cap=$left
+  echo "== $name (at most ${cap}s): $*" | tee -a "$log"
+  local start=$(date +%s)
+  timeout "$cap" "$@" >>"$file" 2>>"$log"
+  local rc=$?
+  echo "== $name: exit $rc after $(( $(date +%s) - start ))s" | tee -a "$log"
+}
+
+{
+  date -u; uname -a
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax',
+flax.__version__, 'optax', optax.__version__, 'orbax', o.__version__); print(jax.devices())"
+} >>"$log" 2>&1
+cat "$log"
+
+cd "$here"
+pair=(--teacher resnet32x4 --student resnet8x4)
+part kd_float32 120 "$out/kd.jsonl" python3 tools/bench.py "${pair[@]}" --batch 64 --distillers kd --steps "$steps" --json
+part kd_bfloat16 120 "$out/kd.jsonl" python3 tools/bench.py "${pair[@]}" --batch 64 --distillers kd --steps "$steps" \
+  --dtype bfloat16 --json
+device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo none)
+torch_part() {  # torch_part NAME BATCH ARGS...
+  local name=$1 batch=$2; shift 2
+  [[ $device == none ]] && { echo "== $name: skipped, no torch" | tee -a "$log"; return; }
+  part "$name" 60 "$out/torch.jsonl" python3 tools/bench_torch.py "${pair[@]}" --batch "$batch" --device "$device" \
+    --steps "$steps" --json "$@"
+}
+torch_part torch_float32 64
+torch_part torch_bfloat16 64 --dtype bfloat16 --channels-last
+# Small groups, one process each, so a group cut off by the budget loses only its own rows.
+group() {
+  part "distillers:$1" 120 "$out/distillers.jsonl" python3 tools/bench.py "${pair[@]}" --batch 64 --steps "$steps" \
+    --json --distillers "$1"
+}
+group crd,review_kd,fitnet,at,sp
+part steps_per_call 90 "$out/steps_per_call.json" python3 tools/bench_steps_per_call.py --json
+part teacher_cache 90 "$out/teacher_cache.json" python3 tools/bench_teacher_cache.py --json
+for group in vid,pkt,rkd,area_rkd,cc nst,ft,fsp,ab,feed dkd,dist,ls_kd,cskd energy_kd,he_da,ensemble_kd,r2kd; do
+  group "$group"
+done
+# A batch that fills an accelerator better than 64 does.
+part kd_bfloat16_b512 120 "$out/kd.jsonl" python3 tools/bench.py "${pair[@]}" --batch 512 --distillers kd \
+  --steps "$steps" --dtype bfloat16 --json
+torch_part torch_bfloat16_b512 512 --dtype bfloat16 --channels-last
+echo "== done, $(( deadline - $(date +%s) ))s of the budget left" | tee -a "$log"
