@@ -88,6 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.epochs = 240
   c.max_steps = 0                 # > 0 stops early after this many steps (smoke tests)
   c.log_every_steps = 50
+  # Train steps per compiled call (a lax.scan over that many stacked batches; calls never cross an epoch end,
+  # and a SIGTERM stops the run at the end of the current call). Same results as 1; it saves dispatches where
+  # a step is so short that they dominate (small models, above all on GPUs: docs/benchmarks.md).
+  c.steps_per_call = 1
   c.checkpoint_every_epochs = 1
   c.keep_checkpoints = 3
   c.progress_bar = True
@@ -202,6 +206,8 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   problems = []
   if config.get("batch_size", 1) <= 0:
     problems.append(f"batch_size must be > 0, got {config.batch_size}")
+  if not isinstance(config.get("steps_per_call", 1), int) or config.get("steps_per_call", 1) < 1:
+    problems.append(f"steps_per_call must be an integer >= 1, got {config.steps_per_call!r}")
   if config.get("epochs", 1) <= 0:
     problems.append(f"epochs must be > 0, got {config.epochs}")
   optim = config.get("optim", {})

@@ -99,9 +99,9 @@ def test_bad_inputs_leave_an_existing_run_untouched(tmp_path, capsys):
   bad = [["--config.optim.lrr=0.1"], ["--config.optim.lr=-1.0"], ["--config.batch_size=30"],
          ["--config.loss.extra={'weight': 1.0, 'distiller': 'kdd'}"],
          ["--config.loss={'kd': {'weight': 1.0, 'temperature': -4.0}}"],
-         ["--config.phases=({'name': 'a', 'lr': 0.1},)"]]
+         ["--config.phases=({'name': 'a', 'lr': 0.1},)"], ["--config.steps_per_call=0"]]
   messages = ["Unknown config key", "optim.lr must be > 0", "not divisible", "Unknown distiller",
-              "temperature must be > 0", "unknown key(s) lr"]
+              "temperature must be > 0", "unknown key(s) lr", "steps_per_call must be an integer >= 1"]
   for overrides, message in zip(bad, messages):
     assert _train(tmp_path, *overrides) == 2, overrides
     assert message in capsys.readouterr().err, overrides

@@ -33,7 +33,8 @@ CONFIG = textwrap.dedent("""
 
 # One process trains a CE run, then a KD student with that run as its teacher: the second `main` call finds
 # jax.distributed initialised already, and the teacher is read from an export written by both processes. The
-# KD run shards parameters (FSDP), so its export gathers arrays split across the two processes.
+# KD run shards parameters (FSDP), so its export gathers arrays split across the two processes, and runs two
+# steps per compiled call, so each process feeds its rows of stacked batches.
 CHILD = textwrap.dedent("""
     import sys
     from kd_jax.cli import main
@@ -43,7 +44,8 @@ CHILD = textwrap.dedent("""
     if rc == 0:
       rc = main(["train", "--config", config, "--workdir", out + "/kd", "--config.teacher.workdir=" + out + "/ce",
                  "--config.loss={'ce': {'weight': 0.1}, 'kd': {'weight': 0.9, 'temperature': 4.0}}",
-                 "--config.sharding.params=fsdp", "--config.sharding.fsdp_min_size=0", *extra])
+                 "--config.sharding.params=fsdp", "--config.sharding.fsdp_min_size=0", "--config.steps_per_call=2",
+                 *extra])
     sys.exit(rc)
 """)
 

@@ -70,6 +70,18 @@ def test_bench_steps_per_call_times_both_programs_on_the_same_steps(capsys):
   assert row["max_param_diff"] < 1e-5  # k single calls and one scan of k trained the same model
 
 
+def test_bench_steps_per_call_loop_mode_times_whole_runs_from_their_logged_step_times(capsys):
+  tool = _load("bench_steps_per_call")
+  assert tool.main(["--loop", "--students", "mlp_tiny", "--losses", "ce", "--k", "4", "--rounds", "1",
+                    "--epochs", "2", "--json"]) == 0
+  import json
+  report = json.loads(capsys.readouterr().out)
+  (row,) = report["results"]
+  assert report["mode"] == "loop" and row["k"] == 4
+  assert row["loop_one_step_ms"] > 0 and row["loop_k_ms_per_step"] > 0
+  assert row["speedup"] == pytest.approx(row["loop_one_step_ms"] / row["loop_k_ms_per_step"])
+
+
 def test_fsdp_memory_reports_less_per_device_than_replicated(capsys):
   tool = _load("fsdp_memory")  # the test process already has the 8 devices the tool asks for
   assert tool.main(["--student", "cnn_tiny", "--teacher", "cnn_small", "--devices", "8", "--num-classes", "10",

@@ -114,7 +114,63 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits, teacher_dir):
   # Metrics were logged at the run's end (a partial epoch) with the distiller's parts.
   lines = [json.loads(l) for l in open(os.path.join(resumed, "metrics.jsonl"))]
   assert lines[-1]["step"] == 7 and "val/accuracy" in lines[-1] and "train/kd/loss" in lines[-1]
+  # Throughput of the epoch's training steps: 4 steps of 32 images in this second call.
+  assert lines[-1]["perf/step_ms"] > 0
+  assert lines[-1]["perf/images_per_s"] == pytest.approx(4 * 32 / (4 * lines[-1]["perf/step_ms"] / 1e3))
   assert os.path.isdir(os.path.join(resumed, "tb"))
+
+
+def test_several_steps_per_call_equal_one_step_per_call(tmp_path, digits, teacher_dir):
+  """config.steps_per_call = 4 (a lax.scan over stacked batches) against 1: the same parameters bit for bit
+  on CPU and the same logged metrics. An epoch of 35 steps leaves 3 steps that do not fill a call (run one
+  per call) and the run goes 3 steps into epoch 2; it is also stopped at step 10 and resumed."""
+  spe = kd_data.steps_per_epoch(len(digits.train), 32)
+  assert spe % 4 != 0
+  kd = {"loss": {"ce": {"weight": 0.1}, "kd": {"weight": 0.9}}, "teacher.workdir": teacher_dir,
+        "data.crop_pad": 1, "data.flip": True, "log_every_steps": 5}
+  one = str(tmp_path / "one")
+  train_and_evaluate(_small_config(max_steps=spe + 3, **kd), one, dataset=digits)
+  four = str(tmp_path / "four")
+  train_and_evaluate(_small_config(max_steps=spe + 3, steps_per_call=4, **kd), four, dataset=digits)
+  resumed = str(tmp_path / "resumed")
+  assert train_and_evaluate(_small_config(max_steps=10, steps_per_call=4, **kd), resumed, dataset=digits)["steps"] == 10
+  assert train_and_evaluate(_small_config(max_steps=spe + 3, steps_per_call=4, **kd), resumed,
+                            dataset=digits)["steps"] == spe + 3
+  model = models.create_model("cnn_tiny", 10)
+  image = digits.train.get(np.arange(1))["image"]
+  expected = ckpt.load_exported_model(one, model, image)
+  chex.assert_trees_all_equal(expected, ckpt.load_exported_model(four, model, image))
+  chex.assert_trees_all_equal(expected, ckpt.load_exported_model(resumed, model, image))
+
+  def logged(workdir):  # without the wall-clock figures (perf/*)
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("perf/")}
+            for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+  # The same epoch means of the training metrics (from the stacked metrics of each call) and validation.
+  assert [m["step"] for m in logged(one)] == [spe, spe + 3]
+  assert logged(four) == logged(one)
+
+
+def test_non_finite_loss_names_its_step_inside_a_call_of_several_steps(tmp_path, digits):
+  workdir = str(tmp_path / "nan4")
+  train_and_evaluate(_small_config(max_steps=2), workdir, dataset=digits)
+  x = digits.train.get(np.arange(len(digits.train)))
+  x["image"][:] = np.nan
+  poisoned = kd_data.from_arrays(x["image"], x["label"], x_test=x["image"][:8], y_test=x["label"][:8],
+                                 num_classes=10, val_fraction=0.0)
+  with pytest.raises(KDJaxError, match=r"Non-finite .*loss.* at step 3;"):  # steps 3-6 ran in one call
+    train_and_evaluate(_small_config(max_steps=6, steps_per_call=4), workdir, dataset=poisoned)
+  assert ckpt.checkpoint_manager(workdir, 3).latest_step() == 2
+
+
+def test_stacked_batches_are_split_along_the_batch_axis():
+  mesh = sharding.make_mesh()
+  batches = [{"image": np.full((16, 2), i, np.float32), "label": np.arange(16) + 100 * i} for i in range(3)]
+  placed = sharding.shard_batches(batches, mesh, global_batch_size=16)
+  assert placed["image"].shape == (3, 16, 2) and placed["label"].shape == (3, 16)
+  np.testing.assert_array_equal(np.asarray(placed["label"]), np.stack([b["label"] for b in batches]))
+  for shard in placed["label"].addressable_shards:
+    assert shard.data.shape == (3, 16 // mesh.size)  # every device holds its rows of all three batches
 
 
 def test_teacher_is_frozen_and_checkpoint_mismatch_names_parameter(tmp_path, digits, teacher_dir):

@@ -1,17 +1,26 @@
-"""Would several train steps per compiled call (a `lax.scan` over stacked batches) make small models faster?
+"""Do several train steps per compiled call (`config.steps_per_call`, a `lax.scan` over stacked batches)
+make small models faster?
 
 The idea: when a model is so small that dispatching a step costs as much as running it, one call that runs k
-steps saves k − 1 dispatches. This tool measures it on the library's own `train_step` (jitted exactly as the
-loop jits it, state donated), with every batch already on the device, so only the step and its dispatch are
-timed: (a) k separate calls of the one-step program, against (b) one call of `jax.lax.scan(train_step)` over
-k stacked batches. The variants are interleaved round by round, so load from other processes falls on all
-alike; figures are medians of per-step times. KD uses a randomly initialised `cnn_large` teacher (speed
-depends on shapes, not trained values). Digits-shaped data (8×8×1, 10 classes).
+steps saves k − 1 dispatches. Two measurements, digits data (8×8×1, 10 classes); KD uses a `cnn_large`
+teacher (randomly initialised in the first mode, trained for one step in the second: speed depends on shapes,
+not trained values).
+
+Programs alone (default): the library's own `train_step` (jitted as the loop jits it, state donated) with
+every batch already on the device, so only the steps and their dispatch are timed: (a) k separate calls of
+the one-step program against (b) one call of the loop's k-step program (`kd_jax.train.loop._scan_steps`).
+The variants are interleaved round by round, so load from other processes falls on both alike; figures are
+medians of per-step times, and both variants must end with the same parameters.
 
     python tools/bench_steps_per_call.py --students mlp_tiny,mlp_small,cnn_small --losses ce,kd --k 4,16
 
-The result decided the question for kd_jax (docs/benchmarks.md): the loop does not offer a steps-per-call
-option, because on the machines measured the scanned program was not faster.
+Whole runs (`--loop`): `train_and_evaluate` as a user runs it (host batches, metrics fetched once per logging
+interval, evaluation each epoch; a checkpoint only at the end), with `steps_per_call` 1 and each k, for
+`--epochs` epochs; the per-step cost is the median of the loop's own `perf/step_ms` (each epoch's training
+wall time over its steps, evaluation excluded) over every epoch but the first (which compiles), pooled over
+`--rounds` interleaved rounds.
+
+    python tools/bench_steps_per_call.py --loop --students mlp_tiny,cnn_small --losses ce,kd --k 4,16
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import numpy as np  # noqa: E402
 from kd_jax import data as kd_data  # noqa: E402
 from kd_jax import distillers, models  # noqa: E402
 from kd_jax.config import base_config  # noqa: E402
-from kd_jax.train import optim  # noqa: E402
+from kd_jax.train import loop, optim  # noqa: E402
 from kd_jax.train.step import create_train_state, train_step  # noqa: E402
 from kd_jax.train.teachers import Teachers  # noqa: E402
 
@@ -59,11 +68,63 @@ def _programs(student_name: str, loss: str, batch_size: int, k: int, dataset):
   step = functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
                            schedule=schedule, steps_per_epoch=100)
   one = jax.jit(step, donate_argnums=(0,))
-  several = jax.jit(lambda s, stacked, tv: jax.lax.scan(lambda c, b: step(c, b, tv), s, stacked),
-                    donate_argnums=(0,))
+  several = jax.jit(functools.partial(loop._scan_steps, step), donate_argnums=(0,))  # as the loop builds it
   device_batches = [{key: jnp.asarray(v) for key, v in b.items()} for b in batches]
   stacked = {key: jnp.asarray(np.stack([b[key] for b in batches])) for key in batches[0]}
   return one, several, state, device_batches, stacked, teacher_variables
+
+
+def _loop_rows(args, dataset) -> list:
+  """Per-step cost of whole `train_and_evaluate` runs with steps_per_call 1 and each k (see the module doc)."""
+  import tempfile
+
+  from kd_jax.train.loop import train_and_evaluate
+
+  with tempfile.TemporaryDirectory(prefix="bench_steps_per_call_") as work:
+    return _loop_rows_in(args, dataset, work, train_and_evaluate)
+
+
+def _loop_rows_in(args, dataset, work: str, train_and_evaluate) -> list:
+
+  def config_for(student: str, loss: str, per_call: int, epochs: int, teacher_dir: str = ""):
+    config = base_config()
+    config.data.name = "digits"
+    config.student.model = student
+    config.batch_size, config.epochs, config.steps_per_call = args.batch, epochs, per_call
+    config.optim.schedule, config.progress_bar = "constant", False
+    config.log_every_steps = 50
+    config.checkpoint_every_epochs = 10_000  # only the final save (perf/step_ms excludes saves anyway)
+    config.loss = LOSSES[loss]
+    if teacher_dir:
+      config.teacher.workdir, config.teacher.model = teacher_dir, "cnn_large"
+    return config
+
+  teacher_dir = os.path.join(work, "teacher")
+  teacher_config = config_for("cnn_large", "ce", 1, 1)
+  teacher_config.max_steps = 1
+  train_and_evaluate(teacher_config, teacher_dir, dataset=dataset)
+  rows, runs = [], 0
+  for student in args.students.split(","):
+    for loss in args.losses.split(","):
+      variants = [1] + [int(v) for v in args.k.split(",")]
+      per_step = {k: [] for k in variants}
+      for _ in range(args.rounds):
+        for k in variants:
+          runs += 1
+          workdir = os.path.join(work, f"run{runs}")
+          train_and_evaluate(config_for(student, loss, k, args.epochs, teacher_dir if loss == "kd" else ""), workdir,
+                             dataset=dataset)
+          with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            epochs = [json.loads(line) for line in f]
+          per_step[k].extend(e["perf/step_ms"] / 1e3 for e in epochs[1:])  # the first epoch compiles
+      one = statistics.median(per_step[1])
+      for k in variants[1:]:
+        ms = statistics.median(per_step[k])
+        rows.append({"student": student, "loss": loss, "k": k, "loop_one_step_ms": 1e3 * one,
+                     "loop_k_ms_per_step": 1e3 * ms, "speedup": one / ms})
+        print(f"{student} {loss} k={k}: loop {1e3 * one:.3f} ms/step with 1 step per call, {1e3 * ms:.3f} with {k}",
+              file=sys.stderr, flush=True)
+  return rows
 
 
 def main(argv=None) -> int:
@@ -74,10 +135,28 @@ def main(argv=None) -> int:
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--calls", type=int, default=5, help="timed calls of the k-step program per round")
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--loop", action="store_true", help="time whole training runs (see the module doc)")
+  parser.add_argument("--epochs", type=int, default=6, help="--loop: epochs per run (the first is not timed)")
   parser.add_argument("--json", action="store_true")
   args = parser.parse_args(argv)
 
   dataset = kd_data.load_dataset("digits")
+  if args.loop:
+    rows = _loop_rows(args, dataset)
+    load = os.getloadavg()[0]
+    report = {"mode": "loop", "batch": args.batch, "epochs": args.epochs, "rounds": args.rounds, "loadavg": load,
+              "device": jax.devices()[0].device_kind, "jax_version": jax.__version__, "results": rows}
+    if args.json:
+      print(json.dumps(report, indent=2))
+    else:
+      print(f"whole digits runs, batch {args.batch}, epochs {args.epochs}, {report['device']}, median of "
+            f"{args.rounds} rounds (load average {load:.1f})\n")
+      print("| student | loss | k | 1 step per call, ms/step | k steps per call, ms/step | speed-up |")
+      print("|---|---|---:|---:|---:|---:|")
+      for r in rows:
+        print(f"| {r['student']} | {r['loss']} | {r['k']} | {r['loop_one_step_ms']:.3f} | "
+              f"{r['loop_k_ms_per_step']:.3f} | {r['speedup']:.2f}× |")
+    return 0
   rows = []
   for student in args.students.split(","):
     for loss in args.losses.split(","):

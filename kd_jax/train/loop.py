@@ -113,6 +113,23 @@ def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_disti
   return kd_distillers.WeightedSum(tuple(terms.values()))
 
 
+def _scan_steps(step_fn, state: TrainState, batches: Dict[str, jax.Array], teacher_variables: Any):
+  """`step_fn` applied once per leading index of `batches` (k stacked batches) in one program: k steps for
+  one dispatch (config.steps_per_call). Returns the final state and the metrics stacked along axis 0."""
+  return jax.lax.scan(lambda s, batch: step_fn(s, batch, teacher_variables), state, batches)
+
+
+def _per_step(fetched: Sequence[Dict[str, Any]]) -> list:
+  """Host metrics of several calls, one dict per step: a call of k steps returned arrays of length k."""
+  steps = []
+  for metrics in fetched:
+    if np.ndim(next(iter(metrics.values()))) == 0:
+      steps.append(metrics)
+    else:
+      steps.extend({k: v[i] for k, v in metrics.items()} for i in range(len(next(iter(metrics.values())))))
+  return steps
+
+
 class StopRequest:
   """Set by SIGTERM/SIGINT while training; the loop checkpoints at the next step boundary and stops.
 
@@ -241,20 +258,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   def uses_cache(index: int) -> bool:
     return output_cache is not None and kd_teacher_cache.phase_uses_cache(phases[index], phase_distillers[index])
 
-  def make_step_fn(index: int):
+  def make_step_fn(index: int, per_call: int):
     phase = phases[index]
     phase_teachers = teachers
     if phase.teacher_batch_statistics:
       phase_teachers = dataclasses.replace(teachers, batch_statistics=(True,) * len(teachers.modules))
-    return jax.jit(
-        functools.partial(train_step, student=student, teachers=phase_teachers, distiller=phase_distillers[index],
-                          tx=txs[index], schedule=schedules[index], steps_per_epoch=steps_per_epoch,
-                          crop_pad=config.data.crop_pad, flip=config.data.flip,
-                          student_train=phase.trains_student, phase_start=phase.steps(steps_per_epoch)[0],
-                          teacher_cache=output_cache.layout if uses_cache(index) else None),
-        out_shardings=(shardings_for(index), sharding.replicated(mesh)), donate_argnums=(0,))
+    step = functools.partial(
+        train_step, student=student, teachers=phase_teachers, distiller=phase_distillers[index],
+        tx=txs[index], schedule=schedules[index], steps_per_epoch=steps_per_epoch, crop_pad=config.data.crop_pad,
+        flip=config.data.flip, student_train=phase.trains_student, phase_start=phase.steps(steps_per_epoch)[0],
+        teacher_cache=output_cache.layout if uses_cache(index) else None)
+    if per_call > 1:  # one call runs `per_call` steps over stacked batches; metrics come back stacked
+      step = functools.partial(_scan_steps, step)
+    return jax.jit(step, out_shardings=(shardings_for(index), sharding.replicated(mesh)), donate_argnums=(0,))
 
-  step_fns: Dict[int, Any] = {}
+  def host_batch(index: int, step: int) -> Dict[str, np.ndarray]:
+    # Only this process's rows of the global batch kd_data.train_batch would give are read.
+    indices = kd_data.batch_indices(len(dataset.train), config.batch_size, seed=config.seed, step=step)[rows]
+    batch = dataset.train.get(indices)
+    if uses_cache(index):  # gathered by example, so the batch stays a pure function of (seed, step)
+      batch.update(output_cache.gather(indices))
+    return batch
+
+  step_fns: Dict[Tuple[int, int], Any] = {}  # (phase, steps per call) -> the jitted step
   eval_fn = jax.jit(functools.partial(eval_step, model=student))
   writer = MetricWriter(workdir, active=main_process)
   rows = sharding.process_rows(config.batch_size, mesh)  # this process's share of each training batch
@@ -268,28 +294,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "epoch": epoch, "phase": phases[kd_phases.phase_at(phases, max(step - 1, 0), steps_per_epoch)].name,
         "config": json.loads(config.to_json_best_effort())})
 
-  pending, epoch_sums, epoch_count, val = [], {}, 0, None
+  per_call = config.steps_per_call
+  pending, pending_steps, epoch_sums, epoch_count, val = [], 0, {}, 0, None
   bar = tqdm(total=total_steps, initial=start_step, disable=not (config.progress_bar and main_process), unit="step",
              desc=os.path.basename(workdir), dynamic_ncols=True, leave=False)
   stop = StopRequest()
   try:
     stop.install()
-    for step in range(start_step, total_steps):
+    step, epoch_clock = start_step, time.perf_counter()
+    while step < total_steps:
       index = kd_phases.phase_at(phases, step, steps_per_epoch)
       if index != current:
         state, current = placed_with_fresh_optimizer(state, index), index
-      if index not in step_fns:
-        step_fns[index] = make_step_fn(index)
-      # Only this process's rows of the global batch kd_data.train_batch would give are read.
-      indices = kd_data.batch_indices(len(dataset.train), config.batch_size, seed=config.seed, step=step)[rows]
-      batch = dataset.train.get(indices)
-      if uses_cache(index):  # gathered by example, so the batch stays a pure function of (seed, step)
-        batch.update(output_cache.gather(indices))
-      batch = sharding.shard_batch(batch, mesh, global_batch_size=config.batch_size)
-      state, metrics = step_fns[index](state, batch, teacher_variables)
+      # A call of several steps never crosses an epoch end (evaluation, checkpoints and phase changes happen
+      # there); the last steps of an epoch that do not fill one run one per call.
+      epoch_end = min(total_steps, (step // steps_per_epoch + 1) * steps_per_epoch)
+      n = per_call if epoch_end - step >= per_call else 1
+      if (index, n) not in step_fns:
+        step_fns[index, n] = make_step_fn(index, n)
+      if n == 1:
+        batch = sharding.shard_batch(host_batch(index, step), mesh, global_batch_size=config.batch_size)
+      else:
+        batch = sharding.shard_batches([host_batch(index, s) for s in range(step, step + n)], mesh,
+                                       global_batch_size=config.batch_size)
+      state, metrics = step_fns[index, n](state, batch, teacher_variables)
       pending.append(metrics)
+      pending_steps += n
+      step += n - 1  # from here to the end of the iteration, `step` is the last step this call ran
       end_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
-      boundary = len(pending) >= config.log_every_steps or end_of_epoch
+      boundary = pending_steps >= config.log_every_steps or end_of_epoch
       stopping = stop.signal_name is not None
       if jax.process_count() > 1:
         # A signal reaches the processes at different steps; they agree (any process signalled) at each
@@ -297,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         stopping = boundary and distributed.any_process(stopping)
       if boundary or stopping:
         # One host transfer per logging interval; the loop never waits on the device otherwise.
-        fetched = jax.device_get(pending)
+        fetched = _per_step(jax.device_get(pending))
         for m in fetched:
           for k, v in m.items():
             epoch_sums[k] = epoch_sums.get(k, 0.0) + float(v)
@@ -310,10 +343,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                              "the data.")
         bar.update(len(fetched))
         bar.set_postfix(loss=f"{fetched[-1]['loss']:.3f}", acc=f"{fetched[-1]['accuracy']:.3f}")
-        pending = []
+        pending, pending_steps = [], 0
       if end_of_epoch:
+        # The fetch above waited for the epoch's last step, so this is its training time, evaluation and
+        # checkpoints excluded; an epoch that compiles a step (the first of a run or of a phase) includes it.
+        train_seconds = time.perf_counter() - epoch_clock
         epoch = math.ceil((step + 1) / steps_per_epoch)
         scalars = {f"train/{k}": v / epoch_count for k, v in epoch_sums.items()}
+        scalars["perf/step_ms"] = 1e3 * train_seconds / epoch_count
+        scalars["perf/images_per_s"] = epoch_count * config.batch_size / train_seconds
         scalars["epoch"] = epoch
         scalars["phase"] = index
         val = evaluate(eval_fn, student_variables(state), dataset.val, config.eval_batch_size, mesh)
@@ -322,11 +360,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         epoch_sums, epoch_count = {}, 0
         if epoch % config.checkpoint_every_epochs == 0 or step + 1 == total_steps:
           save(state, epoch)
+        epoch_clock = time.perf_counter()
       if stopping:
         if (step + 1) not in manager.all_steps():
           save(state, math.ceil((step + 1) / steps_per_epoch))
         manager.wait_until_finished()
         raise Preempted(step + 1, workdir, stop.signal_name or "SIGTERM/SIGINT (on another process)")
+      step += 1
   finally:
     stop.restore()
     bar.close()
