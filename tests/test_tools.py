@@ -89,3 +89,14 @@ def test_fsdp_memory_reports_less_per_device_than_replicated(capsys):
   rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:4]]
           for line in capsys.readouterr().out.splitlines() if line.startswith("| replicated") or line.startswith("| fsdp")}
   assert rows["fsdp"][0] < rows["replicated"][0] / 2 and rows["fsdp"][1] < rows["replicated"][1] / 2
+
+
+def test_xla_cpu_numerics_finds_float32_rounding_with_xla_defaults():
+  import re
+  import subprocess
+  import sys
+  # A subprocess: the tool turns on jax_enable_x64, which must not leak into this test process.
+  out = subprocess.run([sys.executable, os.path.join(TOOLS, "xla_cpu_numerics.py"), "--model", "cnn_tiny",
+                        "--batch", "8", "--worst", "1"], capture_output=True, text=True, timeout=600, check=True).stdout
+  (error,) = re.findall(r"defaults: \S+ ([0-9.e+-]+)", out)
+  assert 0 < float(error) < 1e-5  # float32 rounding against the float64 gradient; a wrong kernel is far above
