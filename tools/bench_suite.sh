@@ -11,7 +11,8 @@
 #   torch.jsonl         tools/bench_torch.py, the same steps in PyTorch eager (float32; bf16 autocast with
 #                       channels-last), on cuda when torch sees a GPU
 #   distillers.jsonl    tools/bench.py over every other registered distiller, batch 64, one line per group
-#   steps_per_call.json tools/bench_steps_per_call.py
+#   steps_per_call.json tools/bench_steps_per_call.py, the programs alone; steps_per_call_loop.json
+#                       the same with whole training runs (--loop)
 #   teacher_cache.json  tools/bench_teacher_cache.py
 # and the progress of all of them in OUT_DIR/log.txt. BENCH_STEPS (default 30) sets the timed steps.
 set -u
@@ -67,6 +68,8 @@ group() {
 }
 group crd,review_kd,fitnet,at,sp
 part steps_per_call 90 "$out/steps_per_call.json" python3 tools/bench_steps_per_call.py --json
+part steps_per_call_loop 150 "$out/steps_per_call_loop.json" python3 tools/bench_steps_per_call.py --loop --json \
+  --students mlp_small,cnn_small --losses ce,kd --k 16 --rounds 2 --epochs 4
 part teacher_cache 90 "$out/teacher_cache.json" python3 tools/bench_teacher_cache.py --json
 for group in vid,pkt,rkd,area_rkd,cc nst,ft,fsp,ab,feed dkd,dist,ls_kd,cskd energy_kd,he_da,ensemble_kd,r2kd; do
   group "$group"
