@@ -68,6 +68,14 @@ def test_json_report_on_a_tiny_pair(bench, capsys):
     assert fitnet["distill_step_s"] is None
 
 
+def test_profile_traces_every_measured_program(bench, tmp_path, capsys):
+  assert bench.main(TINY + ["--distillers", "kd", "--profile", str(tmp_path), "--json"]) == 0
+  json.loads(capsys.readouterr().out)  # the report is unchanged: stdout still holds one JSON object
+  for program in ("student_ce", "teacher_forward_single", "kd"):
+    traces = [f for _, _, files in os.walk(tmp_path / program) for f in files if f.endswith(".xplane.pb")]
+    assert traces, program
+
+
 def test_unknown_distiller_lists_the_registered_ones(bench, capsys):
   assert bench.main(TINY + ["--distillers", "kd,no_such_kd"]) == 2
   out, err = capsys.readouterr()

@@ -5,6 +5,7 @@ Usage:
   python tools/bench.py --distillers kd,dkd,fitnet,crd        # a Markdown table on stdout
   python tools/bench.py --distillers all --steps 20            # every registered distiller
   python tools/bench.py --distillers kd --conv xla             # XLA's own convolution gradients (ablation)
+  python tools/bench.py --distillers kd --profile /tmp/prof    # plus a jax.profiler trace of each program
 
 For a teacher → student pair, batch size and dtype it measures, after compilation, the median wall time of
   (a) the student's train step with cross-entropy alone (the teacher is not run),
@@ -169,6 +170,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="random horizontal flip inside the step (CIFAR: on)")
   parser.add_argument("--peak-tflops", type=float, default=None,
                       help="peak TFLOP/s of one device for this dtype (overrides the built-in table)")
+  parser.add_argument("--profile", default="", metavar="DIR",
+                      help="also trace 3 more calls of every measured program with jax.profiler into DIR/<program> "
+                           "(TensorBoard/XProf .xplane.pb and a Perfetto trace); untimed")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", action="store_true", help="one JSON object on stdout, the table on stderr")
   return parser.parse_args(argv)
@@ -466,8 +470,18 @@ def build_distiller(setup: Setup, terms: Dict[str, Dict[str, Any]]) -> kd_distil
   return distiller.prepare(training_data(setup.args))
 
 
+def profile_calls(call: Callable[[], jax.Array], directory: str, label: str, calls: int = 3) -> None:
+  """`calls` more calls of an already compiled program under `jax.profiler.trace` into `directory/label`
+  (nothing when `directory` is empty): where a step's time goes, kernel by kernel, after the timing."""
+  if not directory:
+    return
+  with jax.profiler.trace(os.path.join(directory, label), create_perfetto_trace=True):
+    for _ in range(calls):
+      call().block_until_ready()
+
+
 def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: Teachers,
-                 teacher_variables: Any) -> Tuple[Timing, Dict[str, Optional[float]]]:
+                 teacher_variables: Any, label: str = "step") -> Tuple[Timing, Dict[str, Optional[float]]]:
   """The library's train step for `distiller`, jitted as `kd_jax.train.loop` does, timed."""
   args = setup.args
   state = create_train_state(jax.random.PRNGKey(args.seed), setup.student, distiller, optax.identity(),
@@ -497,12 +511,13 @@ def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: T
 
   timing = time_calls(call, step_fn, args.steps, args.warmup)
   timing.donated_fraction = sum(x.is_deleted() for x in first_inputs) / max(len(first_inputs), 1)
+  profile_calls(call, args.profile, label)
   costs = cost(step_fn, holder["state"], setup.batch, teacher_variables)
   return timing, costs
 
 
-def measure_teacher_forward(setup: Setup, teachers: Teachers,
-                            teacher_variables: Any) -> Tuple[Timing, Dict[str, Optional[float]]]:
+def measure_teacher_forward(setup: Setup, teachers: Teachers, teacher_variables: Any,
+                            label: str = "teacher_forward") -> Tuple[Timing, Dict[str, Optional[float]]]:
   """The teachers' forward pass as the train step runs it (`Teachers.__call__`), returning their logits."""
   def forward(variables, images):
     out = teachers(variables, images)
@@ -511,6 +526,7 @@ def measure_teacher_forward(setup: Setup, teachers: Teachers,
   fn = jax.jit(forward)
   images = setup.batch["image"]
   timing = time_calls(lambda: fn(teacher_variables, images)[0], fn, setup.args.steps, setup.args.warmup)
+  profile_calls(lambda: fn(teacher_variables, images)[0], setup.args.profile, label)
   return timing, cost(fn, teacher_variables, images)
 
 
@@ -574,7 +590,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
   _log(f"{args.teacher} -> {args.student}, batch {args.batch}, {devices} {device0.platform} device(s) "
        f"({device0.device_kind}); (a) student with CE alone")
   ce_only = kd_distillers.from_config({"ce": {"weight": 1.0}})
-  student_timing, student_costs = measure_step(setup, ce_only, Teachers(), ())
+  student_timing, student_costs = measure_step(setup, ce_only, Teachers(), (), label="student_ce")
   if student_timing.recompiles:
     _log(f"warning: the CE-only step recompiled {student_timing.recompiles} time(s) after its first call")
   report["baselines"]["student_ce"] = dict(
@@ -592,14 +608,15 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
       teachers, teacher_variables = setup.teachers_for(name)
       if setup_key not in teacher_cache:
         _log(f"(b) teacher forward ({TEACHER_SETUPS.get(name, 'one teacher')})")
-        t_timing, t_costs = measure_teacher_forward(setup, teachers, teacher_variables)
+        t_timing, t_costs = measure_teacher_forward(setup, teachers, teacher_variables,
+                                                    label=f"teacher_forward_{setup_key}")
         teacher_cache[setup_key] = _row_common(t_timing, t_costs, peak, devices, args.batch)
         report["baselines"][f"teacher_forward/{setup_key}"] = teacher_cache[setup_key]
       teacher_row = teacher_cache[setup_key]
       _log(f"(c) ce + {name}")
       distiller = build_distiller(setup, {"ce": {"weight": args.ce_weight},
                                           name: {"weight": args.weight, **hparams.get(name, {})}})
-      timing, costs = measure_step(setup, distiller, teachers, teacher_variables)
+      timing, costs = measure_step(setup, distiller, teachers, teacher_variables, label=name)
     except Exception as e:  # a distiller that does not fit: report it, measure the others
       _log(f"{name}: skipped ({_reason(e)})")
       report["results"].append(_skipped(name, _reason(e)))

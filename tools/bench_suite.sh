@@ -14,6 +14,7 @@
 #   steps_per_call.json tools/bench_steps_per_call.py, the programs alone; steps_per_call_loop.json
 #                       the same with whole training runs (--loop)
 #   teacher_cache.json  tools/bench_teacher_cache.py
+#   profile_kd_float32.tar.gz  jax.profiler traces of the first part's three programs (bench.py --profile)
 # and the progress of all of them in OUT_DIR/log.txt. BENCH_STEPS (default 30) sets the timed steps.
 set -u
 out=${1:?usage: bash tools/bench_suite.sh OUT_DIR [BUDGET_SECONDS]}
@@ -49,7 +50,12 @@ cat "$log"
 
 cd "$here"
 pair=(--teacher resnet32x4 --student resnet8x4)
-part kd_float32 120 "$out/kd.jsonl" python3 tools/bench.py "${pair[@]}" --batch 64 --distillers kd --steps "$steps" --json
+profiles=$(mktemp -d)
+part kd_float32 120 "$out/kd.jsonl" python3 tools/bench.py "${pair[@]}" --batch 64 --distillers kd --steps "$steps" --json \
+  --profile "$profiles/kd_float32"
+# One file: a lent machine returns files at most two folders down, and jax.profiler nests deeper.
+tar czf "$out/profile_kd_float32.tar.gz" -C "$profiles" . 2>>"$log"
+rm -rf "$profiles"
 part kd_bfloat16 120 "$out/kd.jsonl" python3 tools/bench.py "${pair[@]}" --batch 64 --distillers kd --steps "$steps" \
   --dtype bfloat16 --json
 device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo none)
