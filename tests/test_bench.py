@@ -108,6 +108,8 @@ def test_flop_estimate_counts_convolutions_on_every_backend(bench, monkeypatch):
   compiled = bench.cost(conv, x, w)
   assert compiled["flops_source"] == "compiled"
   assert compiled["flops"] == pytest.approx(expected, rel=0.1)
+  forced = bench.cost(conv, x, w, source="lowered")  # --flops-source lowered: a GPU's figure, computed here
+  assert forced["flops_source"] == "lowered" and forced["flops"] == pytest.approx(expected, rel=0.1)
   monkeypatch.setattr(bench.jax, "default_backend", lambda: "gpu")
   lowered = bench.cost(conv, x, w)
   assert lowered["flops_source"] == "lowered"

@@ -170,6 +170,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="random horizontal flip inside the step (CIFAR: on)")
   parser.add_argument("--peak-tflops", type=float, default=None,
                       help="peak TFLOP/s of one device for this dtype (overrides the built-in table)")
+  parser.add_argument("--flops-source", default="auto", choices=("auto", "compiled", "lowered"),
+                      help="which program XLA's FLOP estimate comes from: auto (the lowered one on GPUs, whose "
+                           "compiled cost analysis misses cuDNN convolutions; the compiled one elsewhere)")
   parser.add_argument("--profile", default="", metavar="DIR",
                       help="also trace 3 more calls of every measured program with jax.profiler into DIR/<program> "
                            "(TensorBoard/XProf .xplane.pb and a Perfetto trace); untimed")
@@ -296,7 +299,7 @@ def time_calls(call: Callable[[], jax.Array], jitted: Any, steps: int, warmup: i
   return Timing(compile_s, times, recompiles, donation_warnings=donation, cpu_times_s=cpu_times)
 
 
-def cost(jitted: Any, *args: Any) -> Dict[str, Any]:
+def cost(jitted: Any, *args: Any, source: str = "auto") -> Dict[str, Any]:
   """XLA's FLOP estimate of one call over all devices, where it came from, and one device's scratch memory.
 
   On CPUs and TPUs the estimate is the cost analysis of the compiled (optimised) program, so work XLA
@@ -304,12 +307,14 @@ def cost(jitted: Any, *args: Any) -> Dict[str, Any]:
   which the compiled program's analysis counts as zero FLOPs (a resnet8x4 step read 0.53 GFLOP there
   against 63 on the CPU), so there the estimate is that of the lowered, unoptimised program.
   `lower(...).compile()` after the jitted function has run reuses its executable (no new compilation).
-  The cost analysis describes the per-device SPMD program, hence the factor `devices`.
+  The cost analysis describes the per-device SPMD program, hence the factor `devices`. `source`
+  ('compiled' or 'lowered') overrides the choice, e.g. to compute on a CPU the figure a GPU run reports.
   """
   lowered = jitted.lower(*args)
   compiled = lowered.compile()
   flops = temp_mb = None
-  source = "lowered" if jax.default_backend() == "gpu" else "compiled"
+  if source == "auto":
+    source = "lowered" if jax.default_backend() == "gpu" else "compiled"
   try:
     analysis = (lowered if source == "lowered" else compiled).cost_analysis()
     if isinstance(analysis, (list, tuple)):
@@ -512,7 +517,7 @@ def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: T
   timing = time_calls(call, step_fn, args.steps, args.warmup)
   timing.donated_fraction = sum(x.is_deleted() for x in first_inputs) / max(len(first_inputs), 1)
   profile_calls(call, args.profile, label)
-  costs = cost(step_fn, holder["state"], setup.batch, teacher_variables)
+  costs = cost(step_fn, holder["state"], setup.batch, teacher_variables, source=args.flops_source)
   return timing, costs
 
 
@@ -527,7 +532,7 @@ def measure_teacher_forward(setup: Setup, teachers: Teachers, teacher_variables:
   images = setup.batch["image"]
   timing = time_calls(lambda: fn(teacher_variables, images)[0], fn, setup.args.steps, setup.args.warmup)
   profile_calls(lambda: fn(teacher_variables, images)[0], setup.args.profile, label)
-  return timing, cost(fn, teacher_variables, images)
+  return timing, cost(fn, teacher_variables, images, source=setup.args.flops_source)
 
 
 def _reason(error: BaseException) -> str:
