@@ -126,7 +126,7 @@ def _per_step(fetched: Sequence[Dict[str, Any]]) -> list:
     if np.ndim(next(iter(metrics.values()))) == 0:
       steps.append(metrics)
     else:
-      steps.extend({k: v[i] for k, v in metrics.items()} for i in range(len(next(iter(metrics.values())))))
+      steps.extend(dict(zip(metrics, values)) for values in zip(*metrics.values()))
   return steps
 
 

@@ -78,30 +78,33 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, *,
   `process_rows`), or, with `global_batch_size` given, just this process's rows of a batch of that size
   (which saves reading the other processes' examples).
   """
-  sharding = data_sharded(mesh)
   batch = {k: np.asarray(v) for k, v in batch.items()}
-  size = global_batch_size if global_batch_size is not None else len(next(iter(batch.values())))
-  rows = process_rows(size, mesh)
   if global_batch_size is None:
+    global_batch_size = len(next(iter(batch.values())))
+    rows = process_rows(global_batch_size, mesh)
     batch = {k: v[rows] for k, v in batch.items()}
-  elif any(len(v) != rows.stop - rows.start for v in batch.values()):
-    raise KDJaxError(f"This process feeds rows [{rows.start}, {rows.stop}) of the global batch of "
-                     f"{global_batch_size}, but got {[len(v) for v in batch.values()]} rows.")
-  return {k: jax.make_array_from_process_local_data(sharding, v, (size,) + v.shape[1:])
-          for k, v in batch.items()}
+  return _place_rows(batch, mesh, global_batch_size, ())
 
 
 def shard_batches(batches: Sequence[Mapping[str, np.ndarray]], mesh: Mesh, *,
                   global_batch_size: int) -> dict[str, jax.Array]:
   """k of this process's batch shares (see `shard_batch`) stacked into arrays [k, global_batch_size, ...],
   split along axis 1 over the `data` devices: the input of a call that runs k steps."""
-  local = {k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+  stacked = {k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+  return _place_rows(stacked, mesh, global_batch_size, (len(batches),))
+
+
+def _place_rows(local: Mapping[str, np.ndarray], mesh: Mesh, global_batch_size: int,
+                leading: Tuple[int, ...]) -> dict[str, jax.Array]:
+  """Global arrays `leading + (global_batch_size, ...)` from this process's rows (the axis after `leading`),
+  split along that axis over the `data` devices."""
+  axis = len(leading)
   rows = process_rows(global_batch_size, mesh)
-  if any(v.shape[1] != rows.stop - rows.start for v in local.values()):
+  if any(v.shape[axis] != rows.stop - rows.start for v in local.values()):
     raise KDJaxError(f"This process feeds rows [{rows.start}, {rows.stop}) of the global batch of "
-                     f"{global_batch_size}, but got {[v.shape[1] for v in local.values()]} rows.")
-  stacked = NamedSharding(mesh, P(None, "data"))
-  return {k: jax.make_array_from_process_local_data(stacked, v, (len(batches), global_batch_size) + v.shape[2:])
+                     f"{global_batch_size}, but got {[v.shape[axis] for v in local.values()]} rows.")
+  placement = NamedSharding(mesh, P(*(None,) * axis, "data"))
+  return {k: jax.make_array_from_process_local_data(placement, v, leading + (global_batch_size,) + v.shape[axis + 1:])
           for k, v in local.items()}
 
 
