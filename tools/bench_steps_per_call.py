@@ -31,6 +31,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -74,56 +75,48 @@ def _programs(student_name: str, loss: str, batch_size: int, k: int, dataset):
   return one, several, state, device_batches, stacked, teacher_variables
 
 
+def _config_for(args, student: str, loss: str, per_call: int, epochs: int, teacher_dir: str = ""):
+  config = base_config()
+  config.data.name = "digits"
+  config.student.model = student
+  config.batch_size, config.epochs, config.steps_per_call = args.batch, epochs, per_call
+  config.optim.schedule, config.progress_bar = "constant", False
+  config.log_every_steps = 50
+  config.checkpoint_every_epochs = 10_000  # only the final save (perf/step_ms excludes saves anyway)
+  config.loss = LOSSES[loss]
+  if teacher_dir:
+    config.teacher.workdir, config.teacher.model = teacher_dir, "cnn_large"
+  return config
+
+
 def _loop_rows(args, dataset) -> list:
   """Per-step cost of whole `train_and_evaluate` runs with steps_per_call 1 and each k (see the module doc)."""
-  import tempfile
-
-  from kd_jax.train.loop import train_and_evaluate
-
-  with tempfile.TemporaryDirectory(prefix="bench_steps_per_call_") as work:
-    return _loop_rows_in(args, dataset, work, train_and_evaluate)
-
-
-def _loop_rows_in(args, dataset, work: str, train_and_evaluate) -> list:
-
-  def config_for(student: str, loss: str, per_call: int, epochs: int, teacher_dir: str = ""):
-    config = base_config()
-    config.data.name = "digits"
-    config.student.model = student
-    config.batch_size, config.epochs, config.steps_per_call = args.batch, epochs, per_call
-    config.optim.schedule, config.progress_bar = "constant", False
-    config.log_every_steps = 50
-    config.checkpoint_every_epochs = 10_000  # only the final save (perf/step_ms excludes saves anyway)
-    config.loss = LOSSES[loss]
-    if teacher_dir:
-      config.teacher.workdir, config.teacher.model = teacher_dir, "cnn_large"
-    return config
-
-  teacher_dir = os.path.join(work, "teacher")
-  teacher_config = config_for("cnn_large", "ce", 1, 1)
-  teacher_config.max_steps = 1
-  train_and_evaluate(teacher_config, teacher_dir, dataset=dataset)
   rows, runs = [], 0
-  for student in args.students.split(","):
-    for loss in args.losses.split(","):
-      variants = [1] + [int(v) for v in args.k.split(",")]
-      per_step = {k: [] for k in variants}
-      for _ in range(args.rounds):
-        for k in variants:
-          runs += 1
-          workdir = os.path.join(work, f"run{runs}")
-          train_and_evaluate(config_for(student, loss, k, args.epochs, teacher_dir if loss == "kd" else ""), workdir,
-                             dataset=dataset)
-          with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            epochs = [json.loads(line) for line in f]
-          per_step[k].extend(e["perf/step_ms"] / 1e3 for e in epochs[1:])  # the first epoch compiles
-      one = statistics.median(per_step[1])
-      for k in variants[1:]:
-        ms = statistics.median(per_step[k])
-        rows.append({"student": student, "loss": loss, "k": k, "loop_one_step_ms": 1e3 * one,
-                     "loop_k_ms_per_step": 1e3 * ms, "speedup": one / ms})
-        print(f"{student} {loss} k={k}: loop {1e3 * one:.3f} ms/step with 1 step per call, {1e3 * ms:.3f} with {k}",
-              file=sys.stderr, flush=True)
+  with tempfile.TemporaryDirectory(prefix="bench_steps_per_call_") as work:
+    teacher_dir = os.path.join(work, "teacher")
+    teacher_config = _config_for(args, "cnn_large", "ce", 1, 1)
+    teacher_config.max_steps = 1
+    loop.train_and_evaluate(teacher_config, teacher_dir, dataset=dataset)
+    for student in args.students.split(","):
+      for loss in args.losses.split(","):
+        variants = [1] + [int(v) for v in args.k.split(",")]
+        step_ms = {k: [] for k in variants}
+        for _ in range(args.rounds):
+          for k in variants:
+            runs += 1
+            workdir = os.path.join(work, f"run{runs}")
+            config = _config_for(args, student, loss, k, args.epochs, teacher_dir if loss == "kd" else "")
+            loop.train_and_evaluate(config, workdir, dataset=dataset)
+            with open(os.path.join(workdir, "metrics.jsonl")) as f:
+              epochs = [json.loads(line) for line in f]
+            step_ms[k].extend(e["perf/step_ms"] for e in epochs[1:])  # the first epoch compiles
+        one = statistics.median(step_ms[1])
+        for k in variants[1:]:
+          ms = statistics.median(step_ms[k])
+          rows.append({"student": student, "loss": loss, "k": k, "loop_one_step_ms": one,
+                       "loop_k_ms_per_step": ms, "speedup": one / ms})
+          print(f"{student} {loss} k={k}: loop {one:.3f} ms/step with 1 step per call, {ms:.3f} with {k}",
+                file=sys.stderr, flush=True)
   return rows
 
 
