@@ -72,9 +72,14 @@ def base_config() -> ml_collections.ConfigDict:
   # normalisation. 'float32' (default) is exact.
   c.compute_dtype = "float32"
   # Backward pass of the models' convolutions (kd_jax.models.conv): 'auto' (matmul weight gradients when
-  # lowered for CPU, XLA's convolutions on GPU/TPU), 'xla' (always XLA's) or 'matmul' (always the matmul
-  # form). Same values up to float32 reassociation; only speed differs.
+  # lowered for CPU with cpu_conv_kernels='ynnpack', XLA's convolutions otherwise), 'xla' (always XLA's)
+  # or 'matmul' (always the matmul form). Same values up to float32 reassociation; only speed differs.
   c.conv_backward = "auto"
+  # Which kernels run convolutions on CPU (kd_jax.models.conv.compiler_options): 'xla' (XLA's own, which use
+  # every core; YNNPACK keeps matrix products and reductions) or 'ynnpack' (XLA's default in jax 0.10).
+  # Float32 either way; 'xla' made the resnet32x4 -> resnet8x4 teacher forward about 25% faster on a 2-core
+  # CPU (docs/benchmarks.md). Ignored on GPUs and TPUs.
+  c.cpu_conv_kernels = "xla"
 
   # How parameters live on the `data` mesh: 'replicated' (every device holds the whole model) or 'fsdp'
   # (parameters, optimizer state and frozen teachers split across devices, each array along one dimension;
@@ -221,6 +226,8 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
   if config.get("conv_backward", "auto") not in ("auto", "xla", "matmul"):
     problems.append(f"conv_backward must be 'auto', 'xla' or 'matmul', got {config.conv_backward!r}")
+  if config.get("cpu_conv_kernels", "xla") not in ("xla", "ynnpack"):
+    problems.append(f"cpu_conv_kernels must be 'xla' or 'ynnpack', got {config.cpu_conv_kernels!r}")
   if config.get("sharding", {}).get("params", "replicated") not in ("replicated", "fsdp"):
     problems.append(f"sharding.params must be 'replicated' or 'fsdp', got {config.sharding.params!r}")
   if config.get("sharding", {}).get("fsdp_min_size", 0) < 0:

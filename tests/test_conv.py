@@ -182,3 +182,78 @@ def test_bench_has_a_conv_option():
   assert bench.parse_args(["--conv", "xla"]).conv == "xla"
   with pytest.raises(SystemExit):
     bench.parse_args(["--conv", "cudnn"])
+
+
+def test_cpu_conv_kernels_options_and_what_auto_resolves_to():
+  option = "xla_cpu_experimental_ynn_fusion_type"
+  assert kd_conv.compiler_options("xla", "cpu") == {
+      option: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+  assert kd_conv.compiler_options("ynnpack", "cpu") is None  # XLA's defaults
+  assert kd_conv.compiler_options("xla", "gpu") is None and kd_conv.compiler_options("xla", "tpu") is None
+  assert kd_conv.resolve_conv_backward("auto", "xla") == "xla"
+  assert kd_conv.resolve_conv_backward("auto", "ynnpack") == "auto"
+  assert kd_conv.resolve_conv_backward("matmul", "xla") == "matmul"
+  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be one of 'xla', 'ynnpack'"):
+    kd_conv.compiler_options("onednn", "cpu")
+  config = base_config()
+  assert config.cpu_conv_kernels == "xla"
+  config.cpu_conv_kernels = "onednn"
+  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be 'xla' or 'ynnpack'"):
+    validate(config)
+
+
+def _ynn_fusion_ops(hlo: str) -> dict:
+  """How many convolution and reduce instructions the YNNPACK fusions of a compiled HLO module contain."""
+  import re
+  called = set(re.findall(r'calls=(%[\w.-]+)[^\n]*"__ynn_fusion"', hlo))
+  counts = {"convolution": 0, "reduce": 0}
+  for block in hlo.split("\n\n"):
+    header = block.strip().splitlines()[0] if block.strip() else ""
+    if header.split(" ")[0] in called:
+      for op in counts:
+        counts[op] += len(re.findall(rf" {op}\(", block))
+  return counts
+
+
+def test_xla_kernels_take_convolutions_from_ynnpack_with_the_same_values():
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 32))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 32, 32)) * 0.1
+
+  def loss(x_, w_):  # a convolution, then a reduction over it, as BatchNorm has
+    y = lax.conv_general_dilated(x_, w_, (1, 1), "SAME", dimension_numbers=NHWC)
+    return jnp.mean(jnp.square(y - jnp.mean(y, axis=(0, 1, 2))))
+
+  def compiled(options):
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), compiler_options=options).lower(x, w).compile()
+
+  default, ours = compiled(None), compiled(kd_conv.compiler_options("xla", "cpu"))
+  # XLA's defaults put convolutions into YNNPACK fusions; with the options none is, while the reductions
+  # still are.
+  assert _ynn_fusion_ops(default.as_text())["convolution"] >= 3  # forward, input and weight gradients
+  ours_ops = _ynn_fusion_ops(ours.as_text())
+  assert ours_ops["convolution"] == 0 and ours_ops["reduce"] >= 1
+  assert ours.as_text().count("convolution(") >= 3
+  (v0, g0), (v1, g1) = default(x, w), ours(x, w)
+  assert _rel_err(v1, v0) < 1e-5
+  for a, b in zip(g1, g0):
+    assert _rel_err(a, b) < 1e-5
+
+
+def test_a_training_run_restores_the_callers_conv_backward(tmp_path):
+  from kd_jax.train import loop
+  config = base_config()
+  config.data.name, config.student.model, config.loss = "digits", "cnn_tiny", {"ce": {"weight": 1.0}}
+  config.batch_size, config.epochs, config.max_steps, config.progress_bar = 32, 1, 2, False
+  traced = []
+  real = kd_conv.conv_general_dilated
+
+  def spy(*args, **kwargs):
+    traced.append(kd_conv.get_conv_backward())
+    return real(*args, **kwargs)
+
+  with kd_conv.conv_backward("matmul"):
+    import unittest.mock
+    with unittest.mock.patch.object(kd_conv, "conv_general_dilated", spy):
+      loop.train_and_evaluate(config, str(tmp_path))
+    assert kd_conv.get_conv_backward() == "matmul"  # the run's 'xla' did not leak out
+  assert traced and set(traced) == {"xla"}  # config: auto with XLA's CPU kernels

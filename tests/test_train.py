@@ -120,14 +120,17 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits, teacher_dir):
   assert os.path.isdir(os.path.join(resumed, "tb"))
 
 
-def test_several_steps_per_call_equal_one_step_per_call(tmp_path, digits, teacher_dir):
-  """config.steps_per_call = 4 (a lax.scan over stacked batches) against 1: the same parameters bit for bit
-  on CPU and the same logged metrics. An epoch of 35 steps leaves 3 steps that do not fill a call (run one
-  per call) and the run goes 3 steps into epoch 2; it is also stopped at step 10 and resumed."""
+@pytest.mark.parametrize("kernels", ["ynnpack", "xla"])
+def test_several_steps_per_call_equal_one_step_per_call(tmp_path, digits, teacher_dir, kernels):
+  """config.steps_per_call = 4 (a lax.scan over stacked batches) against 1: the same parameters and logged
+  metrics. An epoch of 35 steps leaves 3 steps that do not fill a call (run one per call) and the run goes
+  3 steps into epoch 2; it is also stopped at step 10 and resumed. Bit for bit with YNNPACK's CPU
+  convolutions; XLA's own (the default) round differently inside the scanned program (6e-7 relative after
+  4 steps of cnn_tiny), so there the check is float32 closeness."""
   spe = kd_data.steps_per_epoch(len(digits.train), 32)
   assert spe % 4 != 0
   kd = {"loss": {"ce": {"weight": 0.1}, "kd": {"weight": 0.9}}, "teacher.workdir": teacher_dir,
-        "data.crop_pad": 1, "data.flip": True, "log_every_steps": 5}
+        "data.crop_pad": 1, "data.flip": True, "log_every_steps": 5, "cpu_conv_kernels": kernels}
   one = str(tmp_path / "one")
   train_and_evaluate(_small_config(max_steps=spe + 3, **kd), one, dataset=digits)
   four = str(tmp_path / "four")
@@ -139,8 +142,10 @@ def test_several_steps_per_call_equal_one_step_per_call(tmp_path, digits, teache
   model = models.create_model("cnn_tiny", 10)
   image = digits.train.get(np.arange(1))["image"]
   expected = ckpt.load_exported_model(one, model, image)
-  chex.assert_trees_all_equal(expected, ckpt.load_exported_model(four, model, image))
-  chex.assert_trees_all_equal(expected, ckpt.load_exported_model(resumed, model, image))
+  same = (chex.assert_trees_all_equal if kernels == "ynnpack" else
+          functools.partial(chex.assert_trees_all_close, rtol=1e-4, atol=1e-5))
+  same(expected, ckpt.load_exported_model(four, model, image))
+  same(expected, ckpt.load_exported_model(resumed, model, image))
 
   def logged(workdir):  # without the wall-clock figures (perf/*)
     return [{k: v for k, v in json.loads(line).items() if not k.startswith("perf/")}
@@ -148,7 +153,12 @@ def test_several_steps_per_call_equal_one_step_per_call(tmp_path, digits, teache
 
   # The same epoch means of the training metrics (from the stacked metrics of each call) and validation.
   assert [m["step"] for m in logged(one)] == [spe, spe + 3]
-  assert logged(four) == logged(one)
+  if kernels == "ynnpack":
+    assert logged(four) == logged(one)
+  else:
+    for a, b in zip(logged(four), logged(one), strict=True):
+      assert a.keys() == b.keys() and a["step"] == b["step"]
+      np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-4, atol=1e-6)
 
 
 def test_stacked_batches_are_split_along_the_batch_axis():

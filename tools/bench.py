@@ -155,8 +155,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="float32, or bfloat16: the library's mixed precision (config.compute_dtype), "
                            "bf16 compute with float32 parameters")
   parser.add_argument("--conv", default="auto", choices=kd_conv.CONV_BACKWARDS,
-                      help="the models' convolution backward pass (config.conv_backward): auto (matmul weight "
-                           "gradients on CPU, XLA's convolutions elsewhere; default), xla, matmul")
+                      help="the models' convolution backward pass (config.conv_backward): auto (default: matmul "
+                           "weight gradients on CPU with --cpu-conv-kernels ynnpack, XLA's gradients otherwise), "
+                           "xla, matmul")
+  parser.add_argument("--cpu-conv-kernels", default="xla", choices=kd_conv.CPU_CONV_KERNELS,
+                      help="which kernels run CPU convolutions (config.cpu_conv_kernels): xla (XLA's own; "
+                           "default) or ynnpack (XLA's default in jax 0.10); ignored on GPUs/TPUs")
   parser.add_argument("--distillers", default="all",
                       help="comma-separated registered names, or 'all' (default)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
@@ -388,6 +392,7 @@ class Setup:
   steps_per_epoch: int
   optim: Any
   phase_start: int
+  compiler_options: Optional[Dict[str, str]]  # every jitted program's, as the training loop passes them
 
   _teachers: Dict[str, Tuple[Teachers, Any]] = dataclasses.field(default_factory=dict)
 
@@ -457,7 +462,8 @@ def make_setup(args: argparse.Namespace) -> Setup:
   steps_per_epoch = kd_data.steps_per_epoch(args.train_examples, args.batch)
   return Setup(args, mesh, student, teacher, sharding.shard_batch(batch_np, mesh),
                {k: jnp.asarray(v) for k, v in batch_np.items()}, steps_per_epoch, phase.optim,
-               phase.steps(steps_per_epoch)[0])
+               phase.steps(steps_per_epoch)[0],
+               kd_conv.compiler_options(args.cpu_conv_kernels, mesh.devices.flat[0].platform))
 
 
 def training_data(args: argparse.Namespace) -> kd_distillers.TrainingData:
@@ -505,7 +511,8 @@ def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: T
       functools.partial(train_step, student=setup.student, teachers=teachers, distiller=distiller, tx=tx,
                         schedule=schedule, steps_per_epoch=setup.steps_per_epoch, crop_pad=args.crop_pad,
                         flip=args.flip, student_train=True, phase_start=setup.phase_start),
-      out_shardings=(state_shardings, sharding.replicated(setup.mesh)), donate_argnums=(0,))
+      out_shardings=(state_shardings, sharding.replicated(setup.mesh)), donate_argnums=(0,),
+      compiler_options=setup.compiler_options)
 
   holder = {"state": state}
   first_inputs = jax.tree.leaves(state)
@@ -528,7 +535,7 @@ def measure_teacher_forward(setup: Setup, teachers: Teachers, teacher_variables:
     out = teachers(variables, images)
     return tuple(o.logits for o in (out if isinstance(out, tuple) else (out,)))
 
-  fn = jax.jit(forward)
+  fn = jax.jit(forward, compiler_options=setup.compiler_options)
   images = setup.batch["image"]
   timing = time_calls(lambda: fn(teacher_variables, images)[0], fn, setup.args.steps, setup.args.warmup)
   profile_calls(lambda: fn(teacher_variables, images)[0], setup.args.profile, label)
@@ -574,10 +581,15 @@ def _log(message: str) -> None:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
   """The whole benchmark; returns the JSON report. Bad arguments raise `KDJaxError` before any work."""
   validate_args(args)
+  # As a training run sets it from its config: the mode is read when each step is traced (all inside).
+  with kd_conv.conv_backward(kd_conv.resolve_conv_backward(args.conv, args.cpu_conv_kernels)):
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> Dict[str, Any]:
   names = _distiller_list(args.distillers)
   hparams = _hparams(args.set)
   _install_compile_listener()
-  kd_conv.set_conv_backward(args.conv)  # read when each step is traced, as in a training run
   setup = make_setup(args)
   devices = jax.device_count()
   peak, peak_source = device_peak_tflops(args.dtype, args.peak_tflops)
@@ -587,6 +599,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
       "host": platform.node(), "teacher": args.teacher, "student": args.student, "batch": args.batch,
       "image_shape": [args.image_size, args.image_size, args.channels], "num_classes": args.num_classes,
       "train_examples": args.train_examples, "dtype": args.dtype, "conv_backward": args.conv,
+      "cpu_conv_kernels": args.cpu_conv_kernels, "compiler_options": setup.compiler_options,
       "steps": args.steps, "warmup": args.warmup,
       "crop_pad": args.crop_pad, "flip": args.flip, "weights": {"ce": args.ce_weight, "distiller": args.weight},
       "jax_version": jax.__version__, "backend_version": _backend_version(),
@@ -673,7 +686,8 @@ def format_table(report: Dict[str, Any]) -> str:
   """The report as Markdown: a header line, the baselines, one row per distiller."""
   lines = [f"{report['teacher']} → {report['student']}, batch {report['batch']}, "
            f"{'×'.join(map(str, report['image_shape']))}, {report['dtype']}, conv backward "
-           f"{report.get('conv_backward', 'auto')}, {report['devices']} × "
+           f"{report.get('conv_backward', 'auto')}, CPU conv kernels {report.get('cpu_conv_kernels', 'ynnpack')}, "
+           f"{report['devices']} × "
            f"{report['device']} ({report['platform']}), jax {report['jax_version']}, median of "
            f"{report['steps']} steps. Peak: {_fmt(report['peak_tflops_per_device'], '.1f')} TFLOP/s per "
            f"device ({report['peak_tflops_source']}).", "",

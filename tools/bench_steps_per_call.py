@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from kd_jax import data as kd_data  # noqa: E402
 from kd_jax import distillers, models  # noqa: E402
 from kd_jax.config import base_config  # noqa: E402
+from kd_jax.models import conv  # noqa: E402
 from kd_jax.train import loop, optim  # noqa: E402
 from kd_jax.train.step import create_train_state, train_step  # noqa: E402
 from kd_jax.train.teachers import Teachers  # noqa: E402
@@ -68,8 +69,10 @@ def _programs(student_name: str, loss: str, batch_size: int, k: int, dataset):
   state = create_train_state(jax.random.PRNGKey(0), student, distiller, tx, sample, teachers, teacher_variables)
   step = functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
                            schedule=schedule, steps_per_epoch=100)
-  one = jax.jit(step, donate_argnums=(0,))
-  several = jax.jit(functools.partial(loop._scan_steps, step), donate_argnums=(0,))  # as the loop builds it
+  options = conv.compiler_options(config.cpu_conv_kernels)  # as the loop compiles its steps
+  one = jax.jit(step, donate_argnums=(0,), compiler_options=options)
+  several = jax.jit(functools.partial(loop._scan_steps, step), donate_argnums=(0,),  # as the loop builds it
+                    compiler_options=options)
   device_batches = [{key: jnp.asarray(v) for key, v in b.items()} for b in batches]
   stacked = {key: jnp.asarray(np.stack([b[key] for b in batches])) for key in batches[0]}
   return one, several, state, device_batches, stacked, teacher_variables
@@ -121,6 +124,12 @@ def _loop_rows(args, dataset) -> list:
 
 
 def main(argv=None) -> int:
+  defaults = base_config()  # traced with the convolution backward a default training run uses
+  with conv.conv_backward(conv.resolve_conv_backward(defaults.conv_backward, defaults.cpu_conv_kernels)):
+    return _main(argv)
+
+
+def _main(argv) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--students", default="mlp_tiny,mlp_small,cnn_small")
   parser.add_argument("--losses", default="ce,kd")

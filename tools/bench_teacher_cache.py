@@ -42,6 +42,7 @@ from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax.config import base_config
+from kd_jax.models import conv as kd_conv
 from kd_jax.train import sharding
 from kd_jax.train import teacher_cache as tc
 from kd_jax.train.step import create_train_state, train_step
@@ -78,6 +79,12 @@ def random_split(args: argparse.Namespace) -> kd_data.Split:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+  defaults = base_config()  # traced with the convolution backward a default training run uses
+  with kd_conv.conv_backward(kd_conv.resolve_conv_backward(defaults.conv_backward, defaults.cpu_conv_kernels)):
+    return _main(argv)
+
+
+def _main(argv: Optional[Sequence[str]]) -> Dict[str, Any]:
   args = parse_args(argv)
   load_before = os.getloadavg()
   mesh = sharding.make_mesh()
@@ -115,7 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       step = jax.jit(functools.partial(
           train_step, student=student, teachers=teachers, distiller=distiller, tx=tx, schedule=schedule,
           steps_per_epoch=steps_per_epoch, flip=args.flip,
-          teacher_cache=None if variant_cache is None else variant_cache.layout), donate_argnums=(0,))
+          teacher_cache=None if variant_cache is None else variant_cache.layout), donate_argnums=(0,),
+          compiler_options=kd_conv.compiler_options(config.cpu_conv_kernels))  # as the training loop
       runners[name] = {"state": state, "step": step, "cache": variant_cache, "times": [], "i": 0}
 
     def one_step(runner) -> float:

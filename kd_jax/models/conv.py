@@ -27,6 +27,16 @@ for a training run. JAX caches traces per Python function object: jitting the *s
 after changing the mode may reuse the earlier trace (the training loop and tools/bench.py build a fresh
 function for every step they jit, so this does not affect them).
 
+Which CPU kernels run the convolutions (`cpu_conv_kernels`, `compiler_options`): jax 0.10's CPU backend
+hands convolutions, matrix products and reductions to YNNPACK. YNNPACK ran the 64-channel 32x32
+convolutions of the CIFAR ResNets on one of the machine's two cores (54 ms wall = CPU for a 3x3, 64→64
+convolution at batch 64), XLA's own convolution kernels use both (28 ms). 'xla' (the default) compiles
+every program with `xla_cpu_experimental_ynn_fusion_type` set to matrix products and reductions only, so
+convolutions use XLA's kernels while reductions keep YNNPACK's (XLA's own reductions, which that option
+would otherwise also bring back, made train-mode BatchNorm outputs about 10x further from float64);
+'ynnpack' leaves XLA's defaults alone. With XLA's kernels the matmul backward no longer helps, so
+`conv_backward='auto'` then means XLA's gradients (`resolve_conv_backward`).
+
 Anything the matmul form does not cover (grouped or depthwise convolutions, dilation, other layouts than
 NHWC/HWIO, 1-D/3-D, negative padding, `preferred_element_type`) falls back to `lax.conv_general_dilated`
 in every mode. Measurements and what did not help: docs/benchmarks.md, "CPU convolutions".
@@ -36,7 +46,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +56,12 @@ from jax import lax
 from kd_jax.errors import KDJaxError
 
 CONV_BACKWARDS = ("auto", "xla", "matmul")
+CPU_CONV_KERNELS = ("xla", "ynnpack")
+
+# XLA's DebugOptions field and value (jax 0.10.2, XLA's CPU backend) that leave only matrix products and
+# reductions to YNNPACK; its default also includes convolutions.
+_YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_DOT_AND_REDUCE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
 _mode = ["auto"]
 
@@ -66,6 +83,53 @@ def get_conv_backward() -> str:
 def set_conv_backward(mode: str) -> None:
   """Sets the mode for every model traced from now on (until set again)."""
   _mode[0] = validate_conv_backward(mode)
+
+
+def validate_cpu_conv_kernels(kernels: Any) -> str:
+  if kernels not in CPU_CONV_KERNELS:
+    raise KDJaxError(f"cpu_conv_kernels must be one of {', '.join(map(repr, CPU_CONV_KERNELS))}; got {kernels!r}. "
+                     "'xla' runs CPU convolutions with XLA's own kernels, 'ynnpack' with YNNPACK's (XLA's default).")
+  return kernels
+
+
+def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str) -> str:
+  """The mode to trace with: 'auto' is 'xla' when CPU convolutions use XLA's kernels (the matmul backward
+  only pays off against YNNPACK's), and stays 'auto' (matmul on CPU, XLA elsewhere) with 'ynnpack'."""
+  validate_conv_backward(conv_backward)
+  if conv_backward == "auto" and validate_cpu_conv_kernels(cpu_conv_kernels) == "xla":
+    return "xla"
+  return conv_backward
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_option_supported(key: str, value: str) -> bool:
+  # Another jaxlib may not know the option (compiling then fails) or may have dropped YNNPACK.
+  try:
+    x = jax.device_put(jnp.zeros(()), jax.local_devices(backend="cpu")[0])
+    jax.jit(lambda v: v + 1).lower(x).compile({key: value})
+    return True
+  except Exception:  # noqa: BLE001 - any refusal means "not supported here"
+    return False
+
+
+def compiler_options(cpu_conv_kernels: str, platform: Optional[str] = None) -> Optional[Dict[str, str]]:
+  """XLA compiler options for a program compiled for `platform` (default: JAX's default backend).
+
+  None (XLA's defaults) except on CPU with `cpu_conv_kernels='xla'`, where YNNPACK keeps matrix products
+  and reductions and XLA's own kernels run the convolutions. Where the installed jaxlib does not accept the
+  option, a warning says so and XLA's defaults are used. Pass the result as `jax.jit(...,
+  compiler_options=...)`; it takes precedence over the same field in `XLA_FLAGS` for that program.
+  """
+  validate_cpu_conv_kernels(cpu_conv_kernels)
+  platform = jax.default_backend() if platform is None else platform
+  if platform != "cpu" or cpu_conv_kernels != "xla":
+    return None
+  if not _cpu_option_supported(_YNN_FUSION_OPTION, _DOT_AND_REDUCE):
+    warnings.warn(f"This jaxlib ({jax.__version__}) does not accept the XLA option {_YNN_FUSION_OPTION}="
+                  f"{_DOT_AND_REDUCE}; CPU convolutions use XLA's default kernels (set "
+                  "config.cpu_conv_kernels = 'ynnpack' to silence this).", RuntimeWarning, stacklevel=2)
+    return None
+  return {_YNN_FUSION_OPTION: _DOT_AND_REDUCE}
 
 
 @contextlib.contextmanager

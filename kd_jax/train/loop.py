@@ -85,7 +85,8 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
         logits = teacher_cache.logits(view=0)
       else:
         logits, _ = teacher_logits(teachers, teacher_variables,
-                                   kd_data.eval_batches(dataset.train, config.eval_batch_size))
+                                   kd_data.eval_batches(dataset.train, config.eval_batch_size),
+                                   kd_conv.compiler_options(config.get("cpu_conv_kernels", "xla")))
       cache["logits"] = logits[0] / teachers.temperatures[0]
     return cache["logits"]
 
@@ -167,8 +168,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validation and test metrics; the test split is only reported, never used to choose anything.
   """
   validate(config)
-  # Process-wide, read when the steps are traced (kd_jax.models.conv); every run sets it from its config.
-  kd_conv.set_conv_backward(config.get("conv_backward", "auto"))
+  # The convolution backward is read when the steps are traced, all of which happens inside this call; the
+  # caller's mode is restored afterwards.
+  mode = kd_conv.resolve_conv_backward(config.get("conv_backward", "auto"), config.get("cpu_conv_kernels", "xla"))
+  with kd_conv.conv_backward(mode):
+    return _train_and_evaluate(config, workdir, dataset)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        dataset: Optional[kd_data.Dataset]) -> Dict[str, Any]:
+  cpu_conv_kernels = config.get("cpu_conv_kernels", "xla")
   distributed.initialize(config)  # a no-op when single-process or already done (the CLI does it first)
   main_process = distributed.is_main_process()  # the one that writes files and shows progress
   workdir = prepare_workdir(workdir)
@@ -178,6 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                    val_fraction=config.data.val_fraction, seed=config.seed)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
+  compiler_options = kd_conv.compiler_options(cpu_conv_kernels, mesh.devices.flat[0].platform)
   sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
   if len(dataset.train) < config.batch_size:
     raise KDJaxError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} training examples.")
@@ -270,7 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         teacher_cache=output_cache.layout if uses_cache(index) else None)
     if per_call > 1:  # one call runs `per_call` steps over stacked batches; metrics come back stacked
       step = functools.partial(_scan_steps, step)
-    return jax.jit(step, out_shardings=(shardings_for(index), sharding.replicated(mesh)), donate_argnums=(0,))
+    return jax.jit(step, out_shardings=(shardings_for(index), sharding.replicated(mesh)), donate_argnums=(0,),
+                   compiler_options=compiler_options)
 
   def host_batch(index: int, step: int) -> Dict[str, np.ndarray]:
     # Only this process's rows of the global batch kd_data.train_batch would give are read.
@@ -281,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return batch
 
   step_fns: Dict[Tuple[int, int], Any] = {}  # (phase, steps per call) -> the jitted step
-  eval_fn = jax.jit(functools.partial(eval_step, model=student))
+  eval_fn = jax.jit(functools.partial(eval_step, model=student), compiler_options=compiler_options)
   writer = MetricWriter(workdir, active=main_process)
   rows = sharding.process_rows(config.batch_size, mesh)  # this process's share of each training batch
 

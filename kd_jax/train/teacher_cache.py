@@ -46,6 +46,7 @@ import numpy as np
 from kd_jax import data as kd_data
 from kd_jax.distillers import Context, Distiller
 from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.train import sharding
 from kd_jax.train.distributed import is_main_process
@@ -313,7 +314,8 @@ def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables:
     stale = sorted(d for d in os.listdir(directory) if os.path.isfile(os.path.join(directory, d, "meta.json")))
     _log(f"computing {key} ({n} examples, {layout.views} view(s), fields {', '.join(layout.fields)}, "
          f"{total / 2**20:.1f} MiB)" + (f"; the teacher or data changed since {', '.join(stale)}" if stale else ""))
-    _build(entry, teachers, variables, split, layout, per_example, config.eval_batch_size, mesh)
+    _build(entry, teachers, variables, split, layout, per_example, config.eval_batch_size, mesh,
+           kd_conv.compiler_options(config.get("cpu_conv_kernels", "xla")))
     built = True
     if remove_stale and is_main_process():
       # Older entries, and temporary directories of builds that crashed.
@@ -328,7 +330,8 @@ def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables:
 
 
 def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_data.Split, layout: CacheLayout,
-           per_example: Mapping[str, jax.ShapeDtypeStruct], batch_size: int, mesh) -> None:
+           per_example: Mapping[str, jax.ShapeDtypeStruct], batch_size: int, mesh,
+           compiler_options: Optional[Dict[str, str]] = None) -> None:
   """One eval-mode pass over `split` (batches sharded like evaluation), streamed into `.npy` files."""
   start = time.time()
   names = layout.names()
@@ -344,7 +347,7 @@ def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_d
           arrays[layout.key(k, field, stage)] = jnp.stack(leaves, axis=1)
     return arrays
 
-  fn = jax.jit(forward, out_shardings=sharding.replicated(mesh))
+  fn = jax.jit(forward, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options)
   placed = sharding.replicate(tuple(variables), mesh)
   # Every process computes (outputs are replicated to all); only process 0 writes, into a private temporary
   # directory renamed into place at the end.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -20,6 +20,7 @@ import numpy as np
 
 from kd_jax import models as kd_models
 from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.pruning import prune_by_magnitude
 from kd_jax.train import checkpoint as ckpt
@@ -89,9 +90,13 @@ def load_teachers(config: ml_collections.ConfigDict, num_classes: int,
   return Teachers(tuple(modules), (1.0,) * len(modules), tuple(train_modes)), tuple(variables)
 
 
-def teacher_logits(teachers: Teachers, variables: Sequence[Any], batches) -> Tuple[np.ndarray, np.ndarray]:
-  """Each teacher's (uncalibrated) logits over `batches` (padded eval batches): [K, N, C] and labels [N]."""
-  forward = jax.jit(lambda v, x: tuple(m.apply(vi, x, train=False).logits for m, vi in zip(teachers.modules, v)))
+def teacher_logits(teachers: Teachers, variables: Sequence[Any], batches,
+                   compiler_options: Optional[Dict[str, str]] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """Each teacher's (uncalibrated) logits over `batches` (padded eval batches): [K, N, C] and labels [N].
+
+  `compiler_options`: XLA options for the forward pass (`kd_jax.models.conv.compiler_options`)."""
+  forward = jax.jit(lambda v, x: tuple(m.apply(vi, x, train=False).logits for m, vi in zip(teachers.modules, v)),
+                    compiler_options=compiler_options)
   logits, labels = [], []
   for batch in batches:
     keep = batch["mask"] > 0
@@ -121,7 +126,8 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
     raise KDJaxError(f"config.teacher.calibrate fits the temperature on the {config.teacher.calibration_split!r} "
                      "split, which is empty; set config.data.val_fraction > 0.")
   if logits is None:
-    logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size))
+    logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size),
+                                    kd_conv.compiler_options(config.get("cpu_conv_kernels", "xla")))
   else:
     labels = np.asarray(split.labels)
   writes = is_main_process()
