@@ -195,6 +195,25 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   return config
 
 
+# The string-valued settings and the values each accepts (the first is the default); validate() checks them
+# and the modules that read them reuse these tuples.
+CHOICES = {
+    "optim.schedule": ("multistep", "cosine", "constant"),
+    "optim.name": ("sgd", "adamw"),
+    "compute_dtype": ("float32", "bfloat16"),
+    "conv_backward": ("auto", "xla", "matmul"),
+    "cpu_conv_kernels": ("xla", "ynnpack"),
+    "sharding.params": ("replicated", "fsdp"),
+    "teacher.calibration_split": ("val", "train"),
+}
+
+
+def one_of(values) -> str:
+  """'a', 'b' or 'c'."""
+  quoted = [repr(v) for v in values]
+  return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 def _check_keys(given: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, path: str) -> None:
   for key in given.keys():
     if key not in schema:
@@ -218,18 +237,11 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   optim = config.get("optim", {})
   if optim.get("lr", 1.0) <= 0:
     problems.append(f"optim.lr must be > 0, got {optim.lr}")
-  if optim.get("schedule", "constant") not in ("multistep", "cosine", "constant"):
-    problems.append(f"optim.schedule must be 'multistep', 'cosine' or 'constant', got {optim.schedule!r}")
-  if optim.get("name", "sgd") not in ("sgd", "adamw"):
-    problems.append(f"optim.name must be 'sgd' or 'adamw', got {optim.name!r}")
-  if config.get("compute_dtype", "float32") not in ("float32", "bfloat16"):
-    problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
-  if config.get("conv_backward", "auto") not in ("auto", "xla", "matmul"):
-    problems.append(f"conv_backward must be 'auto', 'xla' or 'matmul', got {config.conv_backward!r}")
-  if config.get("cpu_conv_kernels", "xla") not in ("xla", "ynnpack"):
-    problems.append(f"cpu_conv_kernels must be 'xla' or 'ynnpack', got {config.cpu_conv_kernels!r}")
-  if config.get("sharding", {}).get("params", "replicated") not in ("replicated", "fsdp"):
-    problems.append(f"sharding.params must be 'replicated' or 'fsdp', got {config.sharding.params!r}")
+  for key, allowed in CHOICES.items():
+    section, _, name = key.rpartition(".")
+    node = config.get(section, {}) if section else config
+    if name in node and node[name] not in allowed:
+      problems.append(f"{key} must be {one_of(allowed)}, got {node[name]!r}")
   if config.get("sharding", {}).get("fsdp_min_size", 0) < 0:
     problems.append(f"sharding.fsdp_min_size must be >= 0, got {config.sharding.fsdp_min_size}")
   dist = config.get("distributed", {})
@@ -237,8 +249,6 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"distributed.num_processes must be >= 0 (0 = not given), got {dist.num_processes}")
   if dist.get("initialization_timeout", 1) <= 0:
     problems.append(f"distributed.initialization_timeout must be > 0, got {dist.initialization_timeout}")
-  if config.get("teacher", {}).get("calibration_split", "val") not in ("val", "train"):
-    problems.append(f"teacher.calibration_split must be 'val' or 'train', got {config.teacher.calibration_split!r}")
   fields = config.get("teacher", {}).get("cache_fields", ("logits",))
   cacheable = ("logits", "embedding", "stages", "preact_stages")
   if isinstance(fields, str) or not all(f in cacheable for f in fields):

@@ -75,7 +75,7 @@ import optax
 from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
-from kd_jax.config import base_config
+from kd_jax.config import CHOICES, base_config
 from kd_jax.errors import KDJaxError
 from kd_jax.models import conv as kd_conv
 from kd_jax.pruning import prune_by_magnitude
@@ -85,7 +85,7 @@ from kd_jax.train import sharding
 from kd_jax.train.step import create_train_state, train_step
 from kd_jax.train.teachers import Teachers
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = CHOICES["compute_dtype"]
 
 # Dense (no structured sparsity) peak TFLOP/s per device, from NVIDIA's data sheets. The sheets print the
 # tensor-core figures "with sparsity"; the dense figure is half of that. float32 runs are compared with the

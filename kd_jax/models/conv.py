@@ -53,10 +53,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kd_jax.config import CHOICES, one_of
 from kd_jax.errors import KDJaxError
 
-CONV_BACKWARDS = ("auto", "xla", "matmul")
-CPU_CONV_KERNELS = ("xla", "ynnpack")
+CONV_BACKWARDS = CHOICES["conv_backward"]
+CPU_CONV_KERNELS = CHOICES["cpu_conv_kernels"]
 
 # XLA's DebugOptions field and value (jax 0.10.2, XLA's CPU backend) that leave only matrix products and
 # reductions to YNNPACK; its default also includes convolutions.
@@ -70,7 +71,7 @@ Padding = Union[str, Sequence[Tuple[int, int]]]
 
 def validate_conv_backward(mode: Any) -> str:
   if mode not in CONV_BACKWARDS:
-    raise KDJaxError(f"conv_backward must be one of {', '.join(map(repr, CONV_BACKWARDS))}; got {mode!r}. "
+    raise KDJaxError(f"conv_backward must be {one_of(CONV_BACKWARDS)}; got {mode!r}. "
                      "'auto' uses the matmul weight gradient on CPU and XLA's convolutions elsewhere.")
   return mode
 
@@ -87,16 +88,17 @@ def set_conv_backward(mode: str) -> None:
 
 def validate_cpu_conv_kernels(kernels: Any) -> str:
   if kernels not in CPU_CONV_KERNELS:
-    raise KDJaxError(f"cpu_conv_kernels must be one of {', '.join(map(repr, CPU_CONV_KERNELS))}; got {kernels!r}. "
+    raise KDJaxError(f"cpu_conv_kernels must be {one_of(CPU_CONV_KERNELS)}; got {kernels!r}. "
                      "'xla' runs CPU convolutions with XLA's own kernels, 'ynnpack' with YNNPACK's (XLA's default).")
   return kernels
 
 
-def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str) -> str:
+def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str, platform: Optional[str] = None) -> str:
   """The mode to trace with: 'auto' is 'xla' when CPU convolutions use XLA's kernels (the matmul backward
-  only pays off against YNNPACK's), and stays 'auto' (matmul on CPU, XLA elsewhere) with 'ynnpack'."""
+  only pays off against YNNPACK's), and stays 'auto' (matmul on CPU, XLA elsewhere) when they use
+  YNNPACK's, asked for or because this jaxlib refuses the option."""
   validate_conv_backward(conv_backward)
-  if conv_backward == "auto" and validate_cpu_conv_kernels(cpu_conv_kernels) == "xla":
+  if conv_backward == "auto" and compiler_options(cpu_conv_kernels, platform) is not None:
     return "xla"
   return conv_backward
 

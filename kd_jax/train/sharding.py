@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from kd_jax.config import CHOICES
 from kd_jax.errors import KDJaxError
 
 
@@ -115,7 +116,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 MEMORY_COLLECTION = "memory"
 
 
-PARAM_SHARDINGS = ("replicated", "fsdp")
+PARAM_SHARDINGS = CHOICES["sharding.params"]
 # Arrays smaller than this stay replicated under FSDP: biases and BatchNorm scales would cost a collective
 # each for no memory worth saving.
 DEFAULT_FSDP_MIN_SIZE = 1024
