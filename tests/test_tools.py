@@ -1,6 +1,7 @@
 """The scripts in tools/ that produce the documented tables: their summaries, on made-up runs."""
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -108,3 +109,20 @@ def test_xla_cpu_numerics_library_options_are_as_accurate_as_xla_defaults():
   assert all(0 < e < 2e-6 for e in activations), out
   # No ReLU takes the other branch for this seed, so the gradients are within rounding too (1.6e-6, 1.8e-6).
   assert all(0 < e < 1e-5 for e in gradients), out
+
+
+def test_cpu_kernels_times_a_matmul_and_both_xla_convolution_settings(capsys):
+  tool = _load("cpu_kernels")
+  assert tool.main(["--matmul", "64", "--conv", "2x8x16", "--calls", "1", "--json"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  impls = {(r["op"], r["impl"]) for r in report["rows"]}
+  assert {("matmul 64x64", "jnp.dot (XLA)"), ("matmul 64x64", "numpy @"),
+          ("conv3x3 2x8x8x16", "XLA, cpu_conv_kernels=xla"),
+          ("conv3x3 2x8x8x16", "XLA, cpu_conv_kernels=ynnpack")} <= impls
+  for r in report["rows"]:
+    assert r["wall_s"] > 0 and r["gflops"] == pytest.approx(
+        (2 * 64 ** 3 if r["op"].startswith("matmul") else 2 * 2 * 8 * 8 * 16 * 16 * 9) / r["wall_s"] / 1e9)
+    if r["impl"].startswith("XLA, "):
+      assert r["relative_difference_between_xla_settings"] < 1e-5  # float32 reassociation only
+  with pytest.raises(SystemExit):
+    tool.main(["--conv", "64x32"])
