@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import unittest.mock
 
 import jax
 import jax.numpy as jnp
@@ -252,7 +253,6 @@ def test_a_training_run_restores_the_callers_conv_backward(tmp_path):
     return real(*args, **kwargs)
 
   with kd_conv.conv_backward("matmul"):
-    import unittest.mock
     with unittest.mock.patch.object(kd_conv, "conv_general_dilated", spy):
       loop.train_and_evaluate(config, str(tmp_path))
     assert kd_conv.get_conv_backward() == "matmul"  # the run's 'xla' did not leak out

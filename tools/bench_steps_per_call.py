@@ -69,7 +69,7 @@ def _programs(student_name: str, loss: str, batch_size: int, k: int, dataset):
   state = create_train_state(jax.random.PRNGKey(0), student, distiller, tx, sample, teachers, teacher_variables)
   step = functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
                            schedule=schedule, steps_per_epoch=100)
-  options = conv.compiler_options(config.cpu_conv_kernels)  # as the loop compiles its steps
+  options = conv.compiler_options_for(config)  # as the loop compiles its steps
   one = jax.jit(step, donate_argnums=(0,), compiler_options=options)
   several = jax.jit(functools.partial(loop._scan_steps, step), donate_argnums=(0,),  # as the loop builds it
                     compiler_options=options)
@@ -124,8 +124,8 @@ def _loop_rows(args, dataset) -> list:
 
 
 def main(argv=None) -> int:
-  defaults = base_config()  # traced with the convolution backward a default training run uses
-  with conv.conv_backward(conv.resolve_conv_backward(defaults.conv_backward, defaults.cpu_conv_kernels)):
+  # Traced with the convolution backward a default training run uses.
+  with conv.conv_backward(conv.conv_backward_for(base_config())):
     return _main(argv)
 
 

@@ -79,8 +79,8 @@ def random_split(args: argparse.Namespace) -> kd_data.Split:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-  defaults = base_config()  # traced with the convolution backward a default training run uses
-  with kd_conv.conv_backward(kd_conv.resolve_conv_backward(defaults.conv_backward, defaults.cpu_conv_kernels)):
+  # Traced with the convolution backward a default training run uses.
+  with kd_conv.conv_backward(kd_conv.conv_backward_for(base_config())):
     return _main(argv)
 
 
@@ -123,7 +123,7 @@ def _main(argv: Optional[Sequence[str]]) -> Dict[str, Any]:
           train_step, student=student, teachers=teachers, distiller=distiller, tx=tx, schedule=schedule,
           steps_per_epoch=steps_per_epoch, flip=args.flip,
           teacher_cache=None if variant_cache is None else variant_cache.layout), donate_argnums=(0,),
-          compiler_options=kd_conv.compiler_options(config.cpu_conv_kernels))  # as the training loop
+          compiler_options=kd_conv.compiler_options_for(config))  # as the training loop
       runners[name] = {"state": state, "step": step, "cache": variant_cache, "times": [], "i": 0}
 
     def one_step(runner) -> float:

@@ -134,6 +134,16 @@ def compiler_options(cpu_conv_kernels: str, platform: Optional[str] = None) -> O
   return {_YNN_FUSION_OPTION: _DOT_AND_REDUCE}
 
 
+def conv_backward_for(config: Any) -> str:
+  """`resolve_conv_backward` of a run config's `conv_backward` and `cpu_conv_kernels`."""
+  return resolve_conv_backward(config.get("conv_backward", "auto"), config.get("cpu_conv_kernels", "xla"))
+
+
+def compiler_options_for(config: Any, platform: Optional[str] = None) -> Optional[Dict[str, str]]:
+  """`compiler_options` of a run config's `cpu_conv_kernels`."""
+  return compiler_options(config.get("cpu_conv_kernels", "xla"), platform)
+
+
 @contextlib.contextmanager
 def conv_backward(mode: str) -> Iterator[None]:
   """Within the block, models are traced with `mode`; the previous mode is restored on exit."""

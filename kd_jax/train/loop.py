@@ -86,7 +86,7 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
       else:
         logits, _ = teacher_logits(teachers, teacher_variables,
                                    kd_data.eval_batches(dataset.train, config.eval_batch_size),
-                                   kd_conv.compiler_options(config.get("cpu_conv_kernels", "xla")))
+                                   kd_conv.compiler_options_for(config))
       cache["logits"] = logits[0] / teachers.temperatures[0]
     return cache["logits"]
 
@@ -170,14 +170,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validate(config)
   # The convolution backward is read when the steps are traced, all of which happens inside this call; the
   # caller's mode is restored afterwards.
-  mode = kd_conv.resolve_conv_backward(config.get("conv_backward", "auto"), config.get("cpu_conv_kernels", "xla"))
-  with kd_conv.conv_backward(mode):
+  with kd_conv.conv_backward(kd_conv.conv_backward_for(config)):
     return _train_and_evaluate(config, workdir, dataset)
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         dataset: Optional[kd_data.Dataset]) -> Dict[str, Any]:
-  cpu_conv_kernels = config.get("cpu_conv_kernels", "xla")
   distributed.initialize(config)  # a no-op when single-process or already done (the CLI does it first)
   main_process = distributed.is_main_process()  # the one that writes files and shows progress
   workdir = prepare_workdir(workdir)
@@ -187,8 +185,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                    val_fraction=config.data.val_fraction, seed=config.seed)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  compiler_options = kd_conv.compiler_options(cpu_conv_kernels, mesh.devices.flat[0].platform)
   sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  compiler_options = kd_conv.compiler_options_for(config, mesh.devices.flat[0].platform)
   if len(dataset.train) < config.batch_size:
     raise KDJaxError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} training examples.")
 

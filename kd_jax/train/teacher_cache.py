@@ -315,7 +315,7 @@ def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables:
     _log(f"computing {key} ({n} examples, {layout.views} view(s), fields {', '.join(layout.fields)}, "
          f"{total / 2**20:.1f} MiB)" + (f"; the teacher or data changed since {', '.join(stale)}" if stale else ""))
     _build(entry, teachers, variables, split, layout, per_example, config.eval_batch_size, mesh,
-           kd_conv.compiler_options(config.get("cpu_conv_kernels", "xla")))
+           kd_conv.compiler_options_for(config))
     built = True
     if remove_stale and is_main_process():
       # Older entries, and temporary directories of builds that crashed.

@@ -127,7 +127,7 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
                      "split, which is empty; set config.data.val_fraction > 0.")
   if logits is None:
     logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size),
-                                    kd_conv.compiler_options(config.get("cpu_conv_kernels", "xla")))
+                                    kd_conv.compiler_options_for(config))
   else:
     labels = np.asarray(split.labels)
   writes = is_main_process()
