@@ -71,9 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
   # updates) and BatchNorm statistics; every loss casts logits/features to float32 before softmax or
   # normalisation. 'float32' (default) is exact.
   c.compute_dtype = "float32"
-  # Backward pass of the models' convolutions (kd_jax.models.conv): 'auto' (matmul weight gradients when
-  # lowered for CPU with cpu_conv_kernels='ynnpack', XLA's convolutions otherwise), 'xla' (always XLA's)
-  # or 'matmul' (always the matmul form). Same values up to float32 reassociation; only speed differs.
+  # Backward pass of the models' convolutions (kd_jax.models.conv): 'auto' (when lowered for CPU the
+  # blocked backward, or with cpu_conv_kernels='ynnpack' the matmul one; XLA's convolutions on GPUs and
+  # TPUs), 'xla' (always XLA's), 'matmul' or 'blocked' (always that form). Same values up to float32
+  # reassociation; only speed differs.
   c.conv_backward = "auto"
   # Which kernels run convolutions on CPU (kd_jax.models.conv.compiler_options): 'xla' (XLA's own, which use
   # every core; YNNPACK keeps matrix products and reductions) or 'ynnpack' (XLA's default in jax 0.10).
@@ -201,7 +202,7 @@ CHOICES = {
     "optim.schedule": ("multistep", "cosine", "constant"),
     "optim.name": ("sgd", "adamw"),
     "compute_dtype": ("float32", "bfloat16"),
-    "conv_backward": ("auto", "xla", "matmul"),
+    "conv_backward": ("auto", "xla", "matmul", "blocked"),
     "cpu_conv_kernels": ("xla", "ynnpack"),
     "sharding.params": ("replicated", "fsdp"),
     "teacher.calibration_split": ("val", "train"),

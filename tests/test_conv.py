@@ -1,4 +1,4 @@
-"""The convolution with a matmul backward (kd_jax.models.conv) against lax.conv_general_dilated."""
+"""The convolution with CPU-specific backward passes (kd_jax.models.conv) against lax.conv_general_dilated."""
 
 from __future__ import annotations
 
@@ -44,11 +44,15 @@ CASES = [  # (batch, size, c_in, c_out, kernel, stride, padding)
     (2, 10, 4, 6, 5, 1, ((2, 2), (2, 2))),
     (2, 9, 4, 6, 3, 1, "SAME"),
     (2, 8, 6, 4, 3, 2, ((0, 1), (1, 0))),     # asymmetric padding
+    (3, 11, 3, 4, 5, 3, ((2, 1), (0, 2))),    # stride 3: nine output phases
+    (2, 9, 3, 4, 2, 3, ((0, 0), (1, 1))),     # kernel smaller than the stride: phases without taps
+    (9, 8, 4, 6, 3, 2, ((1, 1), (1, 1))),     # several weight-gradient blocks (with _BLOCK_POSITIONS below)
 ]
 
 
+@pytest.mark.parametrize("mode", ["matmul", "blocked"])
 @pytest.mark.parametrize("case", CASES, ids=[f"n{c[0]}s{c[1]}c{c[2]}-{c[3]}k{c[4]}st{c[5]}" for c in CASES])
-def test_matches_lax_forward_and_both_gradients(case):
+def test_matches_lax_forward_and_both_gradients(case, mode):
   n, size, c_in, c_out, k, stride, padding = case
   keys = jax.random.split(jax.random.PRNGKey(sum(case[:6])), 3)
   x = jax.random.normal(keys[0], (n, size, size, c_in))
@@ -56,7 +60,8 @@ def test_matches_lax_forward_and_both_gradients(case):
   kwargs = dict(window_strides=(stride, stride), padding=padding, dimension_numbers=NHWC)
   dy = jax.random.normal(keys[2], lax.conv_general_dilated(x, w, **kwargs).shape)
   y_ref, dx_ref, dw_ref = _value_and_grads(lax.conv_general_dilated, x, w, dy, **kwargs)
-  with kd_conv.conv_backward("matmul"):  # "auto" is the same program on CPU (tested below)
+  # 2 images per weight-gradient block at 8x8, so the batches above are split into 1 to 5 blocks.
+  with kd_conv.conv_backward(mode), unittest.mock.patch.object(kd_conv, "_BLOCK_POSITIONS", 128):
     y, dx, dw = jax.jit(lambda x, w, dy: _value_and_grads(kd_conv.conv_general_dilated, x, w, dy, **kwargs))(
         x, w, dy)
   assert y.shape == y_ref.shape and dx.shape == x.shape and dw.shape == w.shape
@@ -65,7 +70,7 @@ def test_matches_lax_forward_and_both_gradients(case):
   assert _rel_err(dw, dw_ref) < RTOL
 
 
-def test_auto_uses_the_matmul_backward_on_cpu_and_xla_mode_is_lax_itself():
+def test_auto_is_the_blocked_backward_on_cpu_and_xla_mode_is_lax_itself():
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 8))
   w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 8, 16))
   kwargs = dict(window_strides=(2, 2), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
@@ -76,25 +81,38 @@ def test_auto_uses_the_matmul_backward_on_cpu_and_xla_mode_is_lax_itself():
       return jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
 
   count = lambda text: text.count(" convolution(")
-  auto, matmul, xla = compiled_grad("auto"), compiled_grad("matmul"), compiled_grad("xla")
-  assert count(auto) == count(matmul) == 1  # only the forward is a convolution
-  assert count(xla) == 3                    # XLA's forward, input gradient and weight gradient
+  auto, blocked = compiled_grad("auto"), compiled_grad("blocked")
+  auto_matmul, matmul, xla = compiled_grad(kd_conv.AUTO_MATMUL), compiled_grad("matmul"), compiled_grad("xla")
+  # blocked: the forward, the 4 output phases of the stride-2 input gradient, one weight-gradient block
+  assert count(auto) == count(blocked) == 6
+  assert count(auto_matmul) == count(matmul) == 1  # only the forward is a convolution
+  assert count(xla) == 3                           # XLA's forward, input gradient and weight gradient
   with kd_conv.conv_backward("xla"):
     got = jax.grad(lambda w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2))(w)
   want = jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(x, w, **kwargs) ** 2))(w)
   np.testing.assert_array_equal(got, want)
 
 
+def test_weight_gradient_blocks_follow_the_image_size():
+  assert kd_conv._block_rows(64, 32, 32) == 16   # 16384 positions: 4 blocks
+  assert kd_conv._block_rows(64, 16, 16) == 64   # the whole batch is one block
+  assert kd_conv._block_rows(128, 32, 32) == 16
+  assert kd_conv._block_rows(64, 112, 112) == 4  # one image would be 12544 positions; at most 16 blocks
+  assert kd_conv._block_rows(1, 224, 224) == 1
+  assert kd_conv._block_rows(10, 32, 32) == 10 and kd_conv._block_rows(17, 32, 32) == 9
+
+
 def test_auto_keeps_xla_convolutions_when_lowered_for_gpu_and_tpu():
   # Lowering for another platform needs no such device (jax.export); this is what a GPU/TPU run compiles.
   x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
   kwargs = dict(window_strides=(2, 2), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
-  with kd_conv.conv_backward("auto"):
-    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2), (0, 1)))
-    for platform, convolutions, dots in (("cuda", 3, 0), ("tpu", 3, 0), ("cpu", 1, 10)):
-      text = jax.export.export(grad, platforms=[platform])(x, w).mlir_module()
-      assert text.count("stablehlo.convolution") == convolutions, platform
-      assert text.count("stablehlo.dot_general") == dots, platform
+  for mode, on_cpu in (("auto", (6, 0)), (kd_conv.AUTO_MATMUL, (1, 10))):
+    with kd_conv.conv_backward(mode):
+      grad = jax.jit(jax.grad(lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2), (0, 1)))
+      for platform, (convolutions, dots) in (("cuda", (3, 0)), ("tpu", (3, 0)), ("cpu", on_cpu)):
+        text = jax.export.export(grad, platforms=[platform])(x, w).mlir_module()
+        assert text.count("stablehlo.convolution") == convolutions, (mode, platform)
+        assert text.count("stablehlo.dot_general") == dots, (mode, platform)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -115,13 +133,15 @@ def test_unsupported_cases_fall_back_to_lax_exactly(kwargs):
     np.testing.assert_array_equal(g, r)
 
 
-def test_bfloat16_gradients_accumulate_in_float32():
+@pytest.mark.parametrize("mode", ["matmul", "blocked"])
+def test_bfloat16_gradients_accumulate_in_float32(mode):
   keys = jax.random.split(jax.random.PRNGKey(3), 3)
   x = jax.random.normal(keys[0], (8, 16, 16, 32)).astype(jnp.bfloat16)
   w = (jax.random.normal(keys[1], (3, 3, 32, 32)) / 17.0).astype(jnp.bfloat16)
   kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
   dy = jax.random.normal(keys[2], (8, 16, 16, 32)).astype(jnp.bfloat16)
-  with kd_conv.conv_backward("matmul"):
+  # blocked: one image per block, so dw is a sum of 8 blocks, which must not be rounded to bf16 one by one
+  with kd_conv.conv_backward(mode), unittest.mock.patch.object(kd_conv, "_BLOCK_POSITIONS", 256):
     y, dx, dw = _value_and_grads(kd_conv.conv_general_dilated, x, w, dy, **kwargs)
   assert y.dtype == dx.dtype == dw.dtype == jnp.bfloat16
   # Exact reference: the same bf16 values, float32 arithmetic. dw sums 8·16·16 = 2048 products per entry;
@@ -146,10 +166,11 @@ def _model_grads(name, mode, image_size, dtype="float32"):
     return variables, jax.jit(jax.value_and_grad(loss))(variables["params"])
 
 
-def test_full_model_gradient_matches_and_parameters_are_unchanged():
+@pytest.mark.parametrize("mode", ["matmul", "blocked"])
+def test_full_model_gradient_matches_and_parameters_are_unchanged(mode):
   # resnet8: every conv kind of the CIFAR ResNets (3x3 stride 1 and 2, 1x1 stride-2 projections), BN, fc.
   ref_vars, (ref_loss, ref_grads) = _model_grads("resnet8", "xla", 16)
-  got_vars, (loss, grads) = _model_grads("resnet8", "matmul", 16)
+  got_vars, (loss, grads) = _model_grads("resnet8", mode, 16)
   # Same parameter names, shapes and initial values: checkpoints and exported teachers keep loading.
   assert jax.tree.structure(ref_vars) == jax.tree.structure(got_vars)
   jax.tree.map(np.testing.assert_array_equal, ref_vars, got_vars)
@@ -163,7 +184,7 @@ def test_mode_switch_validation_and_restore():
   assert kd_conv.get_conv_backward() == "auto"
   with kd_conv.conv_backward("xla"):
     assert kd_conv.get_conv_backward() == "xla"
-    with pytest.raises(KDJaxError, match="conv_backward must be .auto., .xla. or .matmul."):
+    with pytest.raises(KDJaxError, match="conv_backward must be .auto., .xla., .matmul. or .blocked."):
       kd_conv.set_conv_backward("cudnn")
   assert kd_conv.get_conv_backward() == "auto"
   config = base_config()
@@ -191,9 +212,13 @@ def test_cpu_conv_kernels_options_and_what_auto_resolves_to():
       option: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
   assert kd_conv.compiler_options("ynnpack", "cpu") is None  # XLA's defaults
   assert kd_conv.compiler_options("xla", "gpu") is None and kd_conv.compiler_options("xla", "tpu") is None
-  assert kd_conv.resolve_conv_backward("auto", "xla") == "xla"
-  assert kd_conv.resolve_conv_backward("auto", "ynnpack") == "auto"
+  assert kd_conv.resolve_conv_backward("auto", "xla") == "auto"  # the blocked backward on CPU
+  assert kd_conv.resolve_conv_backward("auto", "ynnpack") == kd_conv.AUTO_MATMUL
   assert kd_conv.resolve_conv_backward("matmul", "xla") == "matmul"
+  assert kd_conv.resolve_conv_backward("blocked", "ynnpack") == "blocked"
+  with unittest.mock.patch.object(kd_conv, "_cpu_option_supported", lambda key, value: False):
+    with pytest.warns(RuntimeWarning, match="does not accept the XLA option"):  # a jaxlib without it
+      assert kd_conv.resolve_conv_backward("auto", "xla") == kd_conv.AUTO_MATMUL
   with pytest.raises(KDJaxError, match="cpu_conv_kernels must be .xla. or .ynnpack.; got"):
     kd_conv.compiler_options("onednn", "cpu")
   config = base_config()
@@ -255,5 +280,5 @@ def test_a_training_run_restores_the_callers_conv_backward(tmp_path):
   with kd_conv.conv_backward("matmul"):
     with unittest.mock.patch.object(kd_conv, "conv_general_dilated", spy):
       loop.train_and_evaluate(config, str(tmp_path))
-    assert kd_conv.get_conv_backward() == "matmul"  # the run's 'xla' did not leak out
-  assert traced and set(traced) == {"xla"}  # config: auto with XLA's CPU kernels
+    assert kd_conv.get_conv_backward() == "matmul"  # the run's mode did not leak out
+  assert traced and set(traced) == {"auto"}  # config: auto with XLA's CPU kernels (the blocked backward)

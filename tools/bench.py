@@ -155,9 +155,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="float32, or bfloat16: the library's mixed precision (config.compute_dtype), "
                            "bf16 compute with float32 parameters")
   parser.add_argument("--conv", default="auto", choices=kd_conv.CONV_BACKWARDS,
-                      help="the models' convolution backward pass (config.conv_backward): auto (default: matmul "
-                           "weight gradients on CPU with --cpu-conv-kernels ynnpack, XLA's gradients otherwise), "
-                           "xla, matmul")
+                      help="the models' convolution backward pass (config.conv_backward): auto (default: on CPU "
+                           "the blocked backward, or the matmul one with --cpu-conv-kernels ynnpack; XLA's "
+                           "gradients on GPUs/TPUs), xla, matmul, blocked")
   parser.add_argument("--cpu-conv-kernels", default="xla", choices=kd_conv.CPU_CONV_KERNELS,
                       help="which kernels run CPU convolutions (config.cpu_conv_kernels): xla (XLA's own; "
                            "default) or ynnpack (XLA's default in jax 0.10); ignored on GPUs/TPUs")

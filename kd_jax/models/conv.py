@@ -19,9 +19,31 @@ another order (float32 reassociation: differences of a few ulps of the sum's sca
 `lax.conv_general_dilated`). With bf16 inputs and kernels the products are accumulated in float32
 (`preferred_element_type`) and rounded to bf16 once, as the cotangent of a bf16 kernel must be bf16.
 
-The switch (`conv_backward`): "xla" is `lax.conv_general_dilated` unchanged; "matmul" always uses the
-matmul backward; "auto" (the default) picks "matmul" when lowering for CPU and "xla" on every other
-platform (GPUs and TPUs keep cuDNN's/XLA's convolutions), via `lax.platform_dependent`. The mode is read
+The blocked backward ("blocked", what "auto" runs on CPU with XLA's own convolution kernels, the default)
+keeps XLA's convolutions and changes two things about how they are fed:
+
+- Weight gradient, summed over blocks of the batch: dW = Σ_b conv(x_b, dy_b). XLA's CPU weight-gradient
+  convolution reads its input batch-minor ([C, H, W, N]), and XLA computes that copy inside the fusion that
+  produces the activation (BatchNorm, ReLU, the residual sum), a loop over the output that reads the NHWC
+  inputs with a stride of H·W·C: every element read costs a cache line, and for each of the C output rows
+  the whole activation streams through the caches again. In the resnet8x4 train step these fused
+  transposes took about 180 ms of a 480 ms step (one, of a 64x32x32x64 activation, 78 ms). Blocks of at
+  most `_BLOCK_POSITIONS` = 16384 positions (N_b·H·W; 16 images at 32x32) keep one block's cache lines
+  (16384 x 64 B = 1 MiB) in the per-core L2 cache, which cut those copies to about 55 ms.
+- Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with
+  s-1 zeros between its elements), which its fast CPU path does not take (43 ms against 10 ms for the
+  forward, 3x3 64→128 from 32x32 at batch 64). Instead, each of the s² phases of dx (the rows and columns
+  ≡ (p, q) mod s) is an ordinary stride-1 convolution of dy with the kernel taps w[p::s, q::s], flipped;
+  the phases are interleaved back (14 ms).
+
+Both compute the same products as XLA's gradients and sum them in another order (float32
+reassociation); bf16 weight-gradient blocks are summed in float32 and rounded once.
+
+The switch (`conv_backward`): "xla" is `lax.conv_general_dilated` unchanged; "matmul" and "blocked" always
+use their backward; "auto" (the default) picks the blocked backward when lowering for CPU and "xla" on every
+other platform (GPUs and TPUs keep cuDNN's/XLA's convolutions), via `lax.platform_dependent`; with
+YNNPACK's CPU kernels (`cpu_conv_kernels='ynnpack'`) it picks the matmul backward on CPU instead
+("auto-matmul", what `resolve_conv_backward` gives for that setting). The mode is read
 when a model is traced, so it applies to functions traced after it is set; `config.conv_backward` sets it
 for a training run. JAX caches traces per Python function object: jitting the *same* function object again
 after changing the mode may reuse the earlier trace (the training loop and tools/bench.py build a fresh
@@ -34,8 +56,9 @@ convolution at batch 64), XLA's own convolution kernels use both (28 ms). 'xla' 
 every program with `xla_cpu_experimental_ynn_fusion_type` set to matrix products and reductions only, so
 convolutions use XLA's kernels while reductions keep YNNPACK's (XLA's own reductions, which that option
 would otherwise also bring back, made train-mode BatchNorm outputs about 10x further from float64);
-'ynnpack' leaves XLA's defaults alone. With XLA's kernels the matmul backward no longer helps, so
-`conv_backward='auto'` then means XLA's gradients (`resolve_conv_backward`).
+'ynnpack' leaves XLA's defaults alone. The matmul backward pays off only against YNNPACK's kernels, the
+blocked one only against XLA's (docs/benchmarks.md), so `conv_backward='auto'` follows the kernels in use
+(`resolve_conv_backward`).
 
 Anything the matmul form does not cover (grouped or depthwise convolutions, dilation, other layouts than
 NHWC/HWIO, 1-D/3-D, negative padding, `preferred_element_type`) falls back to `lax.conv_general_dilated`
@@ -58,6 +81,9 @@ from kd_jax.errors import KDJaxError
 
 CONV_BACKWARDS = CHOICES["conv_backward"]
 CPU_CONV_KERNELS = CHOICES["cpu_conv_kernels"]
+# "auto" with YNNPACK's CPU kernels: the matmul backward when lowered for CPU, XLA's elsewhere. A resolved
+# mode only (`resolve_conv_backward`), not a config value.
+AUTO_MATMUL = "auto-matmul"
 
 # XLA's DebugOptions field and value (jax 0.10.2, XLA's CPU backend) that leave only matrix products and
 # reductions to YNNPACK; its default also includes convolutions.
@@ -69,21 +95,22 @@ _mode = ["auto"]
 Padding = Union[str, Sequence[Tuple[int, int]]]
 
 
-def validate_conv_backward(mode: Any) -> str:
-  if mode not in CONV_BACKWARDS:
+def validate_conv_backward(mode: Any, resolved: bool = False) -> str:
+  """`mode` if it is a config value of `conv_backward` (or, with `resolved`, also AUTO_MATMUL)."""
+  if mode not in CONV_BACKWARDS + ((AUTO_MATMUL,) if resolved else ()):
     raise KDJaxError(f"conv_backward must be {one_of(CONV_BACKWARDS)}; got {mode!r}. "
-                     "'auto' uses the matmul weight gradient on CPU and XLA's convolutions elsewhere.")
+                     "'auto' uses a CPU-specific backward pass on CPU and XLA's convolutions elsewhere.")
   return mode
 
 
 def get_conv_backward() -> str:
-  """The mode models traced from now on use ('auto', 'xla' or 'matmul')."""
+  """The mode models traced from now on use ('auto', 'xla', 'matmul', 'blocked' or 'auto-matmul')."""
   return _mode[0]
 
 
 def set_conv_backward(mode: str) -> None:
   """Sets the mode for every model traced from now on (until set again)."""
-  _mode[0] = validate_conv_backward(mode)
+  _mode[0] = validate_conv_backward(mode, resolved=True)
 
 
 def validate_cpu_conv_kernels(kernels: Any) -> str:
@@ -93,13 +120,13 @@ def validate_cpu_conv_kernels(kernels: Any) -> str:
   return kernels
 
 
-def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str, platform: Optional[str] = None) -> str:
-  """The mode to trace with: 'auto' is 'xla' when CPU convolutions use XLA's kernels (the matmul backward
-  only pays off against YNNPACK's), and stays 'auto' (matmul on CPU, XLA elsewhere) when they use
-  YNNPACK's, asked for or because this jaxlib refuses the option."""
+def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str) -> str:
+  """The mode to trace with: 'auto' (the blocked backward on CPU, XLA elsewhere) when CPU convolutions use
+  XLA's kernels, and AUTO_MATMUL (the matmul backward on CPU, XLA elsewhere) when they use YNNPACK's,
+  asked for or because this jaxlib refuses the option; the other modes are themselves."""
   validate_conv_backward(conv_backward)
-  if conv_backward == "auto" and compiler_options(cpu_conv_kernels, platform) is not None:
-    return "xla"
+  if conv_backward == "auto" and compiler_options(cpu_conv_kernels, "cpu") is None:
+    return AUTO_MATMUL
   return conv_backward
 
 
@@ -230,19 +257,115 @@ def _fwd(x, w, strides, pads, precision):
   return _xla_conv(x, w, strides, pads, precision), (x, w)
 
 
-def _bwd(strides, pads, precision, residuals, dy):
+def _xla_input_grad(w: jax.Array, dy: jax.Array, x_shape: Tuple[int, ...], x_dtype: Any,
+                    strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
+  """XLA's own input gradient (at stride 1 a plain convolution of dy with the flipped kernel, which is fast)."""
+  conv_of_x = lambda x_: _xla_conv(x_, w, strides, pads, precision)
+  (dx,) = jax.linear_transpose(conv_of_x, jax.ShapeDtypeStruct(x_shape, x_dtype))(dy)
+  return dx
+
+
+def _matmul_bwd(strides, pads, precision, residuals, dy):
   x, w = residuals
   if strides == (1, 1):
-    # XLA's own input gradient (a plain convolution with the flipped kernel) is fast at stride 1.
-    conv_of_x = lambda x_: _xla_conv(x_, w, strides, pads, precision)
-    (dx,) = jax.linear_transpose(conv_of_x, jax.ShapeDtypeStruct(x.shape, x.dtype))(dy)
+    dx = _xla_input_grad(w, dy, x.shape, x.dtype, strides, pads, precision)
   else:
     dx = _strided_input_grad(w, dy, x.shape, x.dtype, strides, pads, precision)
   dw = _weight_grad(x, dy, w.shape, w.dtype, strides, pads, precision)
   return dx, dw
 
 
-_matmul_backward_conv.defvjp(_fwd, _bwd)
+_matmul_backward_conv.defvjp(_fwd, _matmul_bwd)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The blocked backward: XLA's convolutions, the weight gradient over batch blocks, strided input gradients
+# by output phase (see the module docstring for why)
+
+# Positions (images x H x W) per weight-gradient block: one cache line each is 1 MiB, an L2 cache's worth.
+_BLOCK_POSITIONS = 16384
+# At most this many blocks, so a large image (one block per image at 128x128) does not unroll into
+# hundreds of convolutions.
+_MAX_BLOCKS = 16
+
+
+def _block_rows(n: int, h: int, w: int) -> int:
+  """Images per weight-gradient block for a batch of n images of h x w positions."""
+  blocks = min(max(-(-n * h * w // _BLOCK_POSITIONS), 1), _MAX_BLOCKS, n)
+  return -(-n // blocks)
+
+
+def _blocked_weight_grad(x: jax.Array, dy: jax.Array, w_shape: Tuple[int, ...], w_dtype: Any,
+                         strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
+  """dW = Σ over batch blocks b of XLA's weight-gradient convolution of (x_b, dy_b), summed in float32.
+
+  Each block is the convolution jax's own VJP writes for the weight gradient: x with its batch as the
+  features and its channels as the batch ("CHWN"), dy as the kernel ("IHWO", dilated by the stride),
+  giving dW[i, j, c_in, c_out] = Σ_{n,h,w} x_pad[n, s·h+i, s·w+j, c_in] · dy[n, h, w, c_out]. The high
+  padding is trimmed so the output has exactly kh x kw taps (rows of x_pad no tap reads are dropped).
+  """
+  kh, kw = w_shape[:2]
+  n, height, width = x.shape[:3]
+  (sh, sw), ((lo_h, _), (lo_w, _)) = strides, pads
+  ho, wo = dy.shape[1:3]
+  trimmed = ((lo_h, kh + sh * (ho - 1) - height - lo_h), (lo_w, kw + sw * (wo - 1) - width - lo_w))
+  acc = jnp.promote_types(jnp.float32, jnp.result_type(x.dtype, dy.dtype))
+  rows = _block_rows(n, height, width)
+  total = None
+  for start in range(0, n, rows):
+    part = lax.conv_general_dilated(x[start:start + rows], dy[start:start + rows], (1, 1), trimmed,
+                                    rhs_dilation=strides, dimension_numbers=("CHWN", "IHWO", "HWNC"),
+                                    precision=precision, preferred_element_type=acc)
+    total = part if total is None else total + part
+  return total.astype(w_dtype)
+
+
+def _phase_input_grad(w: jax.Array, dy: jax.Array, x_shape: Tuple[int, ...], x_dtype: Any,
+                      strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
+  """dx of a strided convolution as s_h·s_w stride-1 convolutions, one per output phase, interleaved.
+
+  Padded-input row r = s·a + p receives dy[a - m]·w[p + s·m] for every m with a tap there, so phase p of
+  dx_pad is the full correlation of dy with the flipped sub-kernel w[p::s] (input and output channels
+  swapped), padded low by its length − 1 and high up to the phase's A = ceil(H_pad / s) rows. A phase
+  with no taps (kernel smaller than the stride) is zero. Stacking the phases as [N, A, s_h, B, s_w, C]
+  and reshaping interleaves them; the padding rows are then cut off.
+  """
+  kh, kw, c_in, _ = w.shape
+  n, ho, wo, _ = dy.shape
+  (sh, sw), ((lo_h, hi_h), (lo_w, hi_w)) = strides, pads
+  a_len, b_len = -(-(x_shape[1] + lo_h + hi_h) // sh), -(-(x_shape[2] + lo_w + hi_w) // sw)
+  phase_rows = []
+  for p in range(sh):
+    phases = []
+    for q in range(sw):
+      taps = w[p::sh, q::sw]
+      kp, kq = taps.shape[:2]
+      if kp == 0 or kq == 0:
+        phases.append(jnp.zeros((n, a_len, b_len, c_in), x_dtype))
+        continue
+      flipped = jnp.transpose(taps[::-1, ::-1], (0, 1, 3, 2))
+      phases.append(lax.conv_general_dilated(dy, flipped, (1, 1), ((kp - 1, a_len - ho), (kq - 1, b_len - wo)),
+                                             dimension_numbers=_NHWC, precision=precision).astype(x_dtype))
+    phase_rows.append(jnp.stack(phases, axis=3))                        # [N, A, B, s_w, C]
+  dx_pad = jnp.stack(phase_rows, axis=2).reshape(n, a_len * sh, b_len * sw, c_in)
+  return dx_pad[:, lo_h:lo_h + x_shape[1], lo_w:lo_w + x_shape[2], :]
+
+
+def _blocked_bwd(strides, pads, precision, residuals, dy):
+  x, w = residuals
+  input_grad = _xla_input_grad if strides == (1, 1) else _phase_input_grad
+  dx = input_grad(w, dy, x.shape, x.dtype, strides, pads, precision)
+  dw = _blocked_weight_grad(x, dy, w.shape, w.dtype, strides, pads, precision)
+  return dx, dw
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _blocked_backward_conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int],
+                           pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
+  return _xla_conv(x, w, strides, pads, precision)
+
+
+_blocked_backward_conv.defvjp(_fwd, _blocked_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -284,8 +407,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
 
   Mode (`get_conv_backward()`, read at trace time): 'xla' calls `lax.conv_general_dilated` as is;
   'matmul' computes the weight gradient (and, for strides > 1, the input gradient) with matmuls;
-  'auto' uses 'matmul' when lowered for CPU and 'xla' on other platforms. Unsupported cases (see the module
-  docstring) use `lax.conv_general_dilated` in every mode.
+  'blocked' keeps XLA's convolutions, the weight gradient over batch blocks and strided input gradients
+  by output phase; 'auto' uses 'blocked' when lowered for CPU and 'xla' on other platforms, AUTO_MATMUL
+  'matmul' on CPU and 'xla' elsewhere. Unsupported cases (see the module docstring) use
+  `lax.conv_general_dilated` in every mode.
   """
   mode = _mode[0]
   plain = functools.partial(lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation,
@@ -301,7 +426,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   if pads is None:
     return plain()
   matmul = lambda x, w: _matmul_backward_conv(x, w, strides, pads, precision)
-  if mode == "matmul":
-    return matmul(lhs, rhs)
+  blocked = lambda x, w: _blocked_backward_conv(x, w, strides, pads, precision)
+  if mode in ("matmul", "blocked"):
+    return (matmul if mode == "matmul" else blocked)(lhs, rhs)
   xla = lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
-  return lax.platform_dependent(lhs, rhs, cpu=matmul, default=xla)
+  return lax.platform_dependent(lhs, rhs, cpu=matmul if mode == AUTO_MATMUL else blocked, default=xla)
