@@ -115,15 +115,15 @@ def test_auto_keeps_xla_convolutions_when_lowered_for_gpu_and_tpu():
         assert text.count("stablehlo.dot_general") == dots, (mode, platform)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(feature_group_count=4),                 # grouped (depthwise-like)
-    dict(rhs_dilation=(2, 2)),
-    dict(lhs_dilation=(2, 1)),
+@pytest.mark.parametrize("kwargs, c_out", [
+    (dict(feature_group_count=32), 64),   # more groups than _MAX_SPLIT_GROUPS, not depthwise (2 filters each)
+    (dict(rhs_dilation=(2, 2)), 32),
+    (dict(lhs_dilation=(2, 1)), 32),
 ])
-def test_unsupported_cases_fall_back_to_lax_exactly(kwargs):
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 8))
-  c_in = 8 // kwargs.get("feature_group_count", 1)
-  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, c_in, 8))
+def test_unsupported_cases_fall_back_to_lax_exactly(kwargs, c_out):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 32))
+  c_in = 32 // kwargs.get("feature_group_count", 1)
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, c_in, c_out))
   args = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC, **kwargs)
   loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w, **args))))
   with kd_conv.conv_backward("matmul"):
@@ -133,12 +133,68 @@ def test_unsupported_cases_fall_back_to_lax_exactly(kwargs):
     np.testing.assert_array_equal(g, r)
 
 
-@pytest.mark.parametrize("mode", ["matmul", "blocked"])
-def test_bfloat16_gradients_accumulate_in_float32(mode):
+GROUPED = [  # (batch, size, c_in, c_out, groups, kernel, stride, padding)
+    (4, 8, 6, 6, 6, 3, 1, ((1, 1), (1, 1))),     # depthwise, as in MobileNetV2 and ShuffleNet
+    (3, 9, 5, 5, 5, 3, 2, ((1, 1), (1, 1))),     # depthwise, stride 2, odd size
+    (3, 10, 5, 5, 5, 5, 3, ((2, 1), (0, 2))),    # depthwise, stride 3, asymmetric padding
+    (2, 9, 4, 4, 4, 2, 2, ((0, 3), (3, 0))),     # depthwise, padding wider than the kernel
+    (2, 7, 4, 4, 4, 3, 2, "VALID"),
+    (2, 8, 12, 6, 3, 1, 1, "VALID"),             # ShuffleNetV1's grouped 1x1 convolutions
+    (2, 9, 8, 16, 4, 3, 2, ((1, 1), (1, 1))),    # grouped 3x3, stride 2
+]
+
+
+@pytest.mark.parametrize("mode", ["auto", "matmul"])
+@pytest.mark.parametrize("case", GROUPED, ids=[f"c{c[2]}-{c[3]}g{c[4]}k{c[5]}st{c[6]}" for c in GROUPED])
+def test_grouped_and_depthwise_convolutions_match_lax(case, mode):
+  n, size, c_in, c_out, groups, k, stride, padding = case
+  keys = jax.random.split(jax.random.PRNGKey(sum(case[:7])), 3)
+  x = jax.random.normal(keys[0], (n, size, size, c_in))
+  w = jax.random.normal(keys[1], (k, k, c_in // groups, c_out)) / k
+  kwargs = dict(window_strides=(stride, stride), padding=padding, dimension_numbers=NHWC,
+                feature_group_count=groups)
+  dy = jax.random.normal(keys[2], lax.conv_general_dilated(x, w, **kwargs).shape)
+  y_ref, dx_ref, dw_ref = _value_and_grads(lax.conv_general_dilated, x, w, dy, **kwargs)
+  with kd_conv.conv_backward(mode):
+    y, dx, dw = jax.jit(lambda x, w, dy: _value_and_grads(kd_conv.conv_general_dilated, x, w, dy, **kwargs))(
+        x, w, dy)
+  assert y.shape == y_ref.shape and dx.shape == x.shape and dw.shape == w.shape
+  for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+    assert _rel_err(got, want) < RTOL
+
+
+def test_depthwise_convolutions_leave_xla_grouped_path_on_cpu_only():
+  x, w = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 1, 16))
+  kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC, feature_group_count=16)
+  with kd_conv.conv_backward("auto"):
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2), (0, 1)))
+    for platform, convolutions in (("cuda", 3), ("tpu", 3), ("cpu", 0)):
+      text = jax.export.export(grad, platforms=[platform])(x, w).mlir_module()
+      assert text.count("stablehlo.convolution") == convolutions, platform
+
+
+def test_depthwise_weight_gradient_is_as_accurate_as_float64_allows():
+  # 8·32·32 = 8192 products per filter tap: the two-level sum keeps float32 close to the exact value.
+  keys = jax.random.split(jax.random.PRNGKey(5), 2)
+  x = jax.random.normal(keys[0], (8, 32, 32, 8))
+  dy = jax.random.normal(keys[1], (8, 32, 32, 8))
+  kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC, feature_group_count=8)
+  with kd_conv.conv_backward("auto"):
+    _, vjp = jax.vjp(lambda w: kd_conv.conv_general_dilated(x, w, **kwargs), jnp.zeros((3, 3, 1, 8)))
+    (dw,) = vjp(dy)
+  x64 = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  exact = np.stack([np.einsum("nhwc,nhwc->c", x64[:, i:i + 32, j:j + 32], np.asarray(dy, np.float64))
+                    for i in range(3) for j in range(3)]).reshape(3, 3, 1, 8)
+  assert _rel_err(dw, exact) < 2e-6
+
+
+@pytest.mark.parametrize("mode, groups", [("matmul", 1), ("blocked", 1), ("auto", 32)])
+def test_bfloat16_gradients_accumulate_in_float32(mode, groups):
   keys = jax.random.split(jax.random.PRNGKey(3), 3)
   x = jax.random.normal(keys[0], (8, 16, 16, 32)).astype(jnp.bfloat16)
-  w = (jax.random.normal(keys[1], (3, 3, 32, 32)) / 17.0).astype(jnp.bfloat16)
-  kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
+  w = (jax.random.normal(keys[1], (3, 3, 32 // groups, 32)) / 17.0).astype(jnp.bfloat16)
+  kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC,
+                feature_group_count=groups)
   dy = jax.random.normal(keys[2], (8, 16, 16, 32)).astype(jnp.bfloat16)
   # blocked: one image per block, so dw is a sum of 8 blocks, which must not be rounded to bf16 one by one
   with kd_conv.conv_backward(mode), unittest.mock.patch.object(kd_conv, "_BLOCK_POSITIONS", 256):
@@ -166,18 +222,26 @@ def _model_grads(name, mode, image_size, dtype="float32"):
     return variables, jax.jit(jax.value_and_grad(loss))(variables["params"])
 
 
-@pytest.mark.parametrize("mode", ["matmul", "blocked"])
-def test_full_model_gradient_matches_and_parameters_are_unchanged(mode):
+@pytest.mark.parametrize("name, mode", [("resnet8", "matmul"), ("resnet8", "blocked")])
+def test_full_model_gradient_matches_and_parameters_are_unchanged(name, mode):
   # resnet8: every conv kind of the CIFAR ResNets (3x3 stride 1 and 2, 1x1 stride-2 projections), BN, fc.
-  ref_vars, (ref_loss, ref_grads) = _model_grads("resnet8", "xla", 16)
-  got_vars, (loss, grads) = _model_grads("resnet8", mode, 16)
+  # (Depthwise and grouped convolutions are checked one by one above; a shufflenetv1 gradient compiled with
+  # XLA's grouped convolutions alone takes 20 s, and matched within 3e-5 of the scale below.)
+  ref_vars, (ref_loss, ref_grads) = _model_grads(name, "xla", 16)
+  got_vars, (loss, grads) = _model_grads(name, mode, 16)
   # Same parameter names, shapes and initial values: checkpoints and exported teachers keep loading.
   assert jax.tree.structure(ref_vars) == jax.tree.structure(got_vars)
   jax.tree.map(np.testing.assert_array_equal, ref_vars, got_vars)
-  np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
-  errors = jax.tree.map(_rel_err, grads, ref_grads)
-  worst = max(jax.tree.leaves(errors))
-  assert worst < 1e-4, errors  # through BatchNorm and 8 layers the reassociation grows a little
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  # Errors relative to each leaf's scale, floored at 1e-3 of the largest gradient: a BatchNorm bias that
+  # feeds another BatchNorm has a gradient that is 0 up to rounding (1e-8 here), whose relative error is
+  # noise. Through BatchNorm and many layers float32 reassociation grows: merely reversing the batch order
+  # under XLA's own convolutions moves shufflenetv1's gradients by 3e-5 of their scale (mobilenetv2_half's
+  # by 1.5e-4); resnet8's stay within 1e-6.
+  scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(ref_grads))
+  errors = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                        / max(float(np.max(np.abs(b))), 1e-3 * scale), grads, ref_grads)
+  assert max(jax.tree.leaves(errors)) < 1e-4, errors
 
 
 def test_mode_switch_validation_and_restore():
