@@ -123,3 +123,30 @@ def test_peak_flops_table_and_override(bench):
   assert bench.device_peak_tflops("float32", None, kind="NVIDIA H200", precision="highest")[0] == 67.0
   assert bench.device_peak_tflops("bfloat16", None, kind="NVIDIA H100 PCIe")[0] == 756.5
   assert bench.device_peak_tflops("float32", None, kind="NVIDIA H100 80GB HBM3")[0] == 494.5
+
+
+def _load_tool(name):
+  if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)  # the tool imports bench.py as a sibling module
+  spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_conv_backward_modes_interleaved_on_a_tiny_pair(capsys):
+  tool = _load_tool("bench_conv_backward")
+  argv = ["--student", "cnn_tiny", "--teacher", "cnn_tiny", "--batch", "8", "--image-size", "8",
+          "--num-classes", "10", "--rounds", "2", "--loss", "kd", "--modes", "xla,auto,matmul,xla", "--json"]
+  assert tool.main(argv) == 0
+  report = json.loads(capsys.readouterr().out)
+  rows = report["modes"]
+  assert [r["mode"] for r in rows] == ["xla", "auto", "matmul", "xla"]
+  assert [r["resolved"] for r in rows] == ["xla", "auto", "matmul", "xla"]  # XLA's CPU kernels: auto stays auto
+  assert rows[0]["ratio"] == 1.0
+  for row in rows:
+    assert len(row["times_s"]) == 2 and all(_positive(t) for t in row["times_s"])
+    assert row["min_s"] <= row["median_s"]
+    assert row["first_loss"] == pytest.approx(rows[0]["first_loss"], rel=1e-5)  # the same step, every mode
+  assert tool.main(["--modes", "xla,cudnn"]) == 2
+  assert "conv_backward must be" in capsys.readouterr().err

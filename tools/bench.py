@@ -491,9 +491,13 @@ def profile_calls(call: Callable[[], jax.Array], directory: str, label: str, cal
       call().block_until_ready()
 
 
-def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: Teachers,
-                 teacher_variables: Any, label: str = "step") -> Tuple[Timing, Dict[str, Optional[float]]]:
-  """The library's train step for `distiller`, jitted as `kd_jax.train.loop` does, timed."""
+def build_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: Teachers,
+               teacher_variables: Any) -> Tuple[Any, Callable[[], jax.Array], Dict[str, Any]]:
+  """The library's train step for `distiller`, jitted as `kd_jax.train.loop` does, on a fresh state.
+
+  Returns the jitted function, `call()` (one step on the benchmark batch, returning the loss to wait on;
+  the first call traces and compiles) and `{"state": ...}`, the state the next call starts from.
+  """
   args = setup.args
   state = create_train_state(jax.random.PRNGKey(args.seed), setup.student, distiller, optax.identity(),
                              setup.sample, teachers, teacher_variables)
@@ -515,12 +519,20 @@ def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: T
       compiler_options=setup.compiler_options)
 
   holder = {"state": state}
-  first_inputs = jax.tree.leaves(state)
 
   def call():
     holder["state"], metrics = step_fn(holder["state"], setup.batch, teacher_variables)
     return metrics["loss"]
 
+  return step_fn, call, holder
+
+
+def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: Teachers,
+                 teacher_variables: Any, label: str = "step") -> Tuple[Timing, Dict[str, Optional[float]]]:
+  """The library's train step for `distiller`, jitted as `kd_jax.train.loop` does, timed."""
+  args = setup.args
+  step_fn, call, holder = build_step(setup, distiller, teachers, teacher_variables)
+  first_inputs = jax.tree.leaves(holder["state"])
   timing = time_calls(call, step_fn, args.steps, args.warmup)
   timing.donated_fraction = sum(x.is_deleted() for x in first_inputs) / max(len(first_inputs), 1)
   profile_calls(call, args.profile, label)
