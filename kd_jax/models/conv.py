@@ -1,10 +1,13 @@
 """A drop-in `lax.conv_general_dilated` whose backward pass is fast on CPUs.
 
-Why: XLA's CPU backend differentiates a convolution into two more convolutions. The input gradient is
-fine, but the weight gradient becomes a convolution whose "kernel" is the output gradient (e.g. a 16x16
+XLA's CPU backend differentiates a convolution into two more convolutions. The input gradient is fine at
+stride 1, but the weight gradient becomes a convolution whose "kernel" is the output gradient (e.g. a 16x16
 window over the batch-as-features input, producing a 3x3 output) and which needs its input transposed to
 batch-last first; inside the resnet8x4 train step these two (the odd convolution and the transposes)
-took about half of the step's time. The same weight gradient is kh·kw ordinary matrix products,
+took about half of the step's time. Two CPU backward passes address it, one per CPU kernel setting.
+
+The matmul backward ("matmul"; what "auto" runs on CPU with YNNPACK's kernels): the same weight gradient
+is kh·kw ordinary matrix products,
 
     dW[i, j] = sum over (n, h, w) of  x_pad[n, s·h + i, s·w + j, :]ᵀ · dy[n, h, w, :]     ([C_in, C_out])
 
@@ -26,10 +29,12 @@ keeps XLA's convolutions and changes two things about how they are fed:
   convolution reads its input batch-minor ([C, H, W, N]), and XLA computes that copy inside the fusion that
   produces the activation (BatchNorm, ReLU, the residual sum), a loop over the output that reads the NHWC
   inputs with a stride of H·W·C: every element read costs a cache line, and for each of the C output rows
-  the whole activation streams through the caches again. In the resnet8x4 train step these fused
-  transposes took about 180 ms of a 480 ms step (one, of a 64x32x32x64 activation, 78 ms). Blocks of at
-  most `_BLOCK_POSITIONS` = 16384 positions (N_b·H·W; 16 images at 32x32) keep one block's cache lines
-  (16384 x 64 B = 1 MiB) in the per-core L2 cache, which cut those copies to about 55 ms.
+  the whole activation streams through the caches again. In profiles of the resnet8x4 train step (batch
+  64, 2-core CPU) these fused transposes took 130-180 ms of a 480 ms step (one, of a 64x32x32x64
+  activation, 78 ms), where the same transpose of a materialised array takes 4 ms. (XLA removes
+  `lax.optimization_barrier`s and carries the layout through loops, so the fusion cannot be stopped from
+  JAX.) Blocks of at most `_BLOCK_POSITIONS` = 16384 positions (N_b·H·W; 16 images at 32x32) keep one
+  block's cache lines (16384 x 64 B = 1 MiB) in the per-core L2 cache, which cut those copies to 55-85 ms.
 - Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with
   s-1 zeros between its elements), which its fast CPU path does not take (43 ms against 10 ms for the
   forward, 3x3 64→128 from 32x32 at batch 64). Instead, each of the s² phases of dx (the rows and columns
@@ -64,7 +69,9 @@ Grouped convolutions take forms of their own in every mode but 'xla' (on CPU onl
 depthwise ones (feature groups = input = output channels) are shifted multiply-adds (`_depthwise_conv`),
 and up to `_MAX_SPLIT_GROUPS` groups become that many ordinary convolutions (`_split_groups`). Anything
 else the CPU forms do not cover (more groups, dilation, other layouts than NHWC/HWIO, 1-D/3-D, negative
-padding, `preferred_element_type`) falls back to `lax.conv_general_dilated` in every mode. Measurements and what did not help: docs/benchmarks.md, "CPU convolutions".
+padding, `preferred_element_type`) falls back to `lax.conv_general_dilated` in every mode.
+
+Measurements and what did not help: docs/benchmarks.md, "CPU convolutions".
 """
 
 from __future__ import annotations
