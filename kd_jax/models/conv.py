@@ -501,8 +501,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   Mode (`get_conv_backward()`, read at trace time): 'xla' calls `lax.conv_general_dilated` as is;
   'matmul' computes the weight gradient (and, for strides > 1, the input gradient) with matmuls;
   'blocked' keeps XLA's convolutions, the weight gradient over batch blocks and strided input gradients
-  by output phase; 'auto' uses 'blocked' when lowered for CPU and 'xla' on other platforms, AUTO_MATMUL
-  'matmul' on CPU and 'xla' elsewhere. Depthwise convolutions (one filter per channel) are shifted
+  by output phase; 'auto' uses 'blocked' when lowered for CPU and 'xla' on other platforms, and
+  AUTO_MATMUL ('auto-matmul') uses 'matmul' on CPU and 'xla' elsewhere. Depthwise convolutions (one filter per channel) are shifted
   multiply-adds (`_depthwise_conv`) and convolutions of up to `_MAX_SPLIT_GROUPS` groups are split into
   ordinary ones, wherever the mode would use a CPU form. Unsupported cases (see the module docstring) use
   `lax.conv_general_dilated` in every mode.
