@@ -329,6 +329,48 @@ def test_xla_kernels_take_convolutions_from_ynnpack_with_the_same_values():
     assert _rel_err(a, b) < 1e-5
 
 
+@pytest.mark.parametrize("name", ["resnet8", "vgg8"])
+def test_eval_forward_keeps_the_last_stage_convolutions_out_of_ynnpack(name):
+  """The pooling's reduction must not pull the eval-mode network's last convolutions into a YNNPACK
+  fusion (kd_jax.models.resnet_cifar.global_avg_pool): with `jnp.mean` it took in every convolution of
+  the last stage, which YNNPACK runs more slowly than XLA's kernels."""
+  model = models.create_model(name, 10)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
+
+  def forward(v, images):
+    return model.apply(v, images, train=False).logits
+
+  hlo = jax.jit(forward).lower(variables, x).compile(kd_conv.compiler_options("xla", "cpu")).as_text()
+  assert _ynn_fusion_ops(hlo)["convolution"] == 0
+  assert hlo.count("convolution(") >= 5
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-6), (jnp.bfloat16, 2 ** -8)])
+def test_global_avg_pool_on_cpu_is_the_mean_and_its_gradient(dtype, tol):
+  from kd_jax.models.resnet_cifar import global_avg_pool
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 5, 6)).astype(dtype)  # H·W = 35: 1/35 is inexact
+  pooled = jax.jit(global_avg_pool, static_argnums=1)(x, False)
+  assert pooled.dtype == dtype and pooled.shape == (3, 6)
+  expected = np.asarray(x, np.float64).mean(axis=(1, 2))
+  assert _rel_err(pooled.astype(jnp.float32), expected) < tol
+  weights = jax.random.normal(jax.random.PRNGKey(1), (3, 6))
+  grad = jax.jit(jax.grad(lambda x_: jnp.sum(global_avg_pool(x_, False).astype(jnp.float32) * weights)))(x)
+  np.testing.assert_allclose(np.asarray(grad, np.float32),
+                             np.broadcast_to(np.asarray(weights)[:, None, None, :] / 35, x.shape),
+                             rtol=tol, atol=tol * float(jnp.abs(weights).max()) / 35)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 4)])
+def test_vgg_eval_max_pool_equals_the_training_max_pool(shape):
+  import flax.linen as nn
+  from kd_jax.models.vgg import max_pool_2x2
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  expected = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+  np.testing.assert_array_equal(jax.jit(max_pool_2x2, static_argnums=1)(x, False), expected)
+  np.testing.assert_array_equal(max_pool_2x2(x, True), expected)
+
+
 def test_a_training_run_restores_the_callers_conv_backward(tmp_path):
   from kd_jax.train import loop
   config = base_config()

@@ -104,7 +104,7 @@ class MobileNetV2(nn.Module):
     last = int(1280 * self.width_mult) if self.width_mult > 1.0 else 1280
     x = conv(last, 1, dtype=dt, param_dtype=pdt, name="conv2")(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn2")(x))
-    embedding = global_avg_pool(x)
+    embedding = global_avg_pool(x, train)
     logits = nn.Dense(self.num_classes, kernel_init=small_normal_init, bias_init=nn.initializers.zeros,
                       dtype=dt, param_dtype=pdt, name="fc")(embedding)
     return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(stages),

@@ -93,7 +93,7 @@ class ResNetBottleneck(nn.Module):
         x, preact = BottleneckBlock(width, stride, dt, pdt, name=f"layer{s + 1}_{b}")(x, train)
       stages.append(x)
       preacts.append(preact)
-    embedding = global_avg_pool(x)
+    embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)

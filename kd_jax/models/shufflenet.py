@@ -125,7 +125,7 @@ class ShuffleNetV1(nn.Module):
                                    dtype=dt, param_dtype=pdt, name=f"layer{s + 1}_{b}")(x, train)
       stages.append(x)
       preacts.append(preact)
-    embedding = global_avg_pool(x)
+    embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
@@ -230,7 +230,7 @@ class ShuffleNetV2(nn.Module):
       preacts.append(preact)
     x = _conv(self.head_width, 1, dtype=dt, param_dtype=pdt, name="conv2")(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn2")(x))
-    embedding = global_avg_pool(x)
+    embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)

@@ -104,7 +104,7 @@ class CNN(nn.Module):
         x = nn.relu(preact)
       stages.append(x)
       preacts.append(preact)
-    embedding = global_avg_pool(x)
+    embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)

@@ -79,12 +79,29 @@ class VGG(nn.Module):
         stages.append(x)
         preacts.append(preact)
       if b < 3 or (b == 3 and pool_before_last):
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-    embedding = global_avg_pool(x)
+        x = max_pool_2x2(x, train)
+    embedding = global_avg_pool(x, train)
     logits = nn.Dense(self.num_classes, kernel_init=small_normal_init, bias_init=nn.initializers.zeros,
                       dtype=dt, param_dtype=pdt, name="fc")(embedding)
     return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
+
+
+def max_pool_2x2(x: jax.Array, train: bool) -> jax.Array:
+  """2x2, stride-2 max pool over H and W (VALID: an odd last row or column is dropped).
+
+  In training it is `nn.max_pool` (a reduce-window, whose gradient goes to one maximum of each window, as
+  PyTorch's). In eval mode it is the elementwise maximum of the four strided sub-grids: the same values.
+  Why: with kd_jax's CPU compiler options XLA fuses a reduce-window into YNNPACK together with its chain of
+  single-use producers, and in an eval-mode VGG (BatchNorm with running statistics is elementwise) that
+  chain holds the block's convolutions (8 of vgg13's 10), which YNNPACK runs more slowly than XLA's own
+  kernels; see `kd_jax.models.resnet_cifar.global_avg_pool`.
+  """
+  if train:
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+  h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+  return jnp.maximum(jnp.maximum(x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2]),
+                     jnp.maximum(x[:, 1:h:2, 0:w:2], x[:, 1:h:2, 1:w:2]))
 
 
 def _named(depth: int):

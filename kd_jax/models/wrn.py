@@ -101,7 +101,7 @@ class WideResNet(nn.Module):
       stages.append(x)
     normed = batch_norm(train, dt, pdt, "bn1")(x)
     preacts.append(normed)
-    embedding = global_avg_pool(nn.relu(normed))
+    embedding = global_avg_pool(nn.relu(normed), train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
