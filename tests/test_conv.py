@@ -361,6 +361,16 @@ def test_global_avg_pool_on_cpu_is_the_mean_and_its_gradient(dtype, tol):
                              rtol=tol, atol=tol * float(jnp.abs(weights).max()) / 35)
 
 
+def test_global_avg_pool_is_a_dot_only_in_eval_mode_on_cpu():
+  from kd_jax.models.resnet_cifar import global_avg_pool
+  x = jnp.ones((2, 4, 4, 8))
+  for train in (False, True):
+    pool = jax.jit(lambda x_, train=train: global_avg_pool(x_, train))
+    for platform in ("cuda", "tpu", "cpu"):
+      text = jax.export.export(pool, platforms=[platform])(x).mlir_module()
+      assert text.count("stablehlo.dot_general") == (platform == "cpu" and not train), (platform, train)
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 4)])
 def test_vgg_eval_max_pool_equals_the_training_max_pool(shape):
   import flax.linen as nn
