@@ -331,9 +331,9 @@ def test_xla_kernels_take_convolutions_from_ynnpack_with_the_same_values():
 
 @pytest.mark.parametrize("name", ["resnet8", "vgg8"])
 def test_eval_forward_keeps_the_last_stage_convolutions_out_of_ynnpack(name):
-  """The pooling's reduction must not pull the eval-mode network's last convolutions into a YNNPACK
-  fusion (kd_jax.models.resnet_cifar.global_avg_pool): with `jnp.mean` it took in every convolution of
-  the last stage, which YNNPACK runs more slowly than XLA's kernels."""
+  """The pools' reductions must not pull the eval-mode network's convolutions into a YNNPACK fusion
+  (`kd_conv.ynnpack_fusion_barrier` in global_avg_pool and VGG's max_pool_2x2): without it the global pool
+  took in the last stage's convolutions and VGG's max pools those before and after them."""
   model = models.create_model(name, 10)
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
@@ -361,14 +361,37 @@ def test_global_avg_pool_on_cpu_is_the_mean_and_its_gradient(dtype, tol):
                              rtol=tol, atol=tol * float(jnp.abs(weights).max()) / 35)
 
 
-def test_global_avg_pool_is_a_dot_only_in_eval_mode_on_cpu():
-  from kd_jax.models.resnet_cifar import global_avg_pool
-  x = jnp.ones((2, 4, 4, 8))
-  for train in (False, True):
-    pool = jax.jit(lambda x_, train=train: global_avg_pool(x_, train))
-    for platform in ("cuda", "tpu", "cpu"):
-      text = jax.export.export(pool, platforms=[platform])(x).mlir_module()
-      assert text.count("stablehlo.dot_general") == (platform == "cpu" and not train), (platform, train)
+@pytest.mark.parametrize("dtype, bits", [(jnp.float32, np.uint32), (jnp.bfloat16, np.uint16)])
+def test_ynnpack_fusion_barrier_is_the_identity_bit_for_bit(dtype, bits):
+  tiny = float(jnp.finfo(dtype).tiny)
+  x = jnp.array([0.0, -0.0, 1.5, -2.75, tiny, tiny / 4, -tiny / 8, float(jnp.finfo(dtype).max), np.inf, -np.inf,
+                 np.nan], dtype)
+  y = jax.jit(kd_conv.ynnpack_fusion_barrier)(x)
+  np.testing.assert_array_equal(np.asarray(y).view(bits), np.asarray(x).view(bits))
+  g = jax.grad(lambda v: jnp.sum(kd_conv.ynnpack_fusion_barrier(v).astype(jnp.float32) * 3.0))(x[:4])
+  np.testing.assert_array_equal(np.asarray(g, np.float32), 3.0)
+  ints = jnp.arange(4)
+  assert kd_conv.ynnpack_fusion_barrier(ints) is ints
+  for platform, count in (("cpu", 1), ("cuda", 0), ("tpu", 0)):
+    text = jax.export.export(jax.jit(kd_conv.ynnpack_fusion_barrier), platforms=[platform])(x).mlir_module()
+    assert text.count("stablehlo.reduce_precision") == count, platform
+
+
+def test_a_distillers_reduction_over_teacher_features_takes_no_teacher_convolution():
+  """AT reduces the teacher's last stage, whose only user it is when the teacher's logits are unused: the
+  reduction took the stage's convolutions into YNNPACK until `Teachers` put the barrier on its outputs."""
+  from kd_jax.train.teachers import Teachers
+  model = models.create_model("resnet8", 10)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
+  teachers = Teachers((model,), (1.0,), (False,))
+
+  def attention(v, images):
+    return jnp.mean(jnp.square(teachers((v,), images).stages[-1]), axis=-1)
+
+  hlo = jax.jit(attention).lower(variables, x).compile(kd_conv.compiler_options("xla", "cpu")).as_text()
+  assert _ynn_fusion_ops(hlo)["convolution"] == 0
+  assert hlo.count("convolution(") >= 5
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 4)])

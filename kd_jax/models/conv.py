@@ -180,6 +180,28 @@ def compiler_options_for(config: Any, platform: Optional[str] = None) -> Optiona
   return compiler_options(config.get("cpu_conv_kernels", "xla"), platform)
 
 
+def ynnpack_fusion_barrier(x: jax.Array) -> jax.Array:
+  """The identity, lowered on CPU so that XLA cannot hand the computation of `x` to YNNPACK together with
+  a reduction that reads it.
+
+  Why: with `compiler_options` (YNNPACK keeps reductions) XLA starts a YNNPACK fusion at every reduction
+  and takes in the chain of single-use producers YNNPACK supports, float32 convolutions included, which
+  YNNPACK runs more slowly than XLA's own kernels. In training the batch statistics' reductions read every
+  convolution's output a second time, which stops the chain; in an eval-mode network BatchNorm is
+  elementwise, and a pool or a distiller's reduction over a feature map took in up to the whole last
+  stage (7 of resnet32x4's 33 convolutions, 8 of vgg13's 10). On CPU `x` passes through
+  `lax.reduce_precision` to its own exponent and mantissa widths: an exact identity (NaN, infinities,
+  subnormals and signed zeros included) that XLA keeps, fuses into the loop that produces `x`, and YNNPACK
+  does not take. Other platforms and non-float arrays get `x` itself.
+  """
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    return x
+  info = jnp.finfo(x.dtype)
+  return lax.platform_dependent(
+      x, cpu=lambda y: lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant),
+      default=lambda y: y)
+
+
 @contextlib.contextmanager
 def conv_backward(mode: str) -> Iterator[None]:
   """Within the block, models are traced with `mode`; the previous mode is restored on exit."""

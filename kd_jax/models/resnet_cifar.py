@@ -59,31 +59,9 @@ def classifier(num_classes: int, dtype: Dtype, param_dtype: Dtype, name: str = "
 
 def global_avg_pool(x: jax.Array, train: bool) -> jax.Array:
   """Mean over H and W: [B, H, W, C] -> [B, C]. Equals the references' `AvgPool2d(8)` on 32x32 inputs and
-  also works for other input sizes.
-
-  In eval mode on CPU the sum over the H·W positions is a matrix-vector product with a vector of ones
-  (accumulated in float32), then divided by H·W: the same mean, summed in another order. Why: with kd_jax's
-  CPU compiler options (`kd_jax.models.conv.compiler_options`, YNNPACK keeps reductions) XLA fuses a
-  reduction together with its chain of single-use producers into one YNNPACK call. In an eval-mode network
-  (BatchNorm with running statistics is elementwise) that chain runs back through the last stage's
-  convolutions (seven of resnet32x4's), which YNNPACK runs more slowly than XLA's own kernels; a matrix
-  product is a fusion of its own and takes nothing in with it. In training the batch statistics' reductions
-  already stop the chain, and `jnp.mean` stays (so do other platforms).
-  """
-  if train:
-    return _mean_over_space(x)
-  return jax.lax.platform_dependent(x, cpu=_mean_over_space_as_dot, default=_mean_over_space)
-
-
-def _mean_over_space(x: jax.Array) -> jax.Array:
-  return jnp.mean(x, axis=(1, 2))
-
-
-def _mean_over_space_as_dot(x: jax.Array) -> jax.Array:
-  b, h, w, c = x.shape
-  total = jnp.einsum("bpc,p->bc", x.reshape(b, h * w, c), jnp.ones((h * w,), x.dtype),
-                     preferred_element_type=jnp.float32)
-  return (total / (h * w)).astype(x.dtype)
+  also works for other input sizes. In eval mode the input first passes `kd_conv.ynnpack_fusion_barrier`
+  (an identity): on CPU the pool's reduction otherwise took the last stage's convolutions into YNNPACK."""
+  return jnp.mean(x if train else kd_conv.ynnpack_fusion_barrier(x), axis=(1, 2))
 
 
 def blocks_per_stage(depth: int) -> int:

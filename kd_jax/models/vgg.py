@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
 from kd_jax.models.layers import conv, small_normal_init
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.resnet_cifar import Dtype, batch_norm, global_avg_pool
@@ -88,20 +89,13 @@ class VGG(nn.Module):
 
 
 def max_pool_2x2(x: jax.Array, train: bool) -> jax.Array:
-  """2x2, stride-2 max pool over H and W (VALID: an odd last row or column is dropped).
-
-  In training it is `nn.max_pool` (a reduce-window, whose gradient goes to one maximum of each window, as
-  PyTorch's). In eval mode it is the elementwise maximum of the four strided sub-grids: the same values.
-  Why: with kd_jax's CPU compiler options XLA fuses a reduce-window into YNNPACK together with its chain of
-  single-use producers, and in an eval-mode VGG (BatchNorm with running statistics is elementwise) that
-  chain holds the block's convolutions (8 of vgg13's 10), which YNNPACK runs more slowly than XLA's own
-  kernels; see `kd_jax.models.resnet_cifar.global_avg_pool`.
-  """
+  """2x2, stride-2 max pool over H and W (VALID). In eval mode its input and output pass
+  `kd_conv.ynnpack_fusion_barrier` (an identity): on CPU the pool's reduce-window otherwise took the
+  convolutions before and after it into YNNPACK (8 of vgg13's 10)."""
   if train:
     return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-  h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
-  return jnp.maximum(jnp.maximum(x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2]),
-                     jnp.maximum(x[:, 1:h:2, 0:w:2], x[:, 1:h:2, 1:w:2]))
+  barrier = kd_conv.ynnpack_fusion_barrier
+  return barrier(nn.max_pool(barrier(x), (2, 2), strides=(2, 2), padding="VALID"))
 
 
 def _named(depth: int):

@@ -50,7 +50,9 @@ class Teachers:
       if train:
         out, _ = module.apply(v, images, train=True, mutable=["batch_stats"])
       else:
-        out = module.apply(v, images, train=False)
+        # Distillers reduce the features; the barrier keeps those reductions from taking the teacher's
+        # convolutions into YNNPACK on CPU (see the function).
+        out = jax.tree_util.tree_map(kd_conv.ynnpack_fusion_barrier, module.apply(v, images, train=False))
       if temperature != 1.0:
         out = out.replace(logits=out.logits / temperature)
       outs.append(jax.lax.stop_gradient(out))
