@@ -347,9 +347,9 @@ def test_eval_forward_keeps_the_last_stage_convolutions_out_of_ynnpack(name):
 
 
 @pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-6), (jnp.bfloat16, 2 ** -8)])
-def test_global_avg_pool_on_cpu_is_the_mean_and_its_gradient(dtype, tol):
+def test_eval_global_avg_pool_is_the_mean_and_its_gradient(dtype, tol):
   from kd_jax.models.resnet_cifar import global_avg_pool
-  x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 5, 6)).astype(dtype)  # H·W = 35: 1/35 is inexact
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 5, 6)).astype(dtype)  # odd H and W, H·W = 35
   pooled = jax.jit(global_avg_pool, static_argnums=1)(x, False)
   assert pooled.dtype == dtype and pooled.shape == (3, 6)
   expected = np.asarray(x, np.float64).mean(axis=(1, 2))
