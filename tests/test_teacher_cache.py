@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import kd_jax
 from kd_jax import data as kd_data
 from kd_jax import distillers, models
 from kd_jax.errors import KDJaxError
@@ -137,6 +138,41 @@ def test_new_teacher_or_data_gives_a_new_entry_and_removes_the_stale_one(digits,
   assert new_data.built and new_data.directory != new_teacher.directory
 
 
+def _nudge(entry, name, delta_of_scale):
+  """Adds `delta_of_scale` x (the stored array's largest magnitude) to one stored value of example 0."""
+  path = os.path.join(entry, tc._array_file(name))
+  stored = np.load(path, mmap_mode="r+")
+  scale = float(np.max(np.abs(stored)))
+  stored[0, 0, 0] += np.float32(delta_of_scale * scale)
+  stored.flush()
+  del stored
+
+
+def test_reused_entry_is_checked_against_a_recomputation_of_its_first_batch(digits, teacher_dir, tmp_path, capsys):
+  # What the key cannot see (the code computing the teacher changed) shows as stored values that a fresh
+  # pass does not reproduce; a difference of float-reassociation size is tolerated.
+  teachers, teacher_vars = _teacher(digits, teacher_dir)
+  config, mesh, directory = small_config(), sharding.make_mesh(), str(tmp_path)
+  first = tc.open_cache(config, teachers, teacher_vars, digits.train, directory, mesh)
+  with open(os.path.join(first.directory, "meta.json")) as f:
+    assert json.load(f)["versions"] == {"kd_jax": kd_jax.__version__, "jax": jax.__version__}
+  name = "teacher_cache/0/logits"
+  expected = first.logits()
+
+  _nudge(first.directory, name, 0.5 * tc._REUSE_RTOL["float32"])
+  tolerated = tc.open_cache(config, teachers, teacher_vars, digits.train, directory, mesh)
+  assert not tolerated.built and tolerated.logits()[0, 0, 0] != expected[0, 0, 0]
+
+  _nudge(first.directory, name, 1.5 * tc._REUSE_RTOL["float32"])  # 2x the tolerance in all
+  capsys.readouterr()
+  rebuilt = tc.open_cache(config, teachers, teacher_vars, digits.train, directory, mesh)
+  out = capsys.readouterr().out
+  assert rebuilt.built and rebuilt.directory == first.directory
+  assert "does not hold what this code computes" in out and name in out and f"jax {jax.__version__}" in out
+  np.testing.assert_array_equal(rebuilt.logits(), expected)
+  assert sorted(os.listdir(directory)) == [os.path.basename(first.directory)]
+
+
 def test_gather_picks_rows_by_index_and_logits_match_a_live_pass(digits, teacher_dir, tmp_path):
   teachers, teacher_vars = _teacher(digits, teacher_dir)
   cache = tc.open_cache(small_config(**{"data.flip": True}), teachers, teacher_vars, digits.train, str(tmp_path),
@@ -234,5 +270,5 @@ def test_bench_tool_runs_and_reports_every_figure():
                        "--num-classes", "10", "--examples", "64", "--batch", "32", "--eval-batch", "32",
                        "--rounds", "1", "--steps", "1", "--json"])
   assert result["cache_bytes"] == 64 * 2 * 10 * 4  # examples x flip views x classes x float32
-  for key in ("student_step_s", "kd_step_live_s", "kd_step_cached_s", "cache_build_s"):
+  for key in ("student_step_s", "kd_step_live_s", "kd_step_cached_s", "cache_build_s", "cache_reuse_s"):
     assert result[key] > 0

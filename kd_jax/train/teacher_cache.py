@@ -13,7 +13,12 @@ the outputs depend on: the teacher modules and the bytes of their variables, the
 split's images/labels/normalisation, the views and the cached fields. A changed checkpoint or dataset
 gives a new key, so a stale entry is never read; under the default directory (`<workdir>/teacher_cache/`)
 the stale entries are deleted once the new one is complete, while a shared `config.teacher.cache_dir`
-keeps every entry, so runs of several students with one teacher build it once. An entry is built in a
+keeps every entry, so runs of several students with one teacher build it once. What the key cannot see is
+the code that computes the teacher (a kd_jax or jax upgrade, an edited model definition), so an entry is
+checked before it is reused: its first evaluation batch is recomputed and every cached array compared
+(`_REUSE_RTOL` of each array's largest magnitude: 1e-4 for float32, 3e-2 for 16-bit floats, well above
+the float reassociation a compiler change brings and below what a changed computation does); an entry that
+differs is replaced by a fresh build, with a message naming the array and the versions that wrote it. An entry is built in a
 temporary directory and renamed into place when complete, so a crash never leaves a half-written entry
 that looks finished. In a multi-process run every process computes its share of the pass and process 0
 writes; the directory must be visible to all processes.
@@ -43,6 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import kd_jax
 from kd_jax import data as kd_data
 from kd_jax.distillers import Context, Distiller
 from kd_jax.errors import KDJaxError
@@ -55,6 +61,9 @@ from kd_jax.train.teachers import TeacherOutput, Teachers
 FIELDS = ("logits", "embedding", "stages", "preact_stages")
 BATCH_PREFIX = "teacher_cache/"
 _FORMAT = 1  # bump when the on-disk layout changes, so old entries are not read
+# Largest |recomputed - stored| a reused entry may show, relative to the stored array's largest magnitude:
+# for float32 (and wider) outputs, and for 16-bit ones (bfloat16, float16).
+_REUSE_RTOL = {"float32": 1e-4, "16-bit": 3e-2}
 
 
 class NotCachedError(KDJaxError):
@@ -308,14 +317,30 @@ def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables:
         "the limit, or set config.teacher.cache=False.")
   key = fingerprint(teachers, variables, split, layout, config.get("compute_dtype", "float32"))
   entry = os.path.join(directory, key)
+  forward = _forward_fn(teachers, layout, mesh, kd_conv.compiler_options_for(config))
+  placed = sharding.replicate(tuple(variables), mesh)
   built = False
-  if not os.path.isfile(os.path.join(entry, "meta.json")):
+  exists = os.path.isfile(os.path.join(entry, "meta.json"))
+  if exists:
+    differs = _recomputed_differs(entry, forward, placed, split, config.eval_batch_size, mesh)
+    if differs:
+      _log(f"{key} does not hold what this code computes for the same teacher and data: {differs}. "
+           "Rebuilding it.")
+      _sync(f"kd_jax teacher cache check {key}")  # every process has read the entry before it goes
+      if is_main_process():
+        retired = f"{entry}.stale-{os.getpid()}"
+        try:
+          os.rename(entry, retired)
+        except FileNotFoundError:  # another run sharing the directory retired it first
+          pass
+        shutil.rmtree(retired, ignore_errors=True)
+      exists = False
+  if not exists:
     os.makedirs(directory, exist_ok=True)
     stale = sorted(d for d in os.listdir(directory) if os.path.isfile(os.path.join(directory, d, "meta.json")))
     _log(f"computing {key} ({n} examples, {layout.views} view(s), fields {', '.join(layout.fields)}, "
          f"{total / 2**20:.1f} MiB)" + (f"; the teacher or data changed since {', '.join(stale)}" if stale else ""))
-    _build(entry, teachers, variables, split, layout, per_example, config.eval_batch_size, mesh,
-           kd_conv.compiler_options_for(config))
+    _build(entry, forward, placed, teachers, split, layout, per_example, config.eval_batch_size, mesh)
     built = True
     if remove_stale and is_main_process():
       # Older entries, and temporary directories of builds that crashed.
@@ -329,11 +354,8 @@ def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables:
   return TeacherCache(entry, layout, meta, built)
 
 
-def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_data.Split, layout: CacheLayout,
-           per_example: Mapping[str, jax.ShapeDtypeStruct], batch_size: int, mesh,
-           compiler_options: Optional[Dict[str, str]] = None) -> None:
-  """One eval-mode pass over `split` (batches sharded like evaluation), streamed into `.npy` files."""
-  start = time.time()
+def _forward_fn(teachers: Teachers, layout: CacheLayout, mesh, compiler_options: Optional[Dict[str, str]] = None):
+  """The jitted eval-mode pass over a batch of images: every cached array of `layout`, [B, V, ...] each."""
   names = layout.names()
 
   def forward(v, images):
@@ -347,8 +369,54 @@ def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_d
           arrays[layout.key(k, field, stage)] = jnp.stack(leaves, axis=1)
     return arrays
 
-  fn = jax.jit(forward, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options)
-  placed = sharding.replicate(tuple(variables), mesh)
+  return jax.jit(forward, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options)
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def _recomputed_differs(entry: str, forward, placed, split: kd_data.Split, batch_size: int, mesh) -> Optional[str]:
+  """None if the entry's rows of the first evaluation batch match `forward` recomputed on it (within
+  `_REUSE_RTOL`), else what differs. Every process computes (the pass is collective) and decides alike."""
+  with open(os.path.join(entry, "meta.json")) as f:
+    meta = json.load(f)
+  batch = next(kd_data.eval_batches(split, batch_size), None)
+  if batch is None:
+    return None
+  real = int(batch["mask"].sum())
+  fresh = jax.device_get(forward(placed, sharding.shard_batch({"image": batch["image"]}, mesh)["image"]))
+  wrote = meta.get("versions", {})
+  by = (f"kd_jax {wrote.get('kd_jax', '?')} and jax {wrote.get('jax', '?')} wrote it, this is kd_jax "
+        f"{kd_jax.__version__} and jax {jax.__version__}")
+  if sorted(fresh) != sorted(meta["arrays"]):
+    return f"it holds arrays {sorted(meta['arrays'])}, this teacher gives {sorted(fresh)} ({by})"
+  for name, info in meta["arrays"].items():
+    stored = np.load(os.path.join(entry, _array_file(name)), mmap_mode="r")[:real]
+    stored = np.asarray(stored).view(np.dtype(jnp.dtype(info["dtype"]))).astype(np.float32)
+    now = np.asarray(fresh[name][:real]).astype(np.float32)
+    if stored.shape != now.shape:
+      return f"{name} has rows of shape {stored.shape[1:]} there, {now.shape[1:]} now ({by})"
+    rtol = _REUSE_RTOL["16-bit" if np.dtype(jnp.dtype(info["dtype"])).itemsize < 4 else "float32"]
+    finite = np.isfinite(stored)
+    if not np.array_equal(finite, np.isfinite(now)):
+      return f"{name} is finite at other positions than the stored values ({by})"
+    scale = float(np.max(np.abs(stored[finite]), initial=0.0))
+    error = float(np.max(np.abs(now[finite] - stored[finite]), initial=0.0))
+    if error > rtol * max(scale, np.finfo(np.float32).tiny):
+      return (f"{name} of the first {real} examples is up to {error:.3g} away from the stored values, "
+              f"{error / max(scale, np.finfo(np.float32).tiny):.2g} of their largest magnitude {scale:.3g}, over "
+              f"the tolerance {rtol:g} ({by})")
+  return None
+
+
+def _build(entry: str, forward, placed, teachers: Teachers, split: kd_data.Split, layout: CacheLayout,
+           per_example: Mapping[str, jax.ShapeDtypeStruct], batch_size: int, mesh) -> None:
+  """One eval-mode pass (`forward`, on the replicated variables `placed`) over `split`, batches sharded like
+  evaluation, streamed into `.npy` files."""
+  start = time.time()
   # Every process computes (outputs are replicated to all); only process 0 writes, into a private temporary
   # directory renamed into place at the end.
   write = is_main_process()
@@ -363,7 +431,7 @@ def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_d
   row = 0
   for batch in kd_data.eval_batches(split, batch_size):
     real = int(batch["mask"].sum())
-    out = jax.device_get(fn(placed, sharding.shard_batch({"image": batch["image"]}, mesh)["image"]))
+    out = jax.device_get(forward(placed, sharding.shard_batch({"image": batch["image"]}, mesh)["image"]))
     for name, f in files.items():
       f[row:row + real] = np.asarray(out[name][:real]).view(f.dtype)
     row += real
@@ -376,6 +444,7 @@ def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_d
     meta = {"format": _FORMAT, "examples": len(split), "views": layout.views, "fields": list(layout.fields),
             "num_stages": list(layout.num_stages), "bytes": total, "build_s": round(time.time() - start, 3),
             "teachers": [repr(m) for m in teachers.modules],
+            "versions": {"kd_jax": kd_jax.__version__, "jax": jax.__version__},
             "arrays": {name: {"shape": list(spec.shape), "dtype": jnp.dtype(spec.dtype).name}
                        for name, spec in per_example.items()}}
     with open(os.path.join(tmp, "meta.json"), "w") as f:
@@ -384,9 +453,7 @@ def _build(entry: str, teachers: Teachers, variables: Sequence[Any], split: kd_d
       os.rename(tmp, entry)
     except OSError:  # another run finished the same entry first; its content is the same
       shutil.rmtree(tmp, ignore_errors=True)
-  if jax.process_count() > 1:  # the others read the entry process 0 has just renamed into place
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(f"kd_jax teacher cache {os.path.basename(entry)}")
+  _sync(f"kd_jax teacher cache {os.path.basename(entry)}")  # the others read what process 0 just renamed
 
 
 def phase_uses_cache(phase, distiller: Distiller) -> bool:
