@@ -250,14 +250,16 @@ def test_ft_two_phase_run_trains_only_what_each_phase_should_and_resumes_in_the_
   lines = [l for l in open(os.path.join(straight, "metrics.jsonl"))]
   assert '"phase": 0' in lines[0] and '"phase": 1' in lines[-1]
 
-  # Stopped at the phase boundary, and in the middle of phase 2: resuming gives the same final model.
+  # Stopped at the phase boundary, resumed there and stopped again in the middle of phase 2, resumed to the
+  # end: the same final model (one run directory, so each resume starts from the previous stop).
   model, image = models.create_model("cnn_tiny", 10), small_digits.train.get(np.arange(1))["image"]
   expected = ckpt.load_exported_model(straight, model, image)
+  resumed = str(tmp_path / "resumed")
   for stop in (6, 8):  # the boundary, then inside phase 2
-    resumed = str(tmp_path / f"resumed{stop}")
     assert train_and_evaluate(_config(max_steps=stop, **common), resumed, dataset=small_digits)["steps"] == stop
-    train_and_evaluate(_config(**common), resumed, dataset=small_digits)
-    chex.assert_trees_all_equal(ckpt.load_exported_model(resumed, model, image), expected)
+    assert _state(resumed, stop)["step"] == stop
+  train_and_evaluate(_config(**common), resumed, dataset=small_digits)
+  chex.assert_trees_all_equal(ckpt.load_exported_model(resumed, model, image), expected)
 
 
 def test_phase_sharing_a_term_name_with_another_distiller_is_an_error(tmp_path, small_digits, tiny_teacher):
