@@ -34,18 +34,24 @@ CONFIG = textwrap.dedent("""
 # One process trains a CE run, then a KD student with that run as its teacher: the second `main` call finds
 # jax.distributed initialised already, and the teacher is read from an export written by both processes. The
 # KD run shards parameters (FSDP), so its export gathers arrays split across the two processes, and runs two
-# steps per compiled call, so each process feeds its rows of stacked batches.
+# steps per compiled call, so each process feeds its rows of stacked batches. A third run reads the teacher
+# from the teacher-output cache (every process computes the pass, process 0 writes the entry) and is then
+# resumed for two more steps, which reuses the entry after checking it with a collective teacher pass.
 CHILD = textwrap.dedent("""
     import sys
     from kd_jax.cli import main
 
     config, out, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+    kd = ["--config.teacher.workdir=" + out + "/ce",
+          "--config.loss={'ce': {'weight': 0.1}, 'kd': {'weight': 0.9, 'temperature': 4.0}}"]
     rc = main(["train", "--config", config, "--workdir", out + "/ce", *extra])
     if rc == 0:
-      rc = main(["train", "--config", config, "--workdir", out + "/kd", "--config.teacher.workdir=" + out + "/ce",
-                 "--config.loss={'ce': {'weight': 0.1}, 'kd': {'weight': 0.9, 'temperature': 4.0}}",
-                 "--config.sharding.params=fsdp", "--config.sharding.fsdp_min_size=0", "--config.steps_per_call=2",
-                 *extra])
+      rc = main(["train", "--config", config, "--workdir", out + "/kd", *kd, "--config.sharding.params=fsdp",
+                 "--config.sharding.fsdp_min_size=0", "--config.steps_per_call=2", *extra])
+    for steps in (4, 6):
+      if rc == 0:
+        rc = main(["train", "--config", config, "--workdir", out + "/cached", *kd, "--config.teacher.cache=True",
+                   f"--config.max_steps={steps}", *extra])
     sys.exit(rc)
 """)
 
@@ -102,10 +108,16 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
                                                              f"--config.distributed.process_id={i}"])
   _run_all(procs, tmp_path)
   # Only process 0 reports (the CLI's result line, once per run).
-  assert (tmp_path / "p0.log").read_text().count("test accuracy") == 2
+  assert (tmp_path / "p0.log").read_text().count("test accuracy") == 4
   assert "test accuracy" not in (tmp_path / "p1.log").read_text()
 
-  for run in ("ce", "kd"):
+  # The cached run built its entry once (process 0 wrote it) and reused it on resume, in both setups.
+  for log in ("single", "p0"):
+    text = (tmp_path / f"{log}.log").read_text()
+    assert text.count("teacher cache: computing") == 1 and text.count("teacher cache: reusing") == 1, text[-3000:]
+  assert len(os.listdir(tmp_path / "multi" / "cached" / "teacher_cache" / "train")) == 1
+
+  for run in ("ce", "kd", "cached"):
     single, multi = tmp_path / "single" / run, tmp_path / "multi" / run
     a, b = _exported(single), _exported(multi)
     assert jax.tree.structure(a) == jax.tree.structure(b)
@@ -114,10 +126,10 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     print(f"{run}: max |param difference| between 2 processes and 1 process: {diff:.3g}")
     # Process 0 alone writes the run's files: one metrics record per evaluation, one TensorBoard file.
     results = json.loads((multi / "results.json").read_text())
-    assert results["processes"] == 2 and results["devices"] == 4 and results["steps"] == 4
+    assert results["processes"] == 2 and results["devices"] == 4 and results["steps"] == (6 if run == "cached" else 4)
     assert len((multi / "metrics.jsonl").read_text().splitlines()) == \
         len((single / "metrics.jsonl").read_text().splitlines())
-    assert len(os.listdir(multi / "tb")) == 1
+    assert len(os.listdir(multi / "tb")) == len(os.listdir(single / "tb")) == (2 if run == "cached" else 1)  # per invocation
     assert (multi / "model.json").is_file() and (multi / "config.json").is_file()
 
 
