@@ -298,7 +298,8 @@ def _log(message: str) -> None:
 def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables: Sequence[Any],
                split: kd_data.Split, directory: str, mesh, *, fields: Optional[Sequence[str]] = None,
                views: Optional[int] = None, remove_stale: bool = True) -> TeacherCache:
-  """The cache entry for `split` under `directory`, built (one eval-mode teacher pass) if absent.
+  """The cache entry for `split` under `directory`, built (one eval-mode teacher pass) if absent, or if the
+  entry there does not match a fresh pass over its first evaluation batch (`_recomputed_differs`).
 
   `fields`/`views` default to `config`'s (see `layout_for`); entries of `directory` with another key are stale (the
   teacher or the data changed) and are deleted after the new one is complete when `remove_stale`.
