@@ -18,9 +18,9 @@ the code that computes the teacher (a kd_jax or jax upgrade, an edited model def
 checked before it is reused: its first evaluation batch is recomputed and every cached array compared
 (`_REUSE_RTOL` of each array's largest magnitude: 1e-4 for float32, 3e-2 for 16-bit floats, well above
 the float reassociation a compiler change brings and below what a changed computation does); an entry that
-differs is replaced by a fresh build, with a message naming the array and the versions that wrote it. An entry is built in a
-temporary directory and renamed into place when complete, so a crash never leaves a half-written entry
-that looks finished. In a multi-process run every process computes its share of the pass and process 0
+differs is replaced by a fresh build, with a message naming the array and the versions that wrote it.
+An entry is built in a temporary directory and renamed into place when complete, so a crash never leaves a
+half-written entry that looks finished. In a multi-process run every process computes its share of the pass and process 0
 writes; the directory must be visible to all processes.
 
 Logits are cached raw (before calibration): the step divides them by each teacher's temperature exactly
@@ -395,21 +395,22 @@ def _recomputed_differs(entry: str, forward, placed, split: kd_data.Split, batch
   if sorted(fresh) != sorted(meta["arrays"]):
     return f"it holds arrays {sorted(meta['arrays'])}, this teacher gives {sorted(fresh)} ({by})"
   for name, info in meta["arrays"].items():
+    dtype = np.dtype(jnp.dtype(info["dtype"]))
     stored = np.load(os.path.join(entry, _array_file(name)), mmap_mode="r")[:real]
-    stored = np.asarray(stored).view(np.dtype(jnp.dtype(info["dtype"]))).astype(np.float32)
+    stored = np.asarray(stored).view(dtype).astype(np.float32)
     now = np.asarray(fresh[name][:real]).astype(np.float32)
     if stored.shape != now.shape:
       return f"{name} has rows of shape {stored.shape[1:]} there, {now.shape[1:]} now ({by})"
-    rtol = _REUSE_RTOL["16-bit" if np.dtype(jnp.dtype(info["dtype"])).itemsize < 4 else "float32"]
+    rtol = _REUSE_RTOL["16-bit" if dtype.itemsize < 4 else "float32"]
     finite = np.isfinite(stored)
     if not np.array_equal(finite, np.isfinite(now)):
       return f"{name} is finite at other positions than the stored values ({by})"
     scale = float(np.max(np.abs(stored[finite]), initial=0.0))
     error = float(np.max(np.abs(now[finite] - stored[finite]), initial=0.0))
-    if error > rtol * max(scale, np.finfo(np.float32).tiny):
+    relative = error / max(scale, np.finfo(np.float32).tiny)
+    if relative > rtol:
       return (f"{name} of the first {real} examples is up to {error:.3g} away from the stored values, "
-              f"{error / max(scale, np.finfo(np.float32).tiny):.2g} of their largest magnitude {scale:.3g}, over "
-              f"the tolerance {rtol:g} ({by})")
+              f"{relative:.2g} of their largest magnitude {scale:.3g}, over the tolerance {rtol:g} ({by})")
   return None
 
 
