@@ -35,6 +35,11 @@ keeps XLA's convolutions and changes two things about how they are fed:
   `lax.optimization_barrier`s and carries the layout through loops, so the fusion cannot be stopped from
   JAX.) Blocks of at most `_BLOCK_POSITIONS` = 16384 positions (N_b·H·W; 16 images at 32x32) keep one
   block's cache lines (16384 x 64 B = 1 MiB) in the per-core L2 cache, which cut those copies to 55-85 ms.
+  Each block then reaches the convolution batch-minor through a product with the N_b x N_b identity
+  (`_batch_minor`) rather than a transpose: a matrix product's operand is not fused, so the activation is
+  written once in NHWC and read in order, and the product's output ([H, W, C, N_b]) is the layout the
+  convolution reads. ShuffleNetV1's CE step (whose copies recompute concatenated branches and several
+  BatchNorms) became 25-28% faster, resnet8x4's 2-9%, the other students' within noise (docs/benchmarks.md).
 - Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with
   s-1 zeros between its elements), which its fast CPU path does not take (43 ms against 10 ms for the
   forward, 3x3 64→128 from 32x32 at batch 64). Instead, each of the s² phases of dx (the rows and columns
@@ -326,14 +331,28 @@ def _block_rows(n: int, h: int, w: int) -> int:
   return -(-n // blocks)
 
 
+def _batch_minor(x: jax.Array) -> jax.Array:
+  """x [N, H, W, C] as [H, W, C, N]: Σ_n x[n, h, w, c] · I[n, m], the product with the N x N identity.
+
+  Why a product and not `jnp.transpose`: XLA fuses a transpose into the loop that computes x (BatchNorm,
+  ReLU, residual sums), which then reads its inputs with a stride of H·W·C (module docstring); a matrix
+  product's operand is computed and stored first. Exact for finite values (one product x·1, the rest
+  zeros; -0 becomes +0); an Inf or NaN in image n makes that position NaN in every image of the block,
+  where the weight gradient is not finite anyway. HIGHEST precision keeps float32 exact on TPUs.
+  """
+  eye = jnp.eye(x.shape[0], dtype=x.dtype)
+  return lax.dot_general(x, eye, (((0,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)
+
+
 def _blocked_weight_grad(x: jax.Array, dy: jax.Array, w_shape: Tuple[int, ...], w_dtype: Any,
                          strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...], precision: Any) -> jax.Array:
   """dW = Σ over batch blocks b of XLA's weight-gradient convolution of (x_b, dy_b), summed in float32.
 
-  Each block is the convolution jax's own VJP writes for the weight gradient: x with its batch as the
-  features and its channels as the batch ("CHWN"), dy as the kernel ("IHWO", dilated by the stride),
-  giving dW[i, j, c_in, c_out] = Σ_{n,h,w} x_pad[n, s·h+i, s·w+j, c_in] · dy[n, h, w, c_out]. The high
-  padding is trimmed so the output has exactly kh x kw taps (rows of x_pad no tap reads are dropped).
+  Each block is the convolution jax's own VJP writes for the weight gradient, x with its batch as the
+  features and its channels as the batch, dy as the kernel ("IHWO", dilated by the stride), giving
+  dW[i, j, c_in, c_out] = Σ_{n,h,w} x_pad[n, s·h+i, s·w+j, c_in] · dy[n, h, w, c_out]; x_b enters it as
+  `_batch_minor(x_b)` ([H, W, C_in, N_b], spec "HWNC"). The high padding is trimmed so the output has
+  exactly kh x kw taps (rows of x_pad no tap reads are dropped).
   """
   kh, kw = w_shape[:2]
   n, height, width = x.shape[:3]
@@ -344,8 +363,8 @@ def _blocked_weight_grad(x: jax.Array, dy: jax.Array, w_shape: Tuple[int, ...], 
   rows = _block_rows(n, height, width)
   total = None
   for start in range(0, n, rows):
-    part = lax.conv_general_dilated(x[start:start + rows], dy[start:start + rows], (1, 1), trimmed,
-                                    rhs_dilation=strides, dimension_numbers=("CHWN", "IHWO", "HWNC"),
+    part = lax.conv_general_dilated(_batch_minor(x[start:start + rows]), dy[start:start + rows], (1, 1),
+                                    trimmed, rhs_dilation=strides, dimension_numbers=("HWNC", "IHWO", "HWNC"),
                                     precision=precision, preferred_element_type=acc)
     total = part if total is None else total + part
   return total.astype(w_dtype)
