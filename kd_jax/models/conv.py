@@ -38,8 +38,9 @@ keeps XLA's convolutions and changes two things about how they are fed:
   Each block then reaches the convolution batch-minor through a product with the N_b x N_b identity
   (`_batch_minor`) rather than a transpose: a matrix product's operand is not fused, so the activation is
   written once in NHWC and read in order, and the product's output ([H, W, C, N_b]) is the layout the
-  convolution reads. ShuffleNetV1's CE step (whose copies recompute concatenated branches and several
-  BatchNorms) became 25-28% faster, resnet8x4's 2-9%, the other students' within noise (docs/benchmarks.md).
+  convolution reads. Interleaved, ShuffleNetV1's CE step (whose copies recompute concatenated branches and
+  several BatchNorms) became 17-28% faster, resnet8x4's 0-9%, ShuffleNetV2's up to 6% slower and the other
+  students' within noise (docs/benchmarks.md).
 - Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with
   s-1 zeros between its elements), which its fast CPU path does not take (43 ms against 10 ms for the
   forward, 3x3 64→128 from 32x32 at batch 64). Instead, each of the s² phases of dx (the rows and columns
