@@ -36,9 +36,10 @@ keeps XLA's convolutions and changes two things about how they are fed:
   JAX.) Blocks of at most `_BLOCK_POSITIONS` = 16384 positions (N_b·H·W; 16 images at 32x32) keep one
   block's cache lines (16384 x 64 B = 1 MiB) in the per-core L2 cache, which cut those copies to 55-85 ms.
   Each block then reaches the convolution batch-minor through a product with the N_b x N_b identity
-  (`_batch_minor`) rather than a transpose: a matrix product's operand is not fused, so the activation is
-  written once in NHWC and read in order, and the product's output ([H, W, C, N_b]) is the layout the
-  convolution reads. Interleaved, ShuffleNetV1's CE step (whose copies recompute concatenated branches and
+  (`_batch_minor`) rather than a transpose: a matrix product's operand is not fused, so XLA stores the
+  activation and the batch-minor copy it still makes reads that stored array, instead of recomputing
+  BatchNorm, ReLU and residual sums with strided reads; the products themselves are cheap (N_b ≤ 64
+  columns). Interleaved, ShuffleNetV1's CE step (whose copies recompute concatenated branches and
   several BatchNorms) became 17-28% faster, resnet8x4's 0-9%, ShuffleNetV2's up to 6% slower and the other
   students' within noise (docs/benchmarks.md).
 - Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with
