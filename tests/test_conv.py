@@ -102,10 +102,11 @@ def test_weight_gradient_blocks_follow_the_image_size():
   assert kd_conv._block_rows(10, 32, 32) == 10 and kd_conv._block_rows(17, 32, 32) == 9
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_batch_minor_is_the_transpose_bit_for_bit(dtype):
-  # Finite values of every magnitude, subnormals included; only -0 may come out as +0.
-  x = jax.random.normal(jax.random.PRNGKey(0), (16, 4, 3, 8), jnp.float32)
+@pytest.mark.parametrize("dtype, n", [(jnp.float32, 16), (jnp.bfloat16, 16), (jnp.float32, 130)])
+def test_batch_minor_is_the_transpose_bit_for_bit(dtype, n):
+  # Finite values of every magnitude, subnormals included; only -0 may come out as +0. 130 images: chunks
+  # of 64, 64 and 2 identity columns, concatenated.
+  x = jax.random.normal(jax.random.PRNGKey(0), (n, 4, 3, 8), jnp.float32)
   x = x * jnp.exp2(jax.random.randint(jax.random.PRNGKey(1), x.shape, -140, 120)).astype(jnp.float32)
   x = x.astype(dtype)
   got = jax.jit(kd_conv._batch_minor)(x)

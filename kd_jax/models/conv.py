@@ -38,8 +38,8 @@ keeps XLA's convolutions and changes two things about how they are fed:
   Each block then reaches the convolution batch-minor through a product with the N_b x N_b identity
   (`_batch_minor`) rather than a transpose: a matrix product's operand is not fused, so XLA stores the
   activation and the batch-minor copy it still makes reads that stored array, instead of recomputing
-  BatchNorm, ReLU and residual sums with strided reads; the products themselves are cheap (N_b ≤ 64
-  columns). Interleaved, ShuffleNetV1's CE step (whose copies recompute concatenated branches and
+  BatchNorm, ReLU and residual sums with strided reads; the products are cheap (at most 64 multiply-adds
+  per element). Interleaved, ShuffleNetV1's CE step (whose copies recompute concatenated branches and
   several BatchNorms) became 17-28% faster, resnet8x4's 0-9%, ShuffleNetV2's up to 6% slower and the other
   students' within noise (docs/benchmarks.md).
 - Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with
@@ -333,17 +333,27 @@ def _block_rows(n: int, h: int, w: int) -> int:
   return -(-n // blocks)
 
 
+# Images per identity product in `_batch_minor`: at most this many multiply-adds per element of x.
+_IDENTITY_COLUMNS = 64
+
+
 def _batch_minor(x: jax.Array) -> jax.Array:
   """x [N, H, W, C] as [H, W, C, N]: Σ_n x[n, h, w, c] · I[n, m], the product with the N x N identity.
 
   Why a product and not `jnp.transpose`: XLA fuses a transpose into the loop that computes x (BatchNorm,
   ReLU, residual sums), which then reads its inputs with a stride of H·W·C (module docstring); a matrix
   product's operand is computed and stored first. Exact for finite values (one product x·1, the rest
-  zeros; -0 becomes +0); an Inf or NaN in image n makes that position NaN in every image of the block,
-  where the weight gradient is not finite anyway. HIGHEST precision keeps float32 exact on TPUs.
+  zeros; -0 becomes +0); an Inf or NaN in image n makes that position NaN in every image of its chunk,
+  where the weight gradient is not finite anyway. HIGHEST precision keeps float32 exact on TPUs. A block
+  can hold up to 16384 / (H·W) images (1024 at 4x4), so the product runs over chunks of at most
+  `_IDENTITY_COLUMNS` images, concatenated, and never costs more than 64 multiply-adds per element.
   """
-  eye = jnp.eye(x.shape[0], dtype=x.dtype)
-  return lax.dot_general(x, eye, (((0,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)
+  parts = []
+  for start in range(0, x.shape[0], _IDENTITY_COLUMNS):
+    chunk = x[start:start + _IDENTITY_COLUMNS]
+    eye = jnp.eye(chunk.shape[0], dtype=x.dtype)
+    parts.append(lax.dot_general(chunk, eye, (((0,), (0,)), ((), ())), precision=lax.Precision.HIGHEST))
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
 def _blocked_weight_grad(x: jax.Array, dy: jax.Array, w_shape: Tuple[int, ...], w_dtype: Any,
