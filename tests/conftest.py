@@ -1,11 +1,33 @@
-"""Eight forced CPU devices for the whole suite, set before JAX is imported anywhere."""
+"""Eight forced CPU devices for the whole suite, set before JAX is imported anywhere, and one persistent XLA
+compilation cache for the session.
+
+The cache: many tests compile the same programs (the same tiny model's train step, evaluation and
+initialisation under the same config), and on 2 cores compilation is most of the suite's time. The cache
+lives in a fresh directory per session (removed at the end), shared by pytest-xdist workers and by the
+training processes that tests start, which inherit the environment; a cache hit deserialises the very
+executable the first compilation produced, so results are unchanged. A partly written entry read by a
+concurrent process is a warning and a recompilation inside JAX, never a wrong program. Set
+JAX_COMPILATION_CACHE_DIR yourself to keep a cache across sessions, or to "" to turn it off.
+"""
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session (xdist's controller)
+  _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="kd_jax_tests_xla_cache_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402  (after the environment above, like everything that may import JAX)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE is not None:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
