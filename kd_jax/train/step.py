@@ -53,9 +53,9 @@ def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
   Jitted as a whole: run eagerly, every parameter initialiser would compile on its own (seconds each). On
   CPU the program is compiled with LLVM's optimisations off (`INIT_CPU_COMPILER_OPTIONS`): it runs once,
   and optimising it took most of a small run's start-up (compile time at XLA's default level and at level
-  0: cnn_tiny 2.4 and 0.4 s, resnet8x4 5.1 and 1.1 s, 2-core AMD EPYC). Draws from a normal distribution may then differ from the
-  optimised program's by rounding: a few units in the last place in some elements (4% of resnet8x4's, at
-  most 3 ulp).
+  0: cnn_tiny 2.4 and 0.4 s, resnet8x4 5.1 and 1.1 s, 2-core AMD EPYC). Draws from a normal distribution
+  may then differ from the optimised program's by rounding: a few units in the last place in some
+  elements (4% of resnet8x4's, at most 3 ulp).
   """
 
   def init(rng, sample_batch, teacher_variables):
