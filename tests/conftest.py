@@ -8,6 +8,9 @@ training processes that tests start, which inherit the environment; a cache hit 
 executable the first compilation produced, so results are unchanged. A partly written entry read by a
 concurrent process is a warning and a recompilation inside JAX, never a wrong program. Set
 JAX_COMPILATION_CACHE_DIR yourself to keep a cache across sessions, or to "" to turn it off.
+
+kd_jax's oneDNN convolutions (kd_jax.models.onednn) are built into a fresh KD_JAX_CACHE_DIR per session as
+well, unless it is set, so that the tests never read or write a user's ~/.cache/kd_jax.
 """
 
 import os
@@ -23,6 +26,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the se
   _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="kd_jax_tests_xla_cache_")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  if "KD_JAX_CACHE_DIR" not in os.environ:
+    os.environ["KD_JAX_CACHE_DIR"] = os.path.join(_OWN_CACHE, "kd_jax")
 
 import pytest  # noqa: E402  (after the environment above, like everything that may import JAX)
 

@@ -296,12 +296,12 @@ def test_cpu_conv_kernels_options_and_what_auto_resolves_to():
   with unittest.mock.patch.object(kd_conv, "_cpu_option_supported", lambda key, value: False):
     with pytest.warns(RuntimeWarning, match="does not accept the XLA option"):  # a jaxlib without it
       assert kd_conv.resolve_conv_backward("auto", "xla") == kd_conv.AUTO_MATMUL
-  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be .xla. or .ynnpack.; got"):
-    kd_conv.compiler_options("onednn", "cpu")
+  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be .xla., .ynnpack. or .onednn.; got"):
+    kd_conv.compiler_options("mkl", "cpu")
   config = base_config()
   assert config.cpu_conv_kernels == "xla"
-  config.cpu_conv_kernels = "onednn"
-  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be 'xla' or 'ynnpack'"):
+  config.cpu_conv_kernels = "mkl"
+  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be 'xla', 'ynnpack' or 'onednn'"):
     validate(config)
 
 

@@ -160,7 +160,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                            "gradients on GPUs/TPUs), xla, matmul, blocked")
   parser.add_argument("--cpu-conv-kernels", default="xla", choices=kd_conv.CPU_CONV_KERNELS,
                       help="which kernels run CPU convolutions (config.cpu_conv_kernels): xla (XLA's own; "
-                           "default) or ynnpack (XLA's default in jax 0.10); ignored on GPUs/TPUs")
+                           "default), ynnpack (XLA's default in jax 0.10) or onednn (oneDNN's through XLA's FFI; "
+                           "needs the system's oneDNN); ignored on GPUs/TPUs")
   parser.add_argument("--distillers", default="all",
                       help="comma-separated registered names, or 'all' (default)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
@@ -313,12 +314,22 @@ def cost(jitted: Any, *args: Any, source: str = "auto") -> Dict[str, Any]:
   `lower(...).compile()` after the jitted function has run reuses its executable (no new compilation).
   The cost analysis describes the per-device SPMD program, hence the factor `devices`. `source`
   ('compiled' or 'lowered') overrides the choice, e.g. to compute on a CPU the figure a GPU run reports.
+  A program with kd_jax's oneDNN convolutions (custom calls, which XLA counts as zero) gets no figure.
   """
   lowered = jitted.lower(*args)
   compiled = lowered.compile()
   flops = temp_mb = None
   if source == "auto":
     source = "lowered" if jax.default_backend() == "gpu" else "compiled"
+  if "kd_jax_onednn_conv" in compiled.as_text():
+    # XLA's cost analysis counts a custom call as zero FLOPs: with --cpu-conv-kernels onednn it would
+    # report the program without its convolutions, so no figure is given.
+    source = "none: oneDNN custom calls are not in XLA's cost analysis"
+    try:
+      temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    except Exception:
+      pass
+    return {"flops": None, "flops_source": source, "xla_temp_mb": temp_mb}
   try:
     analysis = (lowered if source == "lowered" else compiled).cost_analysis()
     if isinstance(analysis, (list, tuple)):

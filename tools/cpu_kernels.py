@@ -1,4 +1,4 @@
-"""How fast this machine's kernels run one matmul and one 3x3 convolution: XLA (both CPU kernel settings), NumPy, PyTorch.
+"""How fast this machine's kernels run one matmul and one 3x3 convolution: XLA (both CPU kernel settings), oneDNN, NumPy, PyTorch.
 
 Usage:
   python tools/cpu_kernels.py                 # a Markdown table
@@ -12,8 +12,10 @@ after one warm-up (GFLOP/s = 2 x multiply-adds / time):
   - a 3x3, stride-1, SAME convolution, NHWC, float32, for each `--conv BATCHxSIZExCHANNELS` (default the
     three stages of resnet8x4/resnet32x4 at batch 64): XLA with `config.cpu_conv_kernels='xla'` (kd_jax's
     default, `kd_jax.models.conv.compiler_options`) and 'ynnpack' (XLA's default), with their process CPU
-    time (CPU > wall means several cores worked), and PyTorch's `conv2d` in channels-last (oneDNN) when
-    installed. The two XLA settings' outputs are compared (relative max difference).
+    time (CPU > wall means several cores worked), kd_jax's oneDNN custom call ('onednn',
+    `kd_jax.models.onednn`) where it can be built here, and PyTorch's `conv2d` in channels-last (oneDNN)
+    when installed. The two XLA settings' outputs are compared (relative max difference), and oneDNN's
+    with XLA's.
 Timings on a shared machine are noise: report them with the load average this prints.
 """
 
@@ -33,6 +35,9 @@ import numpy as np
 from jax import lax
 
 from kd_jax.models import conv as kd_conv
+from kd_jax.models import onednn
+
+_XLA_SETTINGS = ("xla", "ynnpack")
 
 
 def _timed(call: Callable[[], Any], calls: int) -> Dict[str, float]:
@@ -86,15 +91,24 @@ def conv_rows(batch: int, size: int, channels: int, calls: int) -> List[Dict[str
 
   jx, jw = jnp.asarray(x), jnp.asarray(w)
   out, values = [], {}
-  for kernels in kd_conv.CPU_CONV_KERNELS:
+  for kernels in _XLA_SETTINGS:
     compiled = jax.jit(conv).lower(jx, jw).compile(kd_conv.compiler_options(kernels, "cpu"))
     values[kernels] = np.asarray(compiled(jx, jw))
     t = _timed(lambda: compiled(jx, jw).block_until_ready(), calls)
     out.append({"op": op, "impl": f"XLA, cpu_conv_kernels={kernels}", **t, "gflops": flops / t["wall_s"] / 1e9})
-  first, second = (values[k] for k in kd_conv.CPU_CONV_KERNELS)
+  first, second = (values[k] for k in _XLA_SETTINGS)
   difference = float(np.max(np.abs(first - second)) / np.max(np.abs(second)))
   for row in out:
     row["relative_difference_between_xla_settings"] = difference
+  if onednn.available():
+    version = onednn.ensure_available()
+    compiled = jax.jit(lambda x_, w_: onednn.conv(x_, w_, (1, 1), ((1, 1), (1, 1)))).lower(jx, jw).compile(
+        kd_conv.compiler_options("onednn", "cpu"))
+    got = np.asarray(compiled(jx, jw))
+    t = _timed(lambda: compiled(jx, jw).block_until_ready(), calls)
+    out.append({"op": op, "impl": f"oneDNN {version}, cpu_conv_kernels=onednn", **t,
+                "gflops": flops / t["wall_s"] / 1e9,
+                "relative_difference_to_xla": float(np.max(np.abs(got - first)) / np.max(np.abs(first)))})
   torch = _torch()
   if torch is not None:
     tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -144,6 +158,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  if "relative_difference_between_xla_settings" in r}
   for op, d in differences.items():
     print(f"\n{op}: XLA's two kernel settings differ by {d:.1e} (max |diff| / max |value|)", end="")
+  for r in rows:
+    if "relative_difference_to_xla" in r:
+      print(f"\n{r['op']}: oneDNN differs from XLA's kernels by {r['relative_difference_to_xla']:.1e}", end="")
   print()
   return 0
 

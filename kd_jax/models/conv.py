@@ -100,6 +100,10 @@ CPU_CONV_KERNELS = CHOICES["cpu_conv_kernels"]
 # "auto" with YNNPACK's CPU kernels: the matmul backward when lowered for CPU, XLA's elsewhere. A resolved
 # mode only (`resolve_conv_backward`), not a config value.
 AUTO_MATMUL = "auto-matmul"
+# "auto" with oneDNN's CPU kernels: float32 convolutions (forward and both gradients) in oneDNN when lowered
+# for CPU (kd_jax.models.onednn), XLA's convolutions elsewhere. Also a resolved mode only.
+AUTO_ONEDNN = "auto-onednn"
+_RESOLVED = (AUTO_MATMUL, AUTO_ONEDNN)
 
 # XLA's DebugOptions field and value (jax 0.10.2, XLA's CPU backend) that leave only matrix products and
 # reductions to YNNPACK; its default also includes convolutions.
@@ -112,15 +116,17 @@ Padding = Union[str, Sequence[Tuple[int, int]]]
 
 
 def validate_conv_backward(mode: Any, resolved: bool = False) -> str:
-  """`mode` if it is a config value of `conv_backward` (or, with `resolved`, also AUTO_MATMUL)."""
-  if mode not in CONV_BACKWARDS + ((AUTO_MATMUL,) if resolved else ()):
+  """`mode` if it is a config value of `conv_backward` (or, with `resolved`, also AUTO_MATMUL or
+  AUTO_ONEDNN)."""
+  if mode not in CONV_BACKWARDS + (_RESOLVED if resolved else ()):
     raise KDJaxError(f"conv_backward must be {one_of(CONV_BACKWARDS)}; got {mode!r}. "
                      "'auto' uses a CPU-specific backward pass on CPU and XLA's convolutions elsewhere.")
   return mode
 
 
 def get_conv_backward() -> str:
-  """The mode models traced from now on use ('auto', 'xla', 'matmul', 'blocked' or 'auto-matmul')."""
+  """The mode models traced from now on use ('auto', 'xla', 'matmul', 'blocked', 'auto-matmul' or
+  'auto-onednn')."""
   return _mode[0]
 
 
@@ -132,15 +138,22 @@ def set_conv_backward(mode: str) -> None:
 def validate_cpu_conv_kernels(kernels: Any) -> str:
   if kernels not in CPU_CONV_KERNELS:
     raise KDJaxError(f"cpu_conv_kernels must be {one_of(CPU_CONV_KERNELS)}; got {kernels!r}. "
-                     "'xla' runs CPU convolutions with XLA's own kernels, 'ynnpack' with YNNPACK's (XLA's default).")
+                     "'xla' runs CPU convolutions with XLA's own kernels, 'ynnpack' with YNNPACK's (XLA's default), "
+                     "'onednn' with oneDNN's (needs the system's oneDNN; kd_jax.models.onednn).")
   return kernels
 
 
 def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str) -> str:
   """The mode to trace with: 'auto' (the blocked backward on CPU, XLA elsewhere) when CPU convolutions use
-  XLA's kernels, and AUTO_MATMUL (the matmul backward on CPU, XLA elsewhere) when they use YNNPACK's,
-  asked for or because this jaxlib refuses the option; the other modes are themselves."""
+  XLA's kernels, AUTO_MATMUL (the matmul backward on CPU, XLA elsewhere) when they use YNNPACK's,
+  asked for or because this jaxlib refuses the option, and AUTO_ONEDNN (oneDNN on CPU, XLA elsewhere)
+  with oneDNN's, which are built and registered here (a KDJaxError says what to install if they cannot
+  be); the other modes are themselves."""
   validate_conv_backward(conv_backward)
+  if conv_backward == "auto" and validate_cpu_conv_kernels(cpu_conv_kernels) == "onednn":
+    from kd_jax.models import onednn  # noqa: PLC0415 - builds a C++ library: only when asked for
+    onednn.ensure_available()
+    return AUTO_ONEDNN
   if conv_backward == "auto" and compiler_options(cpu_conv_kernels, "cpu") is None:
     return AUTO_MATMUL
   return conv_backward
@@ -160,14 +173,15 @@ def _cpu_option_supported(key: str, value: str) -> bool:
 def compiler_options(cpu_conv_kernels: str, platform: Optional[str] = None) -> Optional[Dict[str, str]]:
   """XLA compiler options for a program compiled for `platform` (default: JAX's default backend).
 
-  None (XLA's defaults) except on CPU with `cpu_conv_kernels='xla'`, where YNNPACK keeps matrix products
-  and reductions and XLA's own kernels run the convolutions. Where the installed jaxlib does not accept the
+  None (XLA's defaults) except on CPU with `cpu_conv_kernels='xla'` or 'onednn', where YNNPACK keeps matrix
+  products and reductions and XLA's own kernels run the convolutions (with 'onednn', those the oneDNN form
+  does not take: bfloat16 ones, say). Where the installed jaxlib does not accept the
   option, a warning says so and XLA's defaults are used. Pass the result as `jax.jit(...,
   compiler_options=...)`; it takes precedence over the same field in `XLA_FLAGS` for that program.
   """
   validate_cpu_conv_kernels(cpu_conv_kernels)
   platform = jax.default_backend() if platform is None else platform
-  if platform != "cpu" or cpu_conv_kernels != "xla":
+  if platform != "cpu" or cpu_conv_kernels == "ynnpack":
     return None
   if not _cpu_option_supported(_YNN_FUSION_OPTION, _DOT_AND_REDUCE):
     warnings.warn(f"This jaxlib ({jax.__version__}) does not accept the XLA option {_YNN_FUSION_OPTION}="
@@ -581,6 +595,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                               feature_group_count=groups, precision=precision)
   if depthwise:
     cpu = lambda x, w: _depthwise_conv(x, w, strides, pads)
+  elif mode == AUTO_ONEDNN and lhs.dtype == rhs.dtype == jnp.float32:
+    from kd_jax.models import onednn  # noqa: PLC0415 - builds a C++ library: only when asked for
+    onednn.ensure_available()  # cached after the first call (normally resolve_conv_backward's)
+    cpu = lambda x, w: _split_groups(lambda x_, w_: onednn.conv(x_, w_, strides, pads), x, w, groups)
   else:
     single = _matmul_backward_conv if mode in ("matmul", AUTO_MATMUL) else _blocked_backward_conv
     cpu = lambda x, w: _split_groups(lambda x_, w_: single(x_, w_, strides, pads, precision), x, w, groups)

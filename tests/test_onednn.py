@@ -1,0 +1,174 @@
+"""oneDNN's CPU convolutions (kd_jax.models.onednn, config.cpu_conv_kernels='onednn') against XLA's.
+
+Tests that run oneDNN are skipped, with the reason, on a machine without oneDNN's headers and library or a
+C++ compiler (kd_jax builds its handlers on first use); the error a user then gets is tested everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from helpers import small_config
+from kd_jax import models
+from kd_jax.config import base_config, validate
+from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
+from kd_jax.models import onednn
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+needs_onednn = pytest.mark.skipif(not onednn.available(), reason=(
+    "oneDNN's convolutions could not be built here (Debian/Ubuntu: apt-get install libdnnl-dev)"))
+TARGETS = ("kd_jax_onednn_conv_fwd", "kd_jax_onednn_conv_bwd_data", "kd_jax_onednn_conv_bwd_weights")
+
+
+def _rel_err(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+CASES = [  # (batch, height, width, c_in, c_out, kernel, stride, padding)
+    (4, 8, 8, 3, 16, 3, 1, ((1, 1), (1, 1))),      # a stem: three input channels
+    (3, 8, 8, 16, 32, 3, 2, ((1, 1), (1, 1))),
+    (2, 7, 9, 8, 8, 3, 2, ((1, 1), (1, 1))),       # odd sizes at stride 2: the last padded row is unused
+    (2, 9, 9, 8, 24, 1, 2, ((0, 0), (0, 0))),      # the 1x1 projection shortcut
+    (2, 10, 6, 4, 6, 5, 1, ((2, 2), (2, 2))),
+    (2, 8, 8, 6, 4, 3, 2, ((0, 1), (1, 0))),       # asymmetric padding
+    (3, 11, 11, 3, 4, 5, 3, ((2, 1), (0, 2))),     # stride 3
+    (2, 9, 9, 3, 4, 2, 3, ((0, 0), (1, 1))),       # kernel smaller than the stride: dx rows no tap reads
+    (1, 5, 5, 7, 5, 5, 1, ((0, 0), (0, 0))),       # kernel as large as the image: one output position
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize("case", CASES, ids=[f"n{c[0]}h{c[1]}w{c[2]}c{c[3]}-{c[4]}k{c[5]}s{c[6]}" for c in CASES])
+def test_forward_and_both_gradients_match_lax(case):
+  n, h, w_, c_in, c_out, k, s, pads = case
+  keys = jax.random.split(jax.random.PRNGKey(sum(case[:7])), 3)
+  x = jax.random.normal(keys[0], (n, h, w_, c_in))
+  w = jax.random.normal(keys[1], (k, k, c_in, c_out)) / np.sqrt(k * k * c_in)
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (s, s), pads, dimension_numbers=NHWC)
+  got = lambda x, w: onednn.conv(x, w, (s, s), pads)
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  y, vjp = jax.jit(lambda x, w: jax.vjp(got, x, w))(x, w)
+  assert y.shape == y_ref.shape and y.dtype == jnp.float32
+  dy = jax.random.normal(keys[2], y.shape)
+  # The same float32 products summed in another order: a few ulps of the sum's scale.
+  assert _rel_err(y, y_ref) < 1e-5
+  for got_grad, ref_grad in zip(vjp(dy), vjp_ref(dy)):
+    assert got_grad.shape == ref_grad.shape
+    assert _rel_err(got_grad, ref_grad) < 1e-5
+
+
+@needs_onednn
+def test_a_wrong_formula_would_be_caught():
+  # The comparison above is sharp: swapping the kernel's spatial axes (a transposed-kernel bug) or
+  # dropping the padding's asymmetry moves the result by O(1) of its scale.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
+  y = onednn.conv(x, w, (2, 2), ((0, 1), (1, 0)))
+  assert _rel_err(y, lax.conv_general_dilated(x, w, (2, 2), ((0, 1), (1, 0)), dimension_numbers=NHWC)) < 1e-5
+  assert _rel_err(y, lax.conv_general_dilated(x, jnp.swapaxes(w, 0, 1), (2, 2), ((0, 1), (1, 0)),
+                                              dimension_numbers=NHWC)) > 0.1
+  assert _rel_err(y, lax.conv_general_dilated(x, w, (2, 2), ((1, 0), (0, 1)), dimension_numbers=NHWC)) > 0.1
+
+
+def _model_grads(name, mode, dtype="float32"):
+  model = models.create_model(name, 10, dtype=dtype)
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 3))
+  labels = jnp.arange(8) % 10
+  variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
+
+  def loss(params):
+    out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+    logp = jax.nn.log_softmax(out.logits.astype(jnp.float32))
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
+
+  with kd_conv.conv_backward(mode):
+    fn = jax.jit(jax.value_and_grad(loss))
+    return fn(variables["params"]), fn.lower(variables["params"]).compile().as_text()
+
+
+@needs_onednn
+@pytest.mark.parametrize("name", ["resnet8", "shufflenetv1"])
+def test_model_gradients_match_xla_and_run_every_convolution_in_onednn(name):
+  # resnet8: 3x3 stride 1 and 2, 1x1 stride-2 projections; shufflenetv1: grouped 1x1 convolutions (split
+  # into ordinary ones, each in oneDNN) and depthwise ones (shifted multiply-adds in every CPU mode).
+  mode = kd_conv.resolve_conv_backward("auto", "onednn")
+  assert mode == kd_conv.AUTO_ONEDNN
+  (ref_loss, ref_grads), _ = _model_grads(name, "xla")
+  (loss, grads), hlo = _model_grads(name, mode)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(ref_grads))
+  errors = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                        / max(float(np.max(np.abs(b))), 1e-3 * scale), grads, ref_grads)
+  assert max(jax.tree.leaves(errors)) < 1e-4, errors
+  for target in TARGETS:
+    assert f'custom_call_target="{target}"' in hlo, target
+  # No convolution is left to XLA: every one went to oneDNN (or, depthwise, to multiply-adds).
+  assert " convolution(" not in hlo
+
+
+@needs_onednn
+def test_oneDNN_on_cpu_only_and_not_for_bfloat16():
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
+  kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
+  with kd_conv.conv_backward(kd_conv.resolve_conv_backward("auto", "onednn")):
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2), (0, 1)))
+    # jax.export refuses custom calls unless told they need no compatibility guarantee (nothing is kept).
+    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in TARGETS]
+    export = lambda *args, platform: jax.export.export(grad, platforms=[platform], disabled_checks=checks)(
+        *args).mlir_module()
+    for platform, calls, convolutions in (("cpu", 3, 0), ("cuda", 0, 3), ("tpu", 0, 3)):
+      text = export(x, w, platform=platform)
+      assert sum(text.count(t) for t in TARGETS) == calls, platform
+      assert text.count("stablehlo.convolution") == convolutions, platform
+    # bfloat16 convolutions keep the blocked backward with XLA's kernels (the oneDNN form is float32 only).
+    text = export(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), platform="cpu")
+    assert not any(t in text for t in TARGETS) and "stablehlo.convolution" in text
+
+
+@needs_onednn
+def test_a_training_run_with_onednn_kernels_matches_xla_kernels(tmp_path, digits):
+  from kd_jax.train import checkpoint as ckpt
+  from kd_jax.train.loop import train_and_evaluate
+  params = {}
+  for kernels in ("xla", "onednn"):
+    workdir = str(tmp_path / kernels)
+    result = train_and_evaluate(small_config(cpu_conv_kernels=kernels, max_steps=4), workdir, dataset=digits)
+    assert result["steps"] == 4
+    image = digits.train.get(np.arange(1))["image"]
+    params[kernels] = ckpt.load_exported_model(workdir, models.create_model("cnn_tiny", 10), image)
+  chex.assert_trees_all_close(params["onednn"], params["xla"], rtol=1e-4, atol=1e-5)
+
+
+def test_config_accepts_onednn_and_the_error_without_a_compiler_says_what_to_install(tmp_path, monkeypatch):
+  config = base_config()
+  config.cpu_conv_kernels = "onednn"
+  validate(config)
+  assert kd_conv.compiler_options("onednn", "cpu") == kd_conv.compiler_options("xla", "cpu")
+  assert kd_conv.compiler_options("onednn", "gpu") is None
+  monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+  with pytest.raises(KDJaxError, match=r"(?s)needs a C\+\+ compiler.*apt-get install libdnnl-dev"):
+    onednn._build(tmp_path / "lib.so")
+  # A compiler that fails (here `false`): the command, and again what to install; nothing is left behind.
+  monkeypatch.setenv("CXX", "false")
+  with pytest.raises(KDJaxError, match=r"(?s)Building kd_jax's oneDNN convolutions failed.*libdnnl-dev"):
+    onednn._build(tmp_path / "lib.so")
+  assert os.listdir(tmp_path) == []
+
+
+def test_the_library_path_depends_on_source_jaxlib_and_compile_command(monkeypatch, tmp_path):
+  monkeypatch.setenv("KD_JAX_CACHE_DIR", str(tmp_path))
+  first = onednn._library_path()
+  assert first.parent == tmp_path / "onednn"
+  monkeypatch.setenv("DNNL_ROOT", str(tmp_path / "elsewhere"))
+  assert onednn._library_path() != first
+  command = onednn._compile_command("out.so")
+  assert f"-I{tmp_path / 'elsewhere' / 'include'}" in command and "-ldnnl" in command
