@@ -172,3 +172,38 @@ def test_the_library_path_depends_on_source_jaxlib_and_compile_command(monkeypat
   assert onednn._library_path() != first
   command = onednn._compile_command("out.so")
   assert f"-I{tmp_path / 'elsewhere' / 'include'}" in command and "-ldnnl" in command
+
+
+@needs_onednn
+def test_data_parallel_devices_each_convolve_their_own_rows():
+  # The suite's 8 forced CPU devices: batch-sharded operands stay sharded through oneDNN (each device's
+  # custom calls see 2 of the 16 rows, nothing is gathered), the weight gradient is summed over devices,
+  # and values and gradients equal the one-device lax ones. A kernel split over devices (FSDP) is gathered
+  # first; a batch that does not divide over the devices is computed replicated.
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+  devices = jax.devices()
+  assert len(devices) == 8
+  mesh = Mesh(np.array(devices), ("data",))
+  loss = lambda conv_fn: lambda x, w: jnp.sum(jnp.sin(conv_fn(x, w)))
+  ours = loss(lambda x, w: onednn.conv(x, w, (2, 2), ((1, 1), (0, 1))))
+  ref = loss(lambda x, w: lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (0, 1)), dimension_numbers=NHWC))
+  for n, x_spec, w_spec in ((16, P("data"), P()), (16, P("data"), P(None, None, None, "data")), (12, P(), P())):
+    x = jax.random.normal(jax.random.PRNGKey(n), (n, 9, 9, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 8))
+    expected = jax.value_and_grad(ref, argnums=(0, 1))(x, w)
+    xs, ws = jax.device_put(x, NamedSharding(mesh, x_spec)), jax.device_put(w, NamedSharding(mesh, w_spec))
+    step = jax.jit(jax.value_and_grad(ours, argnums=(0, 1)))
+    got = step(xs, ws)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
+    for g, e in zip(got[1], expected[1]):
+      assert _rel_err(g, e) < 1e-5
+    hlo = step.lower(xs, ws).compile().as_text()
+    calls = [line for line in hlo.splitlines() if "custom-call(" in line]
+    assert {t for t in TARGETS if any(t in line for line in calls)} == set(TARGETS)
+    rows = 2 if x_spec == P("data") else n
+    assert all(f"f32[{rows}," in line for line in calls if "bwd_weights" not in line), calls
+    if x_spec == P("data"):
+      assert got[1][0].sharding.spec == P("data")
+    if x_spec == P("data") and w_spec == P():  # without the partitioning rule XLA gathered the whole batch
+      assert "all-gather" not in hlo

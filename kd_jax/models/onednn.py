@@ -20,6 +20,11 @@ against the oneDNN the system has (Debian/Ubuntu: `apt-get install libdnnl-dev`;
 under `$KD_JAX_CACHE_DIR` (default `~/.cache/kd_jax`), keyed by a hash of the source, the jaxlib version
 and the compile command, and written atomically so that concurrent processes may build it at once.
 
+Several devices (a data-parallel step on forced CPU devices): each handler is wrapped in a
+`custom_partitioning` rule, so XLA's SPMD partitioner gives each device its own rows of the batch and sums
+the weight gradient over the devices, instead of gathering the whole batch onto every device (what it does
+with a custom call it knows nothing about).
+
 Limits: float32 only, one feature group (the callers split grouped convolutions), no dilation, first-order
 gradients (a custom VJP whose backward calls the handlers is not differentiable again), CPU only. oneDNN
 runs its own OpenMP threads, one per core unless `OMP_NUM_THREADS` says otherwise.
@@ -41,6 +46,9 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from kd_jax.errors import KDJaxError
 
@@ -135,6 +143,76 @@ def _call(target: str, shape: Sequence[int], a: jax.Array, b: jax.Array, strides
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(a, b, **_attrs(strides, pads))
 
 
+def _out_shape(target: str, a_shape, b_shape, strides, pads, x_shape) -> Tuple[int, ...]:
+  """The result's shape for operands (a, b) of `target`; x_shape: the input's, for the input gradient."""
+  if target == _TARGETS[0]:
+    return (a_shape[0], *_out_hw(a_shape, b_shape, strides, pads), b_shape[3])
+  if target == _TARGETS[1]:
+    return (a_shape[0], *x_shape[1:])
+  return x_shape  # the weight gradient: the kernel's shape, passed as x_shape
+
+
+def _sharded_op(target: str):
+  """`target` as an op that XLA's SPMD partitioner splits along the batch: each device runs oneDNN on its
+  own rows, and the weight gradient's per-device sums are added with a psum over the batch's mesh axes.
+
+  Without it the partitioner knows nothing of the custom call and gathers the whole batch onto every
+  device (correct values, but every device computes every row). Operand dimensions other than the batch,
+  and the kernel, are replicated; a batch that does not divide evenly over its axes is replicated too.
+  """
+  weight_grad = target == _TARGETS[2]
+
+  def call(a, b, strides, pads, x_shape):
+    return _call(target, _out_shape(target, a.shape, b.shape, strides, pads, x_shape), a, b, strides, pads)
+
+  op = custom_partitioning(call, static_argnums=(2, 3, 4))
+
+  def batch_axes(mesh, arg_shapes):
+    shape, sharding = arg_shapes[0].shape, arg_shapes[0].sharding
+    spec = getattr(sharding, "spec", ())
+    axes = spec[0] if len(spec) else None
+    if axes is None:
+      return None
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    shards = int(np.prod([mesh.shape[name] for name in names]))
+    return axes if shards > 1 and shape[0] % shards == 0 else None
+
+  def result_sharding(mesh, axes):
+    return NamedSharding(mesh, P() if weight_grad else P(axes))
+
+  def infer(strides, pads, x_shape, mesh, arg_shapes, result_shape):
+    return result_sharding(mesh, batch_axes(mesh, arg_shapes))
+
+  def partition(strides, pads, x_shape, mesh, arg_shapes, result_shape):
+    axes = batch_axes(mesh, arg_shapes)
+    rows = NamedSharding(mesh, P(axes))
+    second = rows if weight_grad else NamedSharding(mesh, P())
+
+    def lower(a, b):
+      out = call(a, b, strides, pads, x_shape)
+      return jax.lax.psum(out, axes) if weight_grad and axes is not None else out
+
+    return mesh, lower, result_sharding(mesh, axes), (rows, second)
+
+  others = tuple("abcdefghijkl")
+  if weight_grad:  # x [n a b c], dy [n d e f] -> dw [g h i j], summed over n
+    rule, kwargs = "n a b c, n d e f -> g h i j", {"reduction_factors": ("n",)}
+  else:  # x or dy [n a b c], w [d e f g] -> [n h i j]
+    rule, kwargs = "n a b c, d e f g -> n h i j", {}
+  op.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
+                   need_replication_factors=tuple(f for f in others if f in rule), **kwargs)
+  return op
+
+
+_OPS = {}
+
+
+def _op(target: str):
+  if target not in _OPS:
+    _OPS[target] = _sharded_op(target)
+  return _OPS[target]
+
+
 def _out_hw(x_shape, w_shape, strides, pads) -> Tuple[int, int]:
   return tuple((x_shape[1 + d] + pads[d][0] + pads[d][1] - w_shape[d]) // strides[d] + 1 for d in range(2))
 
@@ -146,8 +224,7 @@ def conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int], pads: Tuple[Tuple
   x: [N, H, W, C_in] float32; w: [kh, kw, C_in, C_out] float32; pads: ((top, bottom), (left, right)), each
   ≥ 0. Call `ensure_available()` first (the models' convolution does).
   """
-  ho, wo = _out_hw(x.shape, w.shape, strides, pads)
-  return _call(_TARGETS[0], (x.shape[0], ho, wo, w.shape[3]), x, w, strides, pads)
+  return _op(_TARGETS[0])(x, w, tuple(strides), tuple(map(tuple, pads)), tuple(x.shape))
 
 
 def _conv_fwd(x, w, strides, pads):
@@ -156,8 +233,8 @@ def _conv_fwd(x, w, strides, pads):
 
 def _conv_bwd(strides, pads, residuals, dy):
   x, w = residuals
-  dx = _call(_TARGETS[1], x.shape, dy, w, strides, pads)
-  dw = _call(_TARGETS[2], w.shape, x, dy, strides, pads)
+  dx = _op(_TARGETS[1])(dy, w, strides, pads, tuple(x.shape))
+  dw = _op(_TARGETS[2])(x, dy, strides, pads, tuple(w.shape))
   return dx, dw
 
 
