@@ -7,6 +7,7 @@ C++ compiler (kd_jax builds its handlers on first use); the error a user then ge
 from __future__ import annotations
 
 import os
+import unittest.mock
 
 import chex
 import jax
@@ -138,11 +139,19 @@ def test_oneDNN_on_cpu_only_and_not_for_bfloat16():
 def test_a_training_run_with_onednn_kernels_matches_xla_kernels(tmp_path, digits):
   from kd_jax.train import checkpoint as ckpt
   from kd_jax.train.loop import train_and_evaluate
-  params = {}
+  params, traced = {}, []
+  real = onednn.conv
+
+  def spy(*args, **kwargs):
+    traced.append(args[0].shape)
+    return real(*args, **kwargs)
+
   for kernels in ("xla", "onednn"):
     workdir = str(tmp_path / kernels)
-    result = train_and_evaluate(small_config(cpu_conv_kernels=kernels, max_steps=4), workdir, dataset=digits)
+    with unittest.mock.patch.object(onednn, "conv", spy):
+      result = train_and_evaluate(small_config(cpu_conv_kernels=kernels, max_steps=4), workdir, dataset=digits)
     assert result["steps"] == 4
+    assert bool(traced) == (kernels == "onednn")  # cnn_tiny's convolutions went through oneDNN, or none did
     image = digits.train.get(np.arange(1))["image"]
     params[kernels] = ckpt.load_exported_model(workdir, models.create_model("cnn_tiny", 10), image)
   chex.assert_trees_all_close(params["onednn"], params["xla"], rtol=1e-4, atol=1e-5)
@@ -207,3 +216,20 @@ def test_data_parallel_devices_each_convolve_their_own_rows():
       assert got[1][0].sharding.spec == P("data")
     if x_spec == P("data") and w_spec == P():  # without the partitioning rule XLA gathered the whole batch
       assert "all-gather" not in hlo
+
+
+@needs_onednn
+def test_a_resumed_onednn_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, digits):
+  # Resuming reproduces a run exactly only if every kernel is deterministic: oneDNN's convolutions (and
+  # their weight gradients, reduced over OpenMP threads) must give the same bits for the same inputs.
+  from kd_jax.train import checkpoint as ckpt
+  from kd_jax.train.loop import train_and_evaluate
+  overrides = {"cpu_conv_kernels": "onednn", "data.crop_pad": 1, "data.flip": True}
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train_and_evaluate(small_config(max_steps=5, **overrides), straight, dataset=digits)
+  train_and_evaluate(small_config(max_steps=2, **overrides), resumed, dataset=digits)
+  assert train_and_evaluate(small_config(max_steps=5, **overrides), resumed, dataset=digits)["steps"] == 5
+  image = digits.train.get(np.arange(1))["image"]
+  model = models.create_model("cnn_tiny", 10)
+  chex.assert_trees_all_equal(ckpt.load_exported_model(straight, model, image),
+                              ckpt.load_exported_model(resumed, model, image))
