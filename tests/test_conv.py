@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from helpers import model_grads
 from kd_jax import models
 from kd_jax.config import base_config, validate
 from kd_jax.errors import KDJaxError
@@ -220,28 +221,13 @@ def test_bfloat16_gradients_accumulate_in_float32(mode, groups):
   assert _rel_err(dw.astype(jnp.float32), dw_ref) < 2 ** -8
 
 
-def _model_grads(name, mode, image_size, dtype="float32"):
-  model = models.create_model(name, 10, dtype=dtype)
-  x = jax.random.normal(jax.random.PRNGKey(0), (8, image_size, image_size, 3))
-  labels = jnp.arange(8) % 10
-  variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
-
-  def loss(params):
-    out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-    logp = jax.nn.log_softmax(out.logits.astype(jnp.float32))
-    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
-
-  with kd_conv.conv_backward(mode):
-    return variables, jax.jit(jax.value_and_grad(loss))(variables["params"])
-
-
 @pytest.mark.parametrize("name, mode", [("resnet8", "matmul"), ("resnet8", "blocked")])
 def test_full_model_gradient_matches_and_parameters_are_unchanged(name, mode):
   # resnet8: every conv kind of the CIFAR ResNets (3x3 stride 1 and 2, 1x1 stride-2 projections), BN, fc.
   # (Depthwise and grouped convolutions are checked one by one above; a shufflenetv1 gradient compiled with
   # XLA's grouped convolutions alone takes 20 s, and matched within 3e-5 of the scale below.)
-  ref_vars, (ref_loss, ref_grads) = _model_grads(name, "xla", 16)
-  got_vars, (loss, grads) = _model_grads(name, mode, 16)
+  ref_vars, (ref_loss, ref_grads) = model_grads(name, "xla", 16)[:2]
+  got_vars, (loss, grads) = model_grads(name, mode, 16)[:2]
   # Same parameter names, shapes and initial values: checkpoints and exported teachers keep loading.
   assert jax.tree.structure(ref_vars) == jax.tree.structure(got_vars)
   jax.tree.map(np.testing.assert_array_equal, ref_vars, got_vars)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from helpers import small_config
+from helpers import model_grads, small_config
 from kd_jax import models
 from kd_jax.config import base_config, validate
 from kd_jax.errors import KDJaxError
@@ -80,22 +80,6 @@ def test_a_wrong_formula_would_be_caught():
   assert _rel_err(y, lax.conv_general_dilated(x, w, (2, 2), ((1, 0), (0, 1)), dimension_numbers=NHWC)) > 0.1
 
 
-def _model_grads(name, mode, dtype="float32"):
-  model = models.create_model(name, 10, dtype=dtype)
-  x = jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 3))
-  labels = jnp.arange(8) % 10
-  variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
-
-  def loss(params):
-    out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-    logp = jax.nn.log_softmax(out.logits.astype(jnp.float32))
-    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
-
-  with kd_conv.conv_backward(mode):
-    fn = jax.jit(jax.value_and_grad(loss))
-    return fn(variables["params"]), fn.lower(variables["params"]).compile().as_text()
-
-
 @needs_onednn
 @pytest.mark.parametrize("name", ["resnet8", "shufflenetv1"])
 def test_model_gradients_match_xla_and_run_every_convolution_in_onednn(name):
@@ -103,8 +87,8 @@ def test_model_gradients_match_xla_and_run_every_convolution_in_onednn(name):
   # into ordinary ones, each in oneDNN) and depthwise ones (shifted multiply-adds in every CPU mode).
   mode = kd_conv.resolve_conv_backward("auto", "onednn")
   assert mode == kd_conv.AUTO_ONEDNN
-  (ref_loss, ref_grads), _ = _model_grads(name, "xla")
-  (loss, grads), hlo = _model_grads(name, mode)
+  _, (ref_loss, ref_grads), _ = model_grads(name, "xla", 16)
+  _, (loss, grads), hlo = model_grads(name, mode, 16)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(ref_grads))
   errors = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))

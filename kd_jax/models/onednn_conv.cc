@@ -223,29 +223,19 @@ ffi::Error BackwardWeightsImpl(F32x4 x, F32x4 dy,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(kd_jax_onednn_conv_fwd, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32x4>()
-                                  .Arg<F32x4>()
-                                  .Ret<F32x4>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding"));
+// All three handlers take two rank-4 float32 operands, return one, and read the same two attributes.
+static auto Binding() {
+  return ffi::Ffi::Bind()
+      .Arg<F32x4>()
+      .Arg<F32x4>()
+      .Ret<F32x4>()
+      .Attr<ffi::Span<const int64_t>>("strides")
+      .Attr<ffi::Span<const int64_t>>("padding");
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(kd_jax_onednn_conv_bwd_data, BackwardDataImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32x4>()
-                                  .Arg<F32x4>()
-                                  .Ret<F32x4>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(kd_jax_onednn_conv_bwd_weights, BackwardWeightsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32x4>()
-                                  .Arg<F32x4>()
-                                  .Ret<F32x4>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kd_jax_onednn_conv_fwd, ForwardImpl, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kd_jax_onednn_conv_bwd_data, BackwardDataImpl, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kd_jax_onednn_conv_bwd_weights, BackwardWeightsImpl, Binding());
 
 extern "C" int kd_jax_onednn_version(int* major, int* minor, int* patch) {
   const dnnl_version_t* v = dnnl_version();
