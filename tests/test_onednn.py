@@ -25,7 +25,7 @@ from kd_jax.models import onednn
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason=(
-    "oneDNN's convolutions could not be built here (Debian/Ubuntu: apt-get install libdnnl-dev)"))
+    f"kd_jax's oneDNN convolutions are not available here: {onednn.why_unavailable()}"))
 TARGETS = ("kd_jax_onednn_conv_fwd", "kd_jax_onednn_conv_bwd_data", "kd_jax_onednn_conv_bwd_weights")
 
 
@@ -155,6 +155,22 @@ def test_config_accepts_onednn_and_the_error_without_a_compiler_says_what_to_ins
   with pytest.raises(KDJaxError, match=r"(?s)Building kd_jax's oneDNN convolutions failed.*libdnnl-dev"):
     onednn._build(tmp_path / "lib.so")
   assert os.listdir(tmp_path) == []
+
+
+def test_the_cli_refuses_onednn_kernels_it_cannot_build_and_says_what_to_install(tmp_path):
+  # A fresh process with no compiler to be found: the run stops before training with exit status 2.
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), KD_JAX_CACHE_DIR=str(tmp_path / "cache"))
+  done = subprocess.run([sys.executable, "-m", "kd_jax", "train", "--config",
+                         os.path.join(repo, "experiments", "digits_teacher.py"), "--workdir", str(tmp_path / "run"),
+                         "--config.cpu_conv_kernels=onednn", "--config.max_steps=1"],
+                        capture_output=True, text=True, cwd=repo, env=env, timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "apt-get install libdnnl-dev" in done.stderr and "cpu_conv_kernels='xla'" in done.stderr
+  checkpoints = tmp_path / "run" / "checkpoints"
+  assert not checkpoints.exists() or not os.listdir(checkpoints)
 
 
 def test_the_library_path_depends_on_source_jaxlib_and_compile_command(monkeypatch, tmp_path):

@@ -119,13 +119,18 @@ def ensure_available() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def available() -> bool:
-  """Whether `ensure_available()` succeeds on this machine (it builds the library if needed)."""
+def why_unavailable() -> Optional[str]:
+  """None if `ensure_available()` succeeds on this machine (it builds the library if needed), else why not."""
   try:
     ensure_available()
-    return True
-  except (KDJaxError, OSError):
-    return False
+    return None
+  except (KDJaxError, OSError) as e:
+    return str(e)
+
+
+def available() -> bool:
+  """Whether kd_jax's oneDNN convolutions can be used here (`why_unavailable()` says why not)."""
+  return why_unavailable() is None
 
 
 def supports(x: jax.Array, w: jax.Array) -> bool:
