@@ -101,22 +101,45 @@ def test_model_gradients_match_xla_and_run_every_convolution_in_onednn(name):
 
 
 @needs_onednn
-def test_oneDNN_on_cpu_only_and_not_for_bfloat16():
+def test_oneDNN_on_cpu_only_and_not_for_dilated_convolutions():
   x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
   kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=NHWC)
   with kd_conv.conv_backward(kd_conv.resolve_conv_backward("auto", "onednn")):
-    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs) ** 2), (0, 1)))
-    # jax.export refuses custom calls unless told they need no compatibility guarantee (nothing is kept).
-    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in TARGETS]
-    export = lambda *args, platform: jax.export.export(grad, platforms=[platform], disabled_checks=checks)(
-        *args).mlir_module()
+    def export(platform, dtype=jnp.float32, **extra):
+      grad = jax.jit(jax.grad(lambda x, w: jnp.sum(kd_conv.conv_general_dilated(x, w, **kwargs, **extra) ** 2),
+                              (0, 1)))
+      # jax.export refuses custom calls unless told they need no compatibility guarantee (nothing is kept).
+      checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in TARGETS]
+      return jax.export.export(grad, platforms=[platform], disabled_checks=checks)(
+          x.astype(dtype), w.astype(dtype)).mlir_module()
     for platform, calls, convolutions in (("cpu", 3, 0), ("cuda", 0, 3), ("tpu", 0, 3)):
-      text = export(x, w, platform=platform)
+      text = export(platform)
       assert sum(text.count(t) for t in TARGETS) == calls, platform
       assert text.count("stablehlo.convolution") == convolutions, platform
-    # bfloat16 convolutions keep the blocked backward with XLA's kernels (the oneDNN form is float32 only).
-    text = export(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), platform="cpu")
+    assert sum(export("cpu", jnp.bfloat16).count(t) for t in TARGETS) == 3
+    # A dilated kernel is not a form the handlers take: lax's convolution, on CPU too.
+    text = export("cpu", rhs_dilation=(2, 2))
     assert not any(t in text for t in TARGETS) and "stablehlo.convolution" in text
+
+
+@needs_onednn
+@pytest.mark.parametrize("stride, pads", [(1, ((1, 1), (1, 1))), (2, ((0, 1), (1, 0)))])
+def test_bfloat16_rounds_once_and_sums_the_weight_gradient_in_float32(stride, pads):
+  keys = jax.random.split(jax.random.PRNGKey(stride), 3)
+  x = jax.random.normal(keys[0], (8, 16, 16, 32)).astype(jnp.bfloat16)
+  w = (jax.random.normal(keys[1], (3, 3, 32, 48)) / np.sqrt(9 * 32)).astype(jnp.bfloat16)
+  conv = lambda x, w: onednn.conv(x, w, (stride, stride), pads)
+  y, vjp = jax.vjp(conv, x, w)
+  dy = jax.random.normal(keys[2], y.shape).astype(jnp.bfloat16)
+  dx, dw = vjp(dy)
+  assert y.dtype == dx.dtype == dw.dtype == jnp.bfloat16
+  # Exact reference: the same bf16 values, float32 arithmetic. dw sums 8·8·8 (or 8·16·16) products per
+  # entry; accumulated in bf16 it would be off by far more than the one final rounding (2^-8 relative).
+  f32 = lambda a: a.astype(jnp.float32)
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=NHWC)
+  y_ref, vjp_ref = jax.vjp(ref, f32(x), f32(w))
+  for got, expected in zip((y, *vjp(dy)), (y_ref, *vjp_ref(f32(dy)))):
+    assert _rel_err(f32(got), expected) < 2 ** -8
 
 
 @needs_onednn

@@ -100,8 +100,8 @@ CPU_CONV_KERNELS = CHOICES["cpu_conv_kernels"]
 # "auto" with YNNPACK's CPU kernels: the matmul backward when lowered for CPU, XLA's elsewhere. A resolved
 # mode only (`resolve_conv_backward`), not a config value.
 AUTO_MATMUL = "auto-matmul"
-# "auto" with oneDNN's CPU kernels: float32 convolutions (forward and both gradients) in oneDNN when lowered
-# for CPU (kd_jax.models.onednn), XLA's convolutions elsewhere. Also a resolved mode only.
+# "auto" with oneDNN's CPU kernels: float32 and bfloat16 convolutions (forward and both gradients) in oneDNN
+# when lowered for CPU (kd_jax.models.onednn), XLA's convolutions elsewhere. Also a resolved mode only.
 AUTO_ONEDNN = "auto-onednn"
 _RESOLVED = (AUTO_MATMUL, AUTO_ONEDNN)
 
@@ -175,7 +175,7 @@ def compiler_options(cpu_conv_kernels: str, platform: Optional[str] = None) -> O
 
   None (XLA's defaults) except on CPU with `cpu_conv_kernels='xla'` or 'onednn', where YNNPACK keeps matrix
   products and reductions and XLA's own kernels run the convolutions (with 'onednn', those the oneDNN form
-  does not take: bfloat16 ones, say). Where the installed jaxlib does not accept the
+  does not take: dilated ones, say). Where the installed jaxlib does not accept the
   option, a warning says so and XLA's defaults are used. Pass the result as `jax.jit(...,
   compiler_options=...)`; it takes precedence over the same field in `XLA_FLAGS` for that program.
   """
@@ -532,6 +532,12 @@ def _split_groups(conv: Any, x: jax.Array, w: jax.Array, groups: int) -> jax.Arr
 # The drop-in replacement for lax.conv_general_dilated (the `conv_general_dilated` field of flax's nn.Conv)
 
 
+def _onednn_takes(x: jax.Array, w: jax.Array) -> bool:
+  from kd_jax.models import onednn  # noqa: PLC0415 - builds a C++ library: only when asked for
+  onednn.ensure_available()  # cached after the first call (normally resolve_conv_backward's)
+  return onednn.supports(x, w)
+
+
 def _is_nhwc_hwio(dimension_numbers: Any) -> bool:
   if dimension_numbers is None:  # lax's default is NCHW/OIHW
     return False
@@ -595,9 +601,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                               feature_group_count=groups, precision=precision)
   if depthwise:
     cpu = lambda x, w: _depthwise_conv(x, w, strides, pads)
-  elif mode == AUTO_ONEDNN and lhs.dtype == rhs.dtype == jnp.float32:
-    from kd_jax.models import onednn  # noqa: PLC0415 - builds a C++ library: only when asked for
-    onednn.ensure_available()  # cached after the first call (normally resolve_conv_backward's)
+  elif mode == AUTO_ONEDNN and _onednn_takes(lhs, rhs):
+    from kd_jax.models import onednn  # noqa: PLC0415 - loaded by _onednn_takes
     cpu = lambda x, w: _split_groups(lambda x_, w_: onednn.conv(x_, w_, strides, pads), x, w, groups)
   else:
     single = _matmul_backward_conv if mode in ("matmul", AUTO_MATMUL) else _blocked_backward_conv

@@ -25,7 +25,11 @@ Several devices (a data-parallel step on forced CPU devices): each handler is wr
 the weight gradient over the devices, instead of gathering the whole batch onto every device (what it does
 with a custom call it knows nothing about).
 
-Limits: float32 only, one feature group (the callers split grouped convolutions), no dilation, first-order
+bfloat16 (`config.compute_dtype='bfloat16'`): the same handlers take bfloat16 operands, accumulate in
+float32 and round each result once, the weight gradient included; on CPUs with AMX (Intel Xeon since
+Sapphire Rapids) oneDNN runs them on its AMX kernels (docs/benchmarks.md).
+
+Limits: float32 and bfloat16 only, one feature group (the callers split grouped convolutions), no dilation, first-order
 gradients (a custom VJP whose backward calls the handlers is not differentiable again), CPU only. oneDNN
 runs its own OpenMP threads, one per core unless `OMP_NUM_THREADS` says otherwise.
 """
@@ -133,9 +137,12 @@ def available() -> bool:
   return why_unavailable() is None
 
 
+DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+
+
 def supports(x: jax.Array, w: jax.Array) -> bool:
-  """Whether `conv` takes these operands: rank-4 float32 input and kernel."""
-  return x.ndim == 4 and w.ndim == 4 and x.dtype == jnp.float32 and w.dtype == jnp.float32
+  """Whether `conv` takes these operands: rank-4 input and kernel, both float32 or both bfloat16."""
+  return x.ndim == 4 and w.ndim == 4 and x.dtype == w.dtype and x.dtype in DTYPES
 
 
 def _attrs(strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...]) -> dict:
@@ -144,7 +151,7 @@ def _attrs(strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...]) -> dict:
 
 
 def _call(target: str, shape: Sequence[int], a: jax.Array, b: jax.Array, strides, pads) -> jax.Array:
-  out = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+  out = jax.ShapeDtypeStruct(tuple(shape), a.dtype)
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(a, b, **_attrs(strides, pads))
 
 
@@ -226,8 +233,9 @@ def _out_hw(x_shape, w_shape, strides, pads) -> Tuple[int, int]:
 def conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int], pads: Tuple[Tuple[int, int], ...]) -> jax.Array:
   """`lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` in oneDNN.
 
-  x: [N, H, W, C_in] float32; w: [kh, kw, C_in, C_out] float32; pads: ((top, bottom), (left, right)), each
-  ≥ 0. Call `ensure_available()` first (the models' convolution does).
+  x: [N, H, W, C_in]; w: [kh, kw, C_in, C_out], both float32 or both bfloat16 (`supports`); pads: ((top,
+  bottom), (left, right)), each ≥ 0. Call `ensure_available()` first (the models' convolution does).
+  bfloat16: products accumulated in float32 and each result rounded once (the weight gradient too).
   """
   return _op(_TARGETS[0])(x, w, tuple(strides), tuple(map(tuple, pads)), tuple(x.shape))
 

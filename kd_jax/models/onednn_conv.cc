@@ -2,8 +2,8 @@
 //
 // Why: XLA's CPU convolution kernels ran 3x3 convolutions at batch 64 at 229-316 GFLOP/s on the 2-core
 // machine this project is developed on, oneDNN's (the library PyTorch uses on CPUs) at 362-423, and
-// XLA's weight gradients far slower still (docs/benchmarks.md). Three handlers, all float32, NHWC
-// activations and HWIO kernels in XLA's default (row-major) layouts:
+// XLA's weight gradients far slower still (docs/benchmarks.md). Three handlers, float32 or bfloat16 (all
+// operands of a call alike), NHWC activations and HWIO kernels in XLA's default (row-major) layouts:
 //
 //   kd_jax_onednn_conv_fwd           (x [N,H,W,Ci], w [kh,kw,Ci,Co])    -> y  [N,Ho,Wo,Co]
 //   kd_jax_onednn_conv_bwd_data      (dy [N,Ho,Wo,Co], w [kh,kw,Ci,Co]) -> dx [N,H,W,Ci]
@@ -17,7 +17,9 @@
 // oneDNN picks the kernel's weight layout ("any"); the kernel is reordered from HWIO into it for every
 // call (the forward pass and the input gradient) or from it into HWIO (the weight gradient), which is
 // cheap next to the convolution. Scratch memory is the caller's (thread-local buffers), so that
-// primitives may run concurrently from XLA's threads.
+// primitives may run concurrently from XLA's threads. bfloat16: oneDNN accumulates in float32 and rounds
+// each result once; the weight gradient is computed in float32 and rounded to bfloat16 by the reorder into
+// HWIO, as kd_jax's other CPU forms do.
 
 #include <array>
 #include <cstdint>
@@ -38,14 +40,12 @@ using tag = dnnl::memory::format_tag;
 
 namespace {
 
-// Rank-4 float32 operands and results (aliases: the handler macros split template arguments at commas).
-using F32x4 = ffi::Buffer<ffi::F32, 4>;
-using Out4 = ffi::ResultBuffer<ffi::F32, 4>;
+using Out = ffi::Result<ffi::AnyBuffer>;
 
 enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 
-// kind, n, h, w, ci, kh, kw, co, ho, wo, stride h, stride w, pad top, bottom, left, right
-using Key = std::array<int64_t, 16>;
+// kind, n, h, w, ci, kh, kw, co, ho, wo, stride h, stride w, pad top, bottom, left, right, bfloat16 (0/1)
+using Key = std::array<int64_t, 17>;
 
 struct KeyHash {
   size_t operator()(const Key& key) const {
@@ -77,13 +77,15 @@ std::shared_ptr<Plan> MakePlan(const Key& k) {
   const int64_t ho = k[8], wo = k[9];
   const memory::dims x_dims = {n, ci, h, w}, y_dims = {n, co, ho, wo}, w_dims = {co, ci, kh, kw};
   const memory::dims strides = {k[10], k[11]}, pad_l = {k[12], k[14]}, pad_r = {k[13], k[15]};
-  const auto f32 = memory::data_type::f32;
+  const auto dt = k[16] ? memory::data_type::bf16 : memory::data_type::f32;
 
   auto plan = std::make_shared<Plan>();
-  plan->x_md = memory::desc(x_dims, f32, tag::nhwc);
-  plan->y_md = memory::desc(y_dims, f32, tag::nhwc);
-  plan->user_w_md = memory::desc(w_dims, f32, tag::hwio);
-  const memory::desc any_w(w_dims, f32, tag::any);
+  plan->x_md = memory::desc(x_dims, dt, tag::nhwc);
+  plan->y_md = memory::desc(y_dims, dt, tag::nhwc);
+  plan->user_w_md = memory::desc(w_dims, dt, tag::hwio);
+  const memory::desc any_w(w_dims, dt, tag::any);
+  // The weight gradient is summed in float32 whatever the operands' type.
+  const memory::desc any_dw(w_dims, memory::data_type::f32, tag::any);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
 
@@ -107,7 +109,7 @@ std::shared_ptr<Plan> MakePlan(const Key& k) {
       plan->scratch_md = pd.scratchpad_desc();
       plan->conv = dnnl::convolution_backward_data(pd);
     } else {
-      dnnl::convolution_backward_weights::desc desc(direct, plan->x_md, any_w, plan->y_md, strides, pad_l,
+      dnnl::convolution_backward_weights::desc desc(direct, plan->x_md, any_dw, plan->y_md, strides, pad_l,
                                                     pad_r);
       dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, Engine(), fwd_pd);
       plan->conv_w_md = pd.diff_weights_desc();
@@ -191,44 +193,58 @@ ffi::Error Run(const Key& key, void* x, void* w, void* y) {
   return ffi::Error::Success();
 }
 
-Key MakeKey(int64_t kind, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
-            ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
-  return Key{kind,      x_dims[0],  x_dims[1],  x_dims[2],  x_dims[3],  w_dims[0],  w_dims[1],  w_dims[3],
-             y_dims[1], y_dims[2],  strides[0], strides[1], padding[0], padding[1], padding[2], padding[3]};
+ffi::Error CheckTypes(ffi::AnyBuffer a, ffi::AnyBuffer b, Out& out) {
+  const ffi::DataType t = a.element_type();
+  if ((t != ffi::DataType::F32 && t != ffi::DataType::BF16) || b.element_type() != t || out->element_type() != t)
+    return ffi::Error::InvalidArgument("kd_jax oneDNN convolution: operands and result must all be float32 or "
+                                       "all bfloat16");
+  if (a.dimensions().size() != 4 || b.dimensions().size() != 4 || out->dimensions().size() != 4)
+    return ffi::Error::InvalidArgument("kd_jax oneDNN convolution: operands and result must have rank 4");
+  return ffi::Error::Success();
 }
 
-ffi::Error ForwardImpl(F32x4 x, F32x4 w,
-                       Out4 y, ffi::Span<const int64_t> strides,
+Key MakeKey(int64_t kind, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
+            ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+            ffi::DataType type) {
+  return Key{kind,       x_dims[0],  x_dims[1],  x_dims[2],  x_dims[3],  w_dims[0],
+             w_dims[1],  w_dims[3],  y_dims[1],  y_dims[2],  strides[0], strides[1],
+             padding[0], padding[1], padding[2], padding[3], type == ffi::DataType::BF16 ? 1 : 0};
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, Out y, ffi::Span<const int64_t> strides,
                        ffi::Span<const int64_t> padding) {
   if (ffi::Error error = CheckAttrs(strides, padding); error.failure()) return error;
-  Key key = MakeKey(kForward, x.dimensions(), w.dimensions(), y->dimensions(), strides, padding);
-  return Run(key, x.typed_data(), w.typed_data(), y->typed_data());
+  if (ffi::Error error = CheckTypes(x, w, y); error.failure()) return error;
+  Key key = MakeKey(kForward, x.dimensions(), w.dimensions(), y->dimensions(), strides, padding, x.element_type());
+  return Run(key, x.untyped_data(), w.untyped_data(), y->untyped_data());
 }
 
-ffi::Error BackwardDataImpl(F32x4 dy, F32x4 w,
-                            Out4 dx, ffi::Span<const int64_t> strides,
+ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w, Out dx, ffi::Span<const int64_t> strides,
                             ffi::Span<const int64_t> padding) {
   if (ffi::Error error = CheckAttrs(strides, padding); error.failure()) return error;
-  Key key = MakeKey(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding);
-  return Run(key, dx->typed_data(), w.typed_data(), dy.typed_data());
+  if (ffi::Error error = CheckTypes(dy, w, dx); error.failure()) return error;
+  Key key = MakeKey(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding,
+                    dy.element_type());
+  return Run(key, dx->untyped_data(), w.untyped_data(), dy.untyped_data());
 }
 
-ffi::Error BackwardWeightsImpl(F32x4 x, F32x4 dy,
-                               Out4 dw, ffi::Span<const int64_t> strides,
+ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy, Out dw, ffi::Span<const int64_t> strides,
                                ffi::Span<const int64_t> padding) {
   if (ffi::Error error = CheckAttrs(strides, padding); error.failure()) return error;
-  Key key = MakeKey(kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding);
-  return Run(key, x.typed_data(), dw->typed_data(), dy.typed_data());
+  if (ffi::Error error = CheckTypes(x, dy, dw); error.failure()) return error;
+  Key key = MakeKey(kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding,
+                    x.element_type());
+  return Run(key, x.untyped_data(), dw->untyped_data(), dy.untyped_data());
 }
 
 }  // namespace
 
-// All three handlers take two rank-4 float32 operands, return one, and read the same two attributes.
+// All three handlers take two rank-4 operands, return one, and read the same two attributes.
 static auto Binding() {
   return ffi::Ffi::Bind()
-      .Arg<F32x4>()
-      .Arg<F32x4>()
-      .Ret<F32x4>()
+      .Arg<ffi::AnyBuffer>()
+      .Arg<ffi::AnyBuffer>()
+      .Ret<ffi::AnyBuffer>()
       .Attr<ffi::Span<const int64_t>>("strides")
       .Attr<ffi::Span<const int64_t>>("padding");
 }
