@@ -80,9 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
   # every core; YNNPACK keeps matrix products and reductions), 'ynnpack' (XLA's default in jax 0.10) or
   # 'onednn' (oneDNN's, called from the compiled program through XLA's FFI, forward and both gradients;
   # needs the system's oneDNN, e.g. `apt-get install libdnnl-dev`, and a C++ compiler, and builds once:
-  # kd_jax.models.onednn). Float32 in every case; on a 2-core CPU 'xla' made the resnet32x4 -> resnet8x4
-  # teacher forward about 25% faster than 'ynnpack', and 'onednn' the KD step faster still
-  # (docs/benchmarks.md). Ignored on GPUs and TPUs.
+  # kd_jax.models.onednn). The same sums in every case, in another order (float32 products and
+  # accumulation; bf16 operands under compute_dtype='bfloat16'); on a 2-core CPU 'xla' made the resnet32x4
+  # -> resnet8x4 teacher forward about 25% faster than 'ynnpack', and 'onednn' the KD step 13% faster
+  # than 'xla' (docs/benchmarks.md). Ignored on GPUs and TPUs.
   c.cpu_conv_kernels = "xla"
 
   # How parameters live on the `data` mesh: 'replicated' (every device holds the whole model) or 'fsdp'
