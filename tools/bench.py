@@ -321,15 +321,15 @@ def cost(jitted: Any, *args: Any, source: str = "auto") -> Dict[str, Any]:
   flops = temp_mb = None
   if source == "auto":
     source = "lowered" if jax.default_backend() == "gpu" else "compiled"
+  try:
+    temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
+  except Exception:
+    pass
   if "kd_jax_onednn_conv" in compiled.as_text():
     # XLA's cost analysis counts a custom call as zero FLOPs: with --cpu-conv-kernels onednn it would
     # report the program without its convolutions, so no figure is given.
-    source = "none: oneDNN custom calls are not in XLA's cost analysis"
-    try:
-      temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
-    except Exception:
-      pass
-    return {"flops": None, "flops_source": source, "xla_temp_mb": temp_mb}
+    return {"flops": None, "flops_source": "none: oneDNN custom calls are not in XLA's cost analysis",
+            "xla_temp_mb": temp_mb}
   try:
     analysis = (lowered if source == "lowered" else compiled).cost_analysis()
     if isinstance(analysis, (list, tuple)):
@@ -337,10 +337,6 @@ def cost(jitted: Any, *args: Any, source: str = "auto") -> Dict[str, Any]:
     if analysis and analysis.get("flops", -1) >= 0:
       flops = float(analysis["flops"]) * jax.device_count()
   except Exception:  # some backends do not implement it
-    pass
-  try:
-    temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
-  except Exception:
     pass
   return {"flops": flops, "flops_source": source if flops is not None else None, "xla_temp_mb": temp_mb}
 

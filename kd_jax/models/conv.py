@@ -94,6 +94,7 @@ from jax import lax
 
 from kd_jax.config import CHOICES, one_of
 from kd_jax.errors import KDJaxError
+from kd_jax.models import onednn
 
 CONV_BACKWARDS = CHOICES["conv_backward"]
 CPU_CONV_KERNELS = CHOICES["cpu_conv_kernels"]
@@ -151,8 +152,7 @@ def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str) -> str:
   be); the other modes are themselves."""
   validate_conv_backward(conv_backward)
   if conv_backward == "auto" and validate_cpu_conv_kernels(cpu_conv_kernels) == "onednn":
-    from kd_jax.models import onednn  # noqa: PLC0415 - builds a C++ library: only when asked for
-    onednn.ensure_available()
+    onednn.ensure_available()  # a missing oneDNN stops the run here, before anything is traced
     return AUTO_ONEDNN
   if conv_backward == "auto" and compiler_options(cpu_conv_kernels, "cpu") is None:
     return AUTO_MATMUL
@@ -532,12 +532,6 @@ def _split_groups(conv: Any, x: jax.Array, w: jax.Array, groups: int) -> jax.Arr
 # The drop-in replacement for lax.conv_general_dilated (the `conv_general_dilated` field of flax's nn.Conv)
 
 
-def _onednn_takes(x: jax.Array, w: jax.Array) -> bool:
-  from kd_jax.models import onednn  # noqa: PLC0415 - builds a C++ library: only when asked for
-  onednn.ensure_available()  # cached after the first call (normally resolve_conv_backward's)
-  return onednn.supports(x, w)
-
-
 def _is_nhwc_hwio(dimension_numbers: Any) -> bool:
   if dimension_numbers is None:  # lax's default is NCHW/OIHW
     return False
@@ -601,8 +595,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                               feature_group_count=groups, precision=precision)
   if depthwise:
     cpu = lambda x, w: _depthwise_conv(x, w, strides, pads)
-  elif mode == AUTO_ONEDNN and _onednn_takes(lhs, rhs):
-    from kd_jax.models import onednn  # noqa: PLC0415 - loaded by _onednn_takes
+  elif mode == AUTO_ONEDNN and onednn.supports(lhs, rhs):
     cpu = lambda x, w: _split_groups(lambda x_, w_: onednn.conv(x_, w_, strides, pads), x, w, groups)
   else:
     single = _matmul_backward_conv if mode in ("matmul", AUTO_MATMUL) else _blocked_backward_conv

@@ -155,15 +155,7 @@ def _call(target: str, shape: Sequence[int], a: jax.Array, b: jax.Array, strides
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(a, b, **_attrs(strides, pads))
 
 
-def _out_shape(target: str, a_shape, b_shape, strides, pads, x_shape) -> Tuple[int, ...]:
-  """The result's shape for operands (a, b) of `target`; x_shape: the input's, for the input gradient."""
-  if target == _TARGETS[0]:
-    return (a_shape[0], *_out_hw(a_shape, b_shape, strides, pads), b_shape[3])
-  if target == _TARGETS[1]:
-    return (a_shape[0], *x_shape[1:])
-  return x_shape  # the weight gradient: the kernel's shape, passed as x_shape
-
-
+@functools.lru_cache(maxsize=None)
 def _sharded_op(target: str):
   """`target` as an op that XLA's SPMD partitioner splits along the batch: each device runs oneDNN on its
   own rows, and the weight gradient's per-device sums are added with a psum over the batch's mesh axes.
@@ -171,11 +163,13 @@ def _sharded_op(target: str):
   Without it the partitioner knows nothing of the custom call and gathers the whole batch onto every
   device (correct values, but every device computes every row). Operand dimensions other than the batch,
   and the kernel, are replicated; a batch that does not divide evenly over its axes is replicated too.
+  The op's static `shape` is the whole result's; a device's result has its own rows of it (all of the
+  weight gradient).
   """
   weight_grad = target == _TARGETS[2]
 
-  def call(a, b, strides, pads, x_shape):
-    return _call(target, _out_shape(target, a.shape, b.shape, strides, pads, x_shape), a, b, strides, pads)
+  def call(a, b, strides, pads, shape):
+    return _call(target, shape if weight_grad else (a.shape[0], *shape[1:]), a, b, strides, pads)
 
   op = custom_partitioning(call, static_argnums=(2, 3, 4))
 
@@ -192,16 +186,16 @@ def _sharded_op(target: str):
   def result_sharding(mesh, axes):
     return NamedSharding(mesh, P() if weight_grad else P(axes))
 
-  def infer(strides, pads, x_shape, mesh, arg_shapes, result_shape):
+  def infer(strides, pads, shape, mesh, arg_shapes, result_shape):
     return result_sharding(mesh, batch_axes(mesh, arg_shapes))
 
-  def partition(strides, pads, x_shape, mesh, arg_shapes, result_shape):
+  def partition(strides, pads, shape, mesh, arg_shapes, result_shape):
     axes = batch_axes(mesh, arg_shapes)
     rows = NamedSharding(mesh, P(axes))
     second = rows if weight_grad else NamedSharding(mesh, P())
 
     def lower(a, b):
-      out = call(a, b, strides, pads, x_shape)
+      out = call(a, b, strides, pads, shape)
       return jax.lax.psum(out, axes) if weight_grad and axes is not None else out
 
     return mesh, lower, result_sharding(mesh, axes), (rows, second)
@@ -216,15 +210,6 @@ def _sharded_op(target: str):
   return op
 
 
-_OPS = {}
-
-
-def _op(target: str):
-  if target not in _OPS:
-    _OPS[target] = _sharded_op(target)
-  return _OPS[target]
-
-
 def _out_hw(x_shape, w_shape, strides, pads) -> Tuple[int, int]:
   return tuple((x_shape[1 + d] + pads[d][0] + pads[d][1] - w_shape[d]) // strides[d] + 1 for d in range(2))
 
@@ -234,10 +219,13 @@ def conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int], pads: Tuple[Tuple
   """`lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` in oneDNN.
 
   x: [N, H, W, C_in]; w: [kh, kw, C_in, C_out], both float32 or both bfloat16 (`supports`); pads: ((top,
-  bottom), (left, right)), each ≥ 0. Call `ensure_available()` first (the models' convolution does).
+  bottom), (left, right)), each ≥ 0. Builds and registers the handlers on first use (`ensure_available`).
   bfloat16: products accumulated in float32 and each result rounded once (the weight gradient too).
   """
-  return _op(_TARGETS[0])(x, w, tuple(strides), tuple(map(tuple, pads)), tuple(x.shape))
+  ensure_available()  # before the program that calls them is compiled; cached after the first call
+  strides, pads = tuple(strides), tuple(map(tuple, pads))
+  shape = (x.shape[0], *_out_hw(x.shape, w.shape, strides, pads), w.shape[3])
+  return _sharded_op(_TARGETS[0])(x, w, strides, pads, shape)
 
 
 def _conv_fwd(x, w, strides, pads):
@@ -246,8 +234,8 @@ def _conv_fwd(x, w, strides, pads):
 
 def _conv_bwd(strides, pads, residuals, dy):
   x, w = residuals
-  dx = _op(_TARGETS[1])(dy, w, strides, pads, tuple(x.shape))
-  dw = _op(_TARGETS[2])(x, dy, strides, pads, tuple(w.shape))
+  dx = _sharded_op(_TARGETS[1])(dy, w, strides, pads, tuple(x.shape))
+  dw = _sharded_op(_TARGETS[2])(x, dy, strides, pads, tuple(w.shape))
   return dx, dw
 
 
