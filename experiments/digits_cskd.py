@@ -1,9 +1,10 @@
 """CSKD student on digits: mlp_small learning from the cnn_large teacher of the default study.
 
-Loss `CE + 1·(L_CS(T=4) + L_CS(T_i))`, the paper's Eq. 9 with the reference code's values (METHODS.md item 8,
-second check): CE weight 1, KD weight 1, α = 2 inside the loss, T = 4, CSWT range 2–6, batch 64 (the loss
-is a batch statistic). Everything else is the default study's KD student (`study_configs()["student_kd"]`).
-The reference's extras (weak/strong views, Gram-matrix terms) are not part of this config.
+Loss `CE + 1·(L_CS(T=4) + L_CS(T_i))`, the paper's Eq. 9 with the reference code's values (its mdistiller
+`CSKD` config, see `kd_jax.losses.cskd`): CE weight 1, KD weight 1, α = 2 inside the loss, T = 4, CSWT range
+2–6, batch 64 (the loss is a batch statistic). Everything else is the default study's KD student
+(`study_configs()["student_kd"]`). The reference's extras (weak/strong views, Gram-matrix terms) are not part
+of this config.
 
 Train the teacher first (experiments/digits_teacher.py), then:
   python -m kd_jax train --config experiments/digits_cskd.py \

@@ -1,6 +1,7 @@
 """Energy KD with the reference repository's temperatures (Seonghak35/EnergyKD `energyKD.T.LOW = 2`,
 `T.HIGH = 6`): low-energy samples get T = 2, high-energy samples T = 6 — the opposite of the abstract's rule
-(experiments/digits_energy_kd.py). METHODS.md item 7 asks for both; compare them in the logit-method table.
+(experiments/digits_energy_kd.py). The paper and its code disagree, so both are run; compare them in the
+logit-method table (docs/methods.md).
 
   python -m kd_jax train --config experiments/digits_energy_kd_repo.py \
       --config.teacher.workdir=runs/digits_teacher --workdir runs/digits_energy_kd_repo

@@ -1,6 +1,6 @@
 """Compressed-ensemble student: mlp_small learning from the averaged outputs of several digits teachers.
 
-METHODS.md item 17 (Buciluǎ et al., "Model Compression", KDD 2006; Hinton et al. 2015, arXiv:1503.02531):
+Compressed ensemble (Buciluǎ et al., "Model Compression", KDD 2006; Hinton et al. 2015, arXiv:1503.02531):
 the target is the mean of the teachers' softened probabilities, `0.1·CE + 0.9·T²·KL(mean_k p_k^T || p_s^T)`
 with T = 4 and the 0.1/0.9 weights of the default KD study [assume: neither source fixes them for ensembles].
 `--config.loss.ensemble_kd.average=logits` averages logits instead (a normalised geometric mean).

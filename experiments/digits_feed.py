@@ -1,4 +1,4 @@
-"""Parallel FEED student: cnn_small learning from two cnn_large teachers on digits (METHODS.md item 5).
+"""Parallel FEED student: cnn_small learning from two cnn_large teachers on digits.
 
 Park & Kwak, arXiv:1909.10754: the student's last stage (2x2x64) feeds one translator per teacher
 (3 × (Conv3x3 + LeakyReLU 0.1), output width 128 = the teacher's channels), and each translated map is matched

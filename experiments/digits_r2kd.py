@@ -1,12 +1,12 @@
 """R2KD student on digits: mlp_small from the default study's teacher and its pruned copy.
 
-Loss `CE(x) + [L_value + L_rank](x) + [L_value + L_rank](x_aug)` with the reference code's values
-(Seonghak35/R2KD `engine/cfg.py`, METHODS.md item 9): CE weight 1, T = 4, value and rank weights 2 inside
-the loss, argsort ranks (logged, zero gradient as in the reference; `--config.loss.r2kd.rank=soft` makes
-it differentiable, a deviation). The target is `0.7·z_T + 0.3·z_Tpruned`, the pruned copy having the 10%
-smallest-magnitude weights of every kernel zeroed and running with batch statistics. The augmented copy
-uses CutMix (α = 1); the reference also offers mixup, cutout (one 8×8 hole on CIFAR; too large for 8×8
-digits), cutmixpick and AutoAugment (not implemented here): `--config.loss.r2kd.augment=mixup`.
+Loss `CE(x) + [L_value + L_rank](x) + [L_value + L_rank](x_aug)` with the reference code's values (Kim et al.,
+arXiv:2311.13934; Seonghak35/R2KD `mdistiller/engine/cfg.py`): CE weight 1, T = 4, value and rank weights 2
+inside the loss, argsort ranks (logged, zero gradient as in the reference; `--config.loss.r2kd.rank=soft`
+makes it differentiable, a deviation). The target is `0.7·z_T + 0.3·z_Tpruned`, the pruned copy having the 10%
+smallest-magnitude weights of every kernel zeroed and running with batch statistics. The augmented copy uses
+CutMix (α = 1); the reference also offers mixup, cutout (one 8×8 hole on CIFAR; too large for 8×8 digits),
+cutmixpick and AutoAugment (not implemented here): `--config.loss.r2kd.augment=mixup`.
 
 Train the teacher first (experiments/digits_teacher.py), then:
   python -m kd_jax train --config experiments/digits_r2kd.py \

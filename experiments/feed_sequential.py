@@ -1,4 +1,4 @@
-"""Sequential FEED (METHODS.md item 5): each stage's student teaches the next stage's student.
+"""Sequential FEED: each stage's student teaches the next stage's student.
 
 Park & Kwak, arXiv:1909.10754. Stage 1 distils a teacher run into the student with FEED's loss and one
 translator (FT's loss on the teacher's raw last-stage feature, β = 500, next to CE weight 1); stage i + 1 uses

@@ -4,7 +4,8 @@ Why this module exists. Kim, Park, Lee, Kwak, "The Role of Teacher Calibration i
 Distillation", IEEE Access 2025, arXiv:2508.20224, report that a teacher's calibration error predicts
 its student's accuracy far better than the teacher's accuracy does, and that lowering the teacher's
 calibration error with a post-hoc calibration method improves KD and the methods built on it.
-(METHODS.md item 1; the exact recalibration procedure is not public, so kd_jax uses the reading below.)
+(No code was published and the exact recalibration procedure could not be confirmed, so kd_jax uses the
+reading below: Guo et al.'s temperature scaling of the teacher.)
 
 How it is used (the config switch is added by the training code, not here):
 

@@ -1,7 +1,9 @@
 """Weight pruning on parameter pytrees: pure functions, params in, params out.
 
-Used by R2KD's pruned teacher (METHODS.md item 9) and meant for the later pruning work (item 3, and AB
-with gradual pruning, item 13).
+Used by R2KD's pruned teacher (Kim et al., arXiv:2311.13934; reference Seonghak35/R2KD,
+`mdistiller/engine/utils.py::unstructured_pruning`) and meant for later work combining KD with pruning
+(Park, Yoo, Kwak, "On the Orthogonality of Knowledge Distillation with Other Techniques: From an Ensemble
+Perspective", arXiv:2009.04120), AB with gradual pruning included (Heo et al., AAAI 2019, arXiv:1811.03233).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FEED: feature-level ensemble distillation through one translator per teacher (METHODS.md item 5).
+"""FEED: feature-level ensemble distillation through one translator per teacher.
 
 Park & Kwak, "FEED: Feature-level Ensemble for Knowledge Distillation", arXiv:1909.10754 (earlier version:
 ICLR 2019 OpenReview BJxYEsAqY7). No code was found; the loss is FT's (Kim, Park, Kwak, NeurIPS 2018,
@@ -64,17 +64,18 @@ def _teachers(teacher) -> Tuple[ModelOutput, ...]:
 class FEED(Distiller):
   """Parallel FEED, `β Σ_k losses.factor_transfer(φ_k(F_s), F_{t_k}, p, form="paper")`.
 
-  METHODS.md item 5 [paper]: the student's last feature map F_s (the last stage output, before pooling) feeds
+  From the paper: the student's last feature map F_s (the last stage output, before pooling) feeds
   one translator φ_k per teacher (`FEEDTranslator`: FT's translator, output width = teacher k's channels);
   each translated map is compared with teacher k's last-stage map by FT's loss,
   `mean_{b,d} |φ_k(F_s)/‖φ_k(F_s)‖₂ − F_{t_k}/‖F_{t_k}‖₂|` over the flattened maps. The translators are
   trained with the student (by the same optimiser here; FT's code gives the translator its own SGD with the
   same hyper-parameters, which is the same update for plain SGD) and thrown away after training; the teachers
-  are constants. Readings marked [assume] in METHODS.md: the teachers' raw last-stage features are used
-  directly, without FT's paraphraser; β = 500 as FT's code (the config's term weight multiplies it, normally
-  1). `teacher` may be one `ModelOutput` (then this is FT without a paraphraser, and one stage of sequential
-  FEED) or a tuple of them (`config.teacher.workdir` then `config.teacher.extra_workdirs`). The student's and
-  every teacher's chosen maps need the same spatial size. Metrics: `teacher<k>`, each unweighted FT term.
+  are constants. Our readings where the paper is silent [assume]: the teachers' raw last-stage features
+  are used directly, without FT's paraphraser; β = 500 as FT's code (the config's term weight multiplies
+  it, normally 1). `teacher` may be one `ModelOutput` (then this is FT without a paraphraser, and one stage
+  of sequential FEED) or a tuple of them (`config.teacher.workdir` then `config.teacher.extra_workdirs`).
+  The student's and every teacher's chosen maps need the same spatial size. Metrics: `teacher<k>`, each
+  unweighted FT term.
 
   Attributes:
     beta: β.

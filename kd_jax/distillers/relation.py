@@ -73,10 +73,10 @@ class RKD(Distiller):
 class AreaRKD(Distiller):
   """Area-wise relational KD, `λ_area·L_area (+ λ_D·L_D + λ_A·L_A)`. See `losses.area_rkd`.
 
-  Cho, Park, Lim, CSAM 30(5), 2023 (no arXiv, no code): a reading of the abstract (METHODS.md item 12,
-  [assume]). λ_area = 25 follows the spec's suggestion (RKD's distance weight, so the area term sits on the
-  same scale as RKD's parts); the RKD distance and angle terms are off by default and can be switched on
-  next to it ("use it alone or next to the RKD terms"). The abstract applies the loss "at a specific hidden
+  Cho, Park, Lim, CSAM 30(5), 2023 (no arXiv, no code): a reading of the abstract, with kd_jax's own
+  choices where it is silent [assume]. λ_area = 25 is one of them (RKD's distance weight, so the area term
+  sits on the same scale as RKD's parts); the RKD distance and angle terms are off by default and can be
+  switched on next to it. The abstract applies the loss "at a specific hidden
   layer": `stage` chooses it, the pooled embedding by default. Metrics: `area` (and `distance`, `angle`
   when their weights are non-zero), unweighted.
 

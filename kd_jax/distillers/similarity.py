@@ -23,7 +23,7 @@ class CSKD(Distiller):
   `{'ce': {'weight': 1}, 'cskd': {'weight': λ = 1}}` as the reference (CE weight 1, KD weight 1). Metrics:
   `cs_fixed` = `losses.cskd`, `cs_cswt` = `losses.cskd_cswt`, `t_mean` = the batch's mean CSWT temperature.
 
-  Defaults are the reference code's (METHODS.md item 8, second check): T = 4, α = 2, CSWT range 2–6.
+  Defaults are the reference code's config (see `kd_jax.losses.cskd`): T = 4, α = 2, CSWT range 2–6.
   Not here (extras of the extended reference code, not in the arXiv paper): the weak/strong two-view
   training (the reference also applies CE to the strong view), its median-confidence scalar factor on the
   weak-view terms, and the class-class/batch-batch Gram-matrix cosine terms.
@@ -65,7 +65,8 @@ class R2KD(Distiller):
   as `blend_weight·z_T + (1 − blend_weight)·z_Tpruned` (`losses.r2kd_teacher_logits`, 0.7 = `PRUNE.WEIGHT`).
   The pruned teacher is `kd_jax.pruning.prune_by_magnitude(teacher_params, 0.1)`: a run makes it with
   `config.teacher.pruned_copy_rate = 0.1` and runs it with batch statistics (train-mode BatchNorm, as the
-  reference does; METHODS.md item 9, second check) while the original teacher stays in eval mode.
+  reference does: mdistiller's `Distiller.train()` sets only `teacher` to eval) while the original teacher
+  stays in eval mode.
 
   `augment` adds the reference's second term, the same loss on an augmented copy of the batch (no CE on
   it), evaluated on the models through `Context.forward`: 'mixup' (α = 0.2, partners a permutation of the

@@ -352,8 +352,9 @@ def energy_kd(student_logits: jax.Array, teacher_logits: jax.Array, *, energy_lo
   The reference trains with `0.1·CE + 0.9·L_KD`.
 
   ⚠ Temperature direction: the defaults follow the paper's stated rule (low energy → T = 6, high energy →
-  T = 2, middle T = 4), as `shared/METHODS.md` item 7 asks; the reference code's defaults are reversed
-  (`low_energy_temperature=2.0, high_energy_temperature=6.0`). Run both and report both.
+  T = 2, middle T = 4), as the paper's abstract states it; the reference code's defaults are reversed
+  (`energyKD.T.LOW = 2.0`, `T.HIGH = 6.0` in Seonghak35/EnergyKD `mdistiller/engine/cfg.py`, i.e.
+  `low_energy_temperature=2.0, high_energy_temperature=6.0`). Run both and report both.
 
   Args:
     student_logits: [B, C].
@@ -389,7 +390,8 @@ def ensemble_kd(student_logits: jax.Array, teacher_logits_list, temperature: flo
   KDD 2006 (no arXiv), and Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", 2015,
   arXiv:1503.02531 (distilling an ensemble into one model). The target is
 
-    - `average="probs"` (default; METHODS.md item 17: "average of softmax outputs"):
+    - `average="probs"` (default; Hinton et al. propose "an arithmetic or geometric mean" of the ensemble's
+      predictive distributions as soft targets):
       `q = Σ_k w_k softmax(z_k/T)`, the arithmetic mean of the softened teacher distributions;
     - `average="logits"`: `q = softmax(Σ_k w_k z_k / T)`, the normalised geometric mean of them.
 

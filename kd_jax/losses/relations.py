@@ -15,10 +15,10 @@ and the square roots are clamped away from zero before they are differentiated.
 Papers:
 - RKD: Park, Kim, Lu, Cho, "Relational Knowledge Distillation", CVPR 2019, arXiv:1904.05068. Reference
   code checked: `HobbitLong/RepDistiller/distiller_zoo/RKD.py` (`RKDLoss`, weights 25 and 50 on CIFAR-100);
-  ../shared/METHODS.md item 14.
+  the authors' code is `lenscloth/RKD`.
 - Area-wise RKD: Cho, Park, Lim, "Area-wise relational knowledge distillation", Communications for
   Statistical Applications and Methods 30(5), 2023 (no arXiv version, no code): a reading of the abstract,
-  ../shared/METHODS.md item 12.
+  see `area_rkd`.
 - VID: Ahn, Hu, Damianou, Lawrence, Dai, "Variational Information Distillation for Knowledge Transfer",
   CVPR 2019, arXiv:1904.05835. Reference code checked: `HobbitLong/RepDistiller/distiller_zoo/VID.py`
   (`VIDLoss`, "code from author", ssahn0215/variational-information-distillation).
@@ -120,8 +120,8 @@ def rkd_distance(student_embedding: jax.Array, teacher_embedding: jax.Array) -> 
   """RKD distance-wise loss: `mean_{i,j} SmoothL1(d^S_ij / μ_S, d^T_ij / μ_T)`.
 
   Park et al., "Relational Knowledge Distillation", CVPR 2019, arXiv:1904.05068, Eq. 3–4; implemented as
-  RepDistiller's `RKDLoss` (METHODS.md item 14): `d_ij = sqrt(max(|f_i|² + |f_j|² − 2 f_i·f_j, 1e-12))` with
-  the diagonal set to 0, each side divided by its *own* mean over the positive (off-diagonal) distances,
+  RepDistiller's `RKDLoss` (`distiller_zoo/RKD.py`): `d_ij = sqrt(max(|f_i|² + |f_j|² − 2 f_i·f_j, 1e-12))`
+  with the diagonal set to 0, each side divided by its *own* mean over the positive (off-diagonal) distances,
   PyTorch's SmoothL1 (Huber, δ = 1) averaged over all B² entries, teacher stop-gradiented.
 
   Invariant to a common rescaling, translation or rotation of either embedding (up to the 1e-12 clamp and
@@ -158,8 +158,8 @@ def area_rkd(student_embedding: jax.Array, teacher_embedding: jax.Array, *, eps:
 
   Cho, Park, Lim, "Area-wise relational knowledge distillation", Communications for Statistical
   Applications and Methods 30(5), 2023 (no arXiv version, no code found). **This is a reading of the
-  abstract** ("an RKD loss defined using the area difference between the teacher and student"), the
-  [assume] spec of METHODS.md item 12, built like RKD's distance and angle losses:
+  abstract** ("an RKD loss defined using the area difference between the teacher and student"); where the
+  abstract is silent the choices are kd_jax's own [assume], built like RKD's distance and angle losses:
 
   - for every ordered triplet (i, j, k), `a = f_i − f_j`, `b = f_k − f_j` and the triangle area
     `A_ijk = ½·sqrt(‖a‖²‖b‖² − (a·b)² + ε)` (the Gram determinant is clamped at 0 against rounding);

@@ -14,10 +14,11 @@ Logits are promoted to float32.
 Papers:
 - CSKD: Ham, Kim, Lee, Lee, Kim, "Cosine Similarity Knowledge Distillation for Individual Class
   Information Transfer", 2023, arXiv:2311.14307. Reference: an author-style mdistiller `CSKD` distiller
-  (its `cs_loss`, `cs_loss_mat` and CSWT block), see ../shared/METHODS.md item 8.
+  (its `cs_loss`, `cs_loss_mat` and CSWT block), found in a public code index; its repository could not be
+  identified, so no link can be given.
 - R2KD: Kim, Ham, Cho, Kim, "Robustness-Reinforced Knowledge Distillation with Correlation Distance and
   Network Pruning", IEEE TKDE 2024, arXiv:2311.13934. Reference: github.com/Seonghak35/R2KD,
-  `mdistiller/distillers/R2KD.py` and `mdistiller/engine/cfg.py`, see METHODS.md item 9.
+  `mdistiller/distillers/R2KD.py`, `mdistiller/engine/cfg.py` and `tools/train_ours.py`.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def cskd(student_logits: jax.Array, teacher_logits: jax.Array, temperature: floa
   reference code. The loss is a batch statistic, not a mean of per-sample terms: it depends on B (with B = 1
   it is ~0), which is why the reference trains with batch 64.
 
-  Defaults follow the reference code (METHODS.md item 8 and its second check): T = 4 (`CSKD.TEMPERATURE`),
+  Defaults follow the reference code's config (the mdistiller `CSKD` distiller named in the module
+  docstring): T = 4 (`CSKD.TEMPERATURE`),
   α = 2 (`cs_loss(..., alpha=2.0)`); the distiller's weight next to CE weight 1 is 1 (`KD_WEIGHT`).
 
   Args:
@@ -116,7 +118,7 @@ def cswt_temperatures(student_logits: jax.Array, teacher_logits: jax.Array, *, t
   to rank, and every sample gets the midpoint `(t_low + t_high) / 2`. `eps = 1e-6` is a few float32 ulps of
   a cosine near 1; pass `eps=0.0` to guard only exact equality.
 
-  Defaults: `t_low = 2`, `t_high = 6` from the reference config (`CSKD.CSWT.LOW_T/HIGH_T`, METHODS.md item 8).
+  Defaults: `t_low = 2`, `t_high = 6` from the reference config (`CSKD.CSWT.LOW_T/HIGH_T`).
   """
   _check_shapes("cswt_temperatures", student_logits, teacher_logits)
   zs, zt = _prepare(student_logits, teacher_logits)
@@ -298,8 +300,9 @@ def r2kd_teacher_logits(teacher_logits: jax.Array, pruned_teacher_logits: jax.Ar
   Kim et al., arXiv:2311.13934: the pruned copy (`kd_jax.pruning.prune_by_magnitude`, 10% per layer, no
   fine-tuning) perturbs the teacher's targets, which the paper credits for making strong augmentation help.
   `w = 0.7` is the reference's `PRUNE.WEIGHT`. In the reference the pruned copy runs in train mode
-  (batch-statistics BatchNorm) while the original teacher runs in eval mode (METHODS.md item 9, second
-  check). Both inputs are constants for the gradient.
+  (batch-statistics BatchNorm) while the original teacher runs in eval mode (Seonghak35/R2KD: the pruned
+  copy is a submodule of the distiller, which mdistiller's `Distiller.train()` puts in train mode; only
+  `teacher` is set to eval). Both inputs are constants for the gradient.
   """
   if teacher_logits.shape != pruned_teacher_logits.shape:
     raise ValueError(f"r2kd_teacher_logits: teacher logits {teacher_logits.shape} and pruned-teacher logits "
