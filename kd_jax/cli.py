@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                          description="Extra --config.KEY=VALUE arguments override config keys.")
   train.add_argument("--config", required=True, help="Python file defining get_config()")
   train.add_argument("--workdir", required=True, help="run directory; an existing run there is resumed")
+  train.add_argument("--allow-config-change", action="store_true",
+                     help="resume a run whose checkpoints were trained with a config that differs in what it "
+                          "computes (otherwise refused, listing the differences)")
   sub.add_parser("list", help="list models, distillers and datasets")
   return parser
 
@@ -62,10 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
       # Before anything touches a JAX backend (docs/scaling.md): a multi-process run starts here.
       distributed.initialize(config)
       from kd_jax.train.loop import train_and_evaluate
-      results = train_and_evaluate(config, args.workdir)
+      results = train_and_evaluate(config, args.workdir, allow_config_change=args.allow_config_change)
       if distributed.is_main_process():
-        print(f"test accuracy {100 * results['test_accuracy']:.2f}% (val {100 * results['val_accuracy']:.2f}%); "
-              f"results in {results['workdir']}")
+        print("\n" + results["table"] + "\n")
+        print(f"Run directory: {results['workdir']} (results.md, results.json, metrics, checkpoints)")
     else:
       from kd_jax.study import run_study
       out = run_study(args.workdir, seed=args.seed, quick=args.quick, progress_bar=not args.no_progress)

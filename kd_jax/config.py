@@ -22,6 +22,12 @@ def base_config() -> ml_collections.ConfigDict:
   """Every key a training run reads, with defaults. Keys not listed here are rejected."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # What is learned (kd_jax.tasks): 'classification' or 'rating'; the dataset must hold that task's data.
+  c.task = "classification"
+  # What one step trains (kd_jax.train.schemes): 'distill' (frozen teachers, one student, config.loss),
+  # 'mutual' (DML: the student and config.peers trained together, each with config.loss against every
+  # other network) or 'adversarial' (AFD: networks and feature-map discriminators, config.discriminators).
+  c.scheme = "distill"
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"          # 'digits' (embedded), 'cifar10', 'cifar100' (tfds in data_dir)
@@ -32,6 +38,25 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.student = ml_collections.ConfigDict()
   c.student.model = "cnn_small"
+  # Overrides of config.optim for this network under 'mutual' and 'adversarial' (e.g. {'lr': 0.1}); under
+  # 'distill' config.optim and config.phases set the student's optimizer.
+  c.student.optim = ml_collections.ConfigDict()
+  # The other networks of 'mutual' and 'adversarial' (network 1 is config.student), each a model name or a
+  # dict {'model': name, 'optim': {overrides of config.optim}}; they are named peer1, peer2, ...
+  c.peers = ()
+
+  # The feature-map discriminators of scheme 'adversarial' (AFD, kd_jax/train/schemes/adversarial.py), one
+  # per network, and the optimizers of the adversarial game.
+  c.discriminators = ml_collections.ConfigDict()
+  c.discriminators.stage = -1                 # which stage's feature map they read (-1: the last)
+  c.discriminators.weight = 1.0               # weight of the networks' adversarial (generator) loss
+  c.discriminators.widths = (64, 128)         # conv blocks of each discriminator
+  c.discriminators.transfer_channels = 0      # 1x1 transfer layers to this width; 0 = only if widths differ
+  # Overrides of config.optim for the discriminators, and for the networks' adversarial updates.
+  c.discriminators.optim = ml_collections.ConfigDict(
+      {"name": "adamw", "lr": 2e-4, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0})
+  c.discriminators.network_optim = ml_collections.ConfigDict(
+      {"name": "adamw", "lr": 2e-4, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0})
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.model = ""            # '' = no teacher
@@ -177,8 +202,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
       node, path = node[part], f"{path}.{part}"
     value = _parse_value(text)
     if leaf not in node:
-      if parents[:1] == ["loss"]:
-        # config.loss is open: a new term joins the sum, a new hyper-parameter is checked by its distiller.
+      if path in _OPEN_SECTIONS or path.startswith("config.loss."):
+        # config.loss is open: a new term joins the sum, a new hyper-parameter is checked by its distiller;
+        # optimizer overrides take any key of config.optim (checked by validate below).
         node[leaf] = value
         continue
       raise KDJaxError(f"Unknown config key {path}.{leaf}. Valid keys of {path}: {', '.join(sorted(node.keys()))}.")
@@ -203,6 +229,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 # The string-valued settings and the values each accepts (the first is the default); validate() checks them
 # and the modules that read them reuse these tuples.
 CHOICES = {
+    "task": ("classification", "rating"),
+    "scheme": ("distill", "mutual", "adversarial"),
     "optim.schedule": ("multistep", "cosine", "constant"),
     "optim.name": ("sgd", "adamw"),
     "compute_dtype": ("float32", "bfloat16"),
@@ -219,7 +247,15 @@ def one_of(values) -> str:
   return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
+# Sections whose keys are overrides of config.optim (validated against its keys, any subset).
+OPTIM_OVERRIDES = ("config.student.optim", "config.discriminators.optim", "config.discriminators.network_optim")
+# Sections open to new keys: the loss terms (checked by their distillers) and the optimizer overrides.
+_OPEN_SECTIONS = ("config.loss",) + OPTIM_OVERRIDES
+
+
 def _check_keys(given: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, path: str) -> None:
+  if path in OPTIM_OVERRIDES:
+    schema = base_config().optim
   for key in given.keys():
     if key not in schema:
       raise KDJaxError(f"Unknown config key {path}.{key}. Valid keys of {path}: {', '.join(sorted(schema.keys()))}.")
@@ -266,8 +302,48 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   val = config.get("data", {}).get("val_fraction", 0.0)
   if not 0.0 <= val < 1.0:
     problems.append(f"data.val_fraction must be in [0, 1), got {val}")
+  problems += _scheme_problems(config)
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
   if config.get("phases"):
     from kd_jax.train.phases import resolve_phases  # late: kd_jax.train imports this module
     resolve_phases(config)
+
+
+def peer_specs(config: ml_collections.ConfigDict) -> list:
+  """`config.peers` as `[(name, model, optim overrides)]`: 'peer1', 'peer2', ... in order."""
+  specs = []
+  for i, peer in enumerate(config.get("peers", ())):
+    spec = {"model": peer} if isinstance(peer, str) else dict(peer)
+    unknown = sorted(set(spec) - {"model", "optim"})
+    if unknown or not isinstance(spec.get("model"), str):
+      raise KDJaxError(f"config.peers[{i}] must be a model name or a dict {{'model': name, 'optim': {{...}}}}; "
+                       f"got {peer!r}.")
+    optim = dict(spec.get("optim", {}))
+    bad = sorted(set(optim) - set(base_config().optim.keys()))
+    if bad:
+      raise KDJaxError(f"config.peers[{i}].optim has unknown key(s) {', '.join(bad)}. Valid keys: "
+                       f"{', '.join(sorted(base_config().optim.keys()))}.")
+    specs.append((f"peer{i + 1}", spec["model"], optim))
+  return specs
+
+
+def _scheme_problems(config: ml_collections.ConfigDict) -> list:
+  scheme = config.get("scheme", "distill")
+  peers = config.get("peers", ())
+  if scheme == "distill":
+    return [] if not peers else [f"config.peers is for the schemes 'mutual' and 'adversarial'; with scheme "
+                                 f"'distill' set config.peers=() or choose a scheme"]
+  problems = []
+  if not peers:
+    problems.append(f"scheme {scheme!r} trains several networks: list the others in config.peers (at least one "
+                    "model name, e.g. config.peers=('cnn_small',))")
+  else:
+    peer_specs(config)
+  if config.get("phases"):
+    problems.append(f"config.phases is for the scheme 'distill'; scheme {scheme!r} runs one phase")
+  teacher = config.get("teacher", {})
+  if teacher.get("workdir") or teacher.get("extra_workdirs"):
+    problems.append(f"scheme {scheme!r} trains its networks from scratch, without frozen teachers: set "
+                    "config.teacher.workdir='' (or use scheme 'distill')")
+  return problems

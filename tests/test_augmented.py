@@ -44,7 +44,7 @@ def test_mixup_is_a_convex_combination():
 
 
 def _out(logits):
-  return ModelOutput(logits=logits, stages=(), preact_stages=(), embedding=logits)
+  return ModelOutput(prediction=logits, stages=(), preact_stages=(), embedding=logits)
 
 
 def test_he_da_is_kd_on_images_mixed_within_the_high_energy_subset():

@@ -24,7 +24,7 @@ from kd_jax.models.outputs import ModelOutput
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim, sharding
 from kd_jax.train.loop import train_and_evaluate
-from kd_jax.train.step import create_train_state, train_step
+from kd_jax.train import create_train_state, train_step
 from kd_jax.train.teachers import Teachers
 
 
@@ -162,7 +162,7 @@ def test_too_many_negatives_are_rejected_with_the_limit():
 
 def _outputs(seed, b=6, ds=5, dt=7):
   rng = np.random.default_rng(seed)
-  out = lambda d: ModelOutput(logits=jnp.zeros((b, 3)), stages=(), preact_stages=(),
+  out = lambda d: ModelOutput(prediction=jnp.zeros((b, 3)), stages=(), preact_stages=(),
                               embedding=jnp.asarray(rng.normal(size=(b, d)), jnp.float32))
   return out(ds), out(dt)
 

@@ -287,7 +287,7 @@ def test_gradients_finite_at_zero_features():
 def _output(seed, channels, batch=4, sizes=(8, 4, 2)):
   keys = jax.random.split(jax.random.PRNGKey(seed), len(channels) + 2)
   stages = tuple(jax.nn.relu(jax.random.normal(k, (batch, s, s, c))) for k, c, s in zip(keys, channels, sizes))
-  return ModelOutput(logits=jax.random.normal(keys[-1], (batch, 10)), stages=stages, preact_stages=stages,
+  return ModelOutput(prediction=jax.random.normal(keys[-1], (batch, 10)), stages=stages, preact_stages=stages,
                      embedding=jnp.mean(stages[-1], axis=(1, 2)))
 
 

@@ -15,7 +15,7 @@ from kd_jax.errors import KDJaxError
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim, sharding
 from kd_jax.train.loop import train_and_evaluate
-from kd_jax.train.step import create_train_state
+from kd_jax.train import create_train_state
 from kd_jax.train.teachers import Teachers
 
 from helpers import small_config, train_teacher

@@ -333,7 +333,7 @@ def test_gradients_reach_the_student_only(name):
 
 def _output(logits):
   logits = jnp.asarray(logits, jnp.float32)
-  return ModelOutput(logits=logits, stages=(), preact_stages=(), embedding=jnp.zeros((logits.shape[0], 4)))
+  return ModelOutput(prediction=logits, stages=(), preact_stages=(), embedding=jnp.zeros((logits.shape[0], 4)))
 
 
 BATCH = {"label": Y}

@@ -27,7 +27,7 @@ from kd_jax.train.loop import train_and_evaluate
 def _output(key, batch=4, classes=10, channels=(8, 16), sizes=(8, 4), scale=1.0):
   keys = jax.random.split(key, len(channels) + 2)
   stages = tuple(scale * jax.random.normal(k, (batch, s, s, c)) for k, c, s in zip(keys, channels, sizes))
-  return ModelOutput(logits=jax.random.normal(keys[-1], (batch, classes)), stages=stages,
+  return ModelOutput(prediction=jax.random.normal(keys[-1], (batch, classes)), stages=stages,
                      preact_stages=stages, embedding=jax.random.normal(keys[-2], (batch, channels[-1])))
 
 

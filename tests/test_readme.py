@@ -23,7 +23,7 @@ def _example():
 def _out(key, width):
   k1, k2 = jax.random.split(key)
   emb = jax.random.normal(k1, (4, width))
-  return ModelOutput(logits=jax.random.normal(k2, (4, 10)), stages=(emb,), preact_stages=(emb,), embedding=emb)
+  return ModelOutput(prediction=jax.random.normal(k2, (4, 10)), stages=(emb,), preact_stages=(emb,), embedding=emb)
 
 
 def test_readme_distiller_example():

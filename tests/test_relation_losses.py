@@ -266,7 +266,7 @@ def _output(seed, batch=6, channels=(8, 16, 32), sizes=(8, 4, 2), embed=12):
   rng = np.random.default_rng(seed)
   stages = tuple(jnp.asarray(np.maximum(rng.normal(size=(batch, s, s, c)), 0), jnp.float32)
                  for c, s in zip(channels, sizes))
-  return ModelOutput(logits=jnp.asarray(rng.normal(size=(batch, 10)), jnp.float32), stages=stages,
+  return ModelOutput(prediction=jnp.asarray(rng.normal(size=(batch, 10)), jnp.float32), stages=stages,
                      preact_stages=stages, embedding=jnp.asarray(rng.normal(size=(batch, embed)), jnp.float32))
 
 

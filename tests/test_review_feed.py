@@ -24,7 +24,7 @@ def _output(seed, batch=4, channels=(8, 16, 32), sizes=(8, 4, 2), classes=10):
   rng = np.random.default_rng(seed)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
   preacts = tuple(normal(batch, s, s, c) for c, s in zip(channels, sizes))
-  return ModelOutput(logits=normal(batch, classes), stages=tuple(jax.nn.relu(x) for x in preacts),
+  return ModelOutput(prediction=normal(batch, classes), stages=tuple(jax.nn.relu(x) for x in preacts),
                      preact_stages=tuple(normal(batch, s, s, c) for c, s in zip(channels, sizes)),
                      embedding=normal(batch, channels[-1]))
 
@@ -242,7 +242,7 @@ def test_review_kd_rejects_unequal_stage_counts_and_flat_stages():
   s = _output(0)
   with pytest.raises(ValueError, match="same number"):
     distillers.ReviewKD().init(jax.random.PRNGKey(0), s, _output(1, channels=(8, 16), sizes=(8, 4)), BATCH)
-  flat = ModelOutput(logits=s.logits, stages=(jnp.ones((4, 32)),), preact_stages=(jnp.ones((4, 32)),),
+  flat = ModelOutput(prediction=s.logits, stages=(jnp.ones((4, 32)),), preact_stages=(jnp.ones((4, 32)),),
                      embedding=jnp.ones((4, 32)))
   with pytest.raises(ValueError, match="NHWC"):
     distillers.ReviewKD().init(jax.random.PRNGKey(0), flat, flat, BATCH)

@@ -1,7 +1,7 @@
 """CSKD/CSWT and R2KD losses, the pruned-teacher helpers and their distillers.
 
 References are recomputed here with NumPy in float64, term by term, from the formulas in the docstrings
-(METHODS.md items 8 and 9), not from the functions under test.
+(CSKD, arXiv:2311.14307; R2KD, arXiv:2311.13934), not from the functions under test.
 """
 
 import flax.linen as nn
@@ -307,7 +307,7 @@ def test_prune_by_magnitude_ties_rates_and_jit():
 
 def _output(key, batch=8, classes=10):
   logits = jax.random.normal(key, (batch, classes)) * 2
-  return ModelOutput(logits=logits, stages=(), preact_stages=(), embedding=jnp.zeros((batch, 1)))
+  return ModelOutput(prediction=logits, stages=(), preact_stages=(), embedding=jnp.zeros((batch, 1)))
 
 
 BATCH = {"label": jnp.arange(8) % 10}
@@ -345,7 +345,7 @@ def test_r2kd_distiller_from_config_jitted_single_teacher_and_pruned_pair():
   blended = losses.r2kd(s.logits, 0.7 * t.logits + 0.3 * tp.logits)
   np.testing.assert_allclose(pair_metrics["r2kd/loss"], blended, rtol=1e-5)
   key = jax.random.PRNGKey(6)
-  grads = jax.grad(lambda z: total({}, s.replace(logits=z), (t, tp), BATCH, rng=key, train=True)[0])(s.logits)
+  grads = jax.grad(lambda z: total({}, s.replace(prediction=z), (t, tp), BATCH, rng=key, train=True)[0])(s.logits)
   assert np.all(np.isfinite(grads))
   with pytest.raises(ValueError, match="pair"):
     distillers.make_distiller("r2kd")({}, s, (t, tp, t), BATCH, rng=None, train=False)

@@ -20,7 +20,7 @@ from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import optim, sharding
 from kd_jax.train import teacher_cache as tc
 from kd_jax.train.loop import prepare_distiller, train_and_evaluate
-from kd_jax.train.step import create_train_state, train_step
+from kd_jax.train import create_train_state, train_step
 from kd_jax.train.teachers import Teachers, teacher_logits
 
 from helpers import small_config, train_teacher

@@ -5,7 +5,8 @@ Usage:
 Counts trainable parameters (`variables["params"]`, no BatchNorm running statistics) with
 `kd_jax.models.param_count` on shapes from `jax.eval_shape`, so nothing is compiled or run: CIFAR-100
 (100 classes, 32x32x3 inputs) for every named model, plus the 8x8x1, 10-class digits setting the small
-models are meant for. The generic constructors take their shape as arguments and get no count.
+models are meant for. The generic constructors take their shape as arguments and get no count, nor do
+models of other tasks (the rating model `mf`, whose size follows the data's user and item counts).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from kd_jax.models import MODELS, create_model, param_count
 CIFAR100 = (100, (1, 32, 32, 3))
 DIGITS = (10, (1, 8, 8, 1))
 GENERIC = ("resnet", "wrn", "mlp", "cnn")
+# Models of tasks other than classification: no CIFAR-100 count; the note says what sizes them.
+OTHER_TASKS: Dict[str, str] = {"mf": "rating task: sizes from the data (`num_users`, `num_items`, `dim` 16)"}
 SMALL_PREFIXES = ("mlp", "cnn")
 
 # CIFAR-100 counts printed in the KD literature for RepDistiller's definitions of the same models.
@@ -49,6 +52,7 @@ LAYOUT: Dict[str, str] = {
     "mlp_tiny": "MLP 32-32", "mlp_small": "MLP 256-128",
     "cnn_tiny": "CNN 8-16-32, 1 conv/stage", "cnn_small": "CNN 16-32-64, 1 conv/stage",
     "cnn_large": "CNN 32-64-128, 2 convs/stage",
+    "mf": "biased matrix factorisation, μ + b_u + b_i + p_u·q_i",
 }
 for _depth in (8, 14, 20, 26, 32, 44, 56, 110):
   _n = (_depth - 2) // 6
@@ -80,6 +84,8 @@ def markdown_row(name: str, cifar100: Optional[int], digits: Optional[int] = Non
   notes = [NOTES[name]] if name in NOTES else []
   if name in GENERIC:
     notes.append("generic: shape from keyword arguments")
+  if name in OTHER_TASKS:
+    notes.append(OTHER_TASKS[name])
   if digits is not None:
     notes.append(f"digits (8x8x1, 10 classes): {digits:,}")
   params = f"{cifar100:,}" if cifar100 is not None else "—"
@@ -90,7 +96,7 @@ def markdown(names: Optional[Sequence[str]] = None) -> str:
   """The whole table: every registered model by default, in registry (family) order."""
   lines = ["| model | layout | params (CIFAR-100) | reported | notes |", "|---|---|---:|---:|---|"]
   for name in names if names is not None else list(MODELS):
-    if name in GENERIC:
+    if name in GENERIC or name in OTHER_TASKS:
       lines.append(markdown_row(name, None))
       continue
     digits = count(name, *DIGITS) if name.startswith(SMALL_PREFIXES) else None

@@ -5,13 +5,15 @@ data); `train_batch` and `eval_batches` cut batches from a split; `augment` is a
 train step. See `datasets.py` and `pipeline.py` for the determinism guarantees.
 """
 
-from kd_jax.data.augment import augment, cutmix, cutout, mixup, partner_within
+from kd_jax.data.augment import augment, augment_jointly, cutmix, cutout, mixup, partner_within
 from kd_jax.data.datasets import DATASETS
+from kd_jax.data.datasets import ArraySplit
 from kd_jax.data.datasets import Dataset
 from kd_jax.data.datasets import DatasetSpec
 from kd_jax.data.datasets import Split
 from kd_jax.data.datasets import dataset_names
 from kd_jax.data.datasets import from_arrays
+from kd_jax.data.datasets import from_ratings
 from kd_jax.data.datasets import load_dataset
 from kd_jax.data.pipeline import batch_indices
 from kd_jax.data.pipeline import eval_batches
@@ -19,6 +21,6 @@ from kd_jax.data.pipeline import steps_per_epoch
 from kd_jax.data.pipeline import train_batch
 
 __all__ = [
-    "DATASETS", "Dataset", "DatasetSpec", "Split", "augment", "cutmix", "cutout", "mixup", "partner_within", "batch_indices", "dataset_names", "eval_batches",
+    "ArraySplit", "DATASETS", "Dataset", "augment_jointly", "from_ratings", "DatasetSpec", "Split", "augment", "cutmix", "cutout", "mixup", "partner_within", "batch_indices", "dataset_names", "eval_batches",
     "from_arrays", "load_dataset", "steps_per_epoch", "train_batch",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from typing import Any, Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,22 @@ def augment(rng: jax.Array, images: jax.Array, *, pad: int = 4, flip: bool = Tru
   H x W window is cut at an offset drawn uniformly from {0, ..., 2 * pad} in each direction; then it is
   mirrored left-right with probability 1/2. The images are expected to be normalised already, so the
   zero padding is the mean colour. `pad` and `flip` are static; `pad=0, flip=False` returns `images`
-  unchanged. Deterministic in `rng`; jit-able with `pad`/`flip` bound.
+  unchanged. Deterministic in `rng`; jit-able with `pad`/`flip` bound. `augment_jointly` applies the same
+  crop and flip to an input and its spatial targets.
+  """
+  return augment_jointly(rng, {"image": images}, pad=pad, flip=flip)["image"]
+
+
+def augment_jointly(rng: jax.Array, arrays: Mapping[str, jax.Array], *, pad: int = 4, flip: bool = True,
+                    scales: Optional[Mapping[str, int]] = None,
+                    fill: Optional[Mapping[str, Any]] = None) -> Dict[str, jax.Array]:
+  """`augment`'s crop and flip, drawn once per example and applied to every array of `arrays` alike.
+
+  Every array is [N, H·s, W·s, ...] where `s = scales.get(name, 1)`: an input and its segmentation mask
+  (s = 1), or a low-resolution input and its high-resolution target (s = the upscaling factor). Offsets
+  are drawn on the s = 1 grid, as `augment` draws them, and multiplied by `s`; each array is padded by
+  `pad·s` with `fill.get(name, 0)` (an ignore label for masks). Arrays of rank 3 ([N, H, W] masks) are
+  handled as rank 4 with one channel. With a single array this is `augment` bit for bit.
   """
   try:
     pad = operator.index(pad)
@@ -25,21 +41,38 @@ def augment(rng: jax.Array, images: jax.Array, *, pad: int = 4, flip: bool = Tru
     pad = -1
   if pad < 0:
     raise KDJaxError(f"augment pad must be a non-negative integer, got {pad!r}.")
+  arrays = dict(arrays)
   if pad == 0 and not flip:
-    return images
-  if images.ndim != 4:
-    raise KDJaxError(f"augment wants images of shape [N, H, W, C], got {images.shape}.")
-  n, h, w, c = images.shape
+    return arrays
+  scales, fill = dict(scales or {}), dict(fill or {})
+  shapes = {}
+  for name, x in arrays.items():
+    s = scales.get(name, 1)
+    if x.ndim not in (3, 4) or x.shape[1] % s or x.shape[2] % s:
+      raise KDJaxError(f"augment wants arrays of shape [N, H, W, C] (or [N, H, W]) whose height and width "
+                       f"divide by their scale; got {name!r} of shape {x.shape} with scale {s}.")
+    shapes[name] = (x.shape[1] // s, x.shape[2] // s)
+  if len(set(shapes.values())) != 1:
+    raise KDJaxError(f"augment_jointly: the arrays do not cover the same area at their scales: {shapes}.")
+  n = next(iter(arrays.values())).shape[0]
   crop_rng, _ = jax.random.split(rng)
   if pad:
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     offsets = jax.random.randint(crop_rng, (n, 2), 0, 2 * pad + 1)
-    crop = lambda image, offset: jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
-    images = jax.vmap(crop)(padded, offsets)
+    for name, x in arrays.items():
+      s = scales.get(name, 1)
+      squeeze = x.ndim == 3
+      x = x[..., None] if squeeze else x
+      _, h, w, c = x.shape
+      padded = jnp.pad(x, ((0, 0), (pad * s, pad * s), (pad * s, pad * s), (0, 0)),
+                       constant_values=fill.get(name, 0))
+      crop = lambda image, offset, h=h, w=w, c=c: jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
+      x = jax.vmap(crop)(padded, offsets * s)
+      arrays[name] = x[..., 0] if squeeze else x
   if flip:
     mirror = flip_decisions(rng, n)
-    images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1, :], images)
-  return images
+    for name, x in arrays.items():
+      arrays[name] = jnp.where(mirror.reshape((n,) + (1,) * (x.ndim - 1)), x[:, :, ::-1], x)
+  return arrays
 
 
 def flip_decisions(rng: jax.Array, n: int) -> jax.Array:

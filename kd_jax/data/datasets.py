@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -86,21 +86,46 @@ class Split:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class ArraySplit:
+  """A random-access split of named arrays with a common leading axis, for data that is not images (a
+  rating split holds 'user', 'item' and 'rating'). `get` returns the rows at `indices` of every array, plus
+  'index' (the positions), as `Split.get` does."""
+  arrays: Mapping[str, np.ndarray]
+
+  def __len__(self) -> int:
+    return int(len(next(iter(self.arrays.values()))))
+
+  def get(self, indices: ArrayLike) -> Dict[str, np.ndarray]:
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+      raise IndexError(f"ArraySplit.get wants a 1-D array of integer positions, got shape {idx.shape} "
+                       f"dtype {idx.dtype}.")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+      raise IndexError(f"positions must be in [0, {len(self)}), got min {idx.min()} max {idx.max()}.")
+    return {**{k: v[idx] for k, v in self.arrays.items()}, "index": idx.astype(np.int32)}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
   """Train / val / test splits plus what a run needs to know about them.
 
+  `task` names the `kd_jax.tasks` task whose batches the splits hold; `info` carries what that task's
+  models need to know besides `num_classes` (a rating dataset's `num_users` and `num_items`).
   `augment_pad` / `augment_flip` say which augmentation suits the data (random crop after padding by
   `augment_pad`, random horizontal flip); they are advice for configs (`config.data.crop_pad`,
   `config.data.flip`), nothing applies them implicitly. Digits, for instance, must not be mirrored.
   """
   name: str
-  train: Split
-  val: Split
-  test: Split
+  train: Union[Split, ArraySplit]
+  val: Union[Split, ArraySplit]
+  test: Union[Split, ArraySplit]
   num_classes: int
-  image_shape: Tuple[int, int, int]
+  image_shape: Tuple[int, ...]
   augment_pad: int = 0
   augment_flip: bool = False
+  task: str = "classification"
+  info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +267,56 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, *, x_test: Optional[Arra
                  val=make(x_tr[val_idx], y_tr[val_idx]), test=make(x_te, y_te),
                  num_classes=int(num_classes), image_shape=tuple(int(d) for d in x_tr.shape[1:]),
                  augment_pad=int(augment_pad), augment_flip=bool(augment_flip))
+
+
+def from_ratings(users: ArrayLike, items: ArrayLike, ratings: ArrayLike, *, num_users: Optional[int] = None,
+                 num_items: Optional[int] = None, test_fraction: float = 0.1, val_fraction: float = 0.1,
+                 seed: int = 0, name: str = "ratings") -> Dataset:
+  """A rating dataset (task 'rating') from (user, item, rating) triples.
+
+  The test split is a fixed `test_fraction` of the triples (drawn with seed 0, the same for every run
+  seed); the validation split is a `val_fraction` of the rest, drawn from `seed`. Ids are integers in
+  [0, num_users) and [0, num_items) (defaults: 1 + the largest id); ratings are floats.
+
+  Raises:
+    KDJaxError: mismatched lengths, non-integer or negative ids, non-finite ratings, bad fractions.
+  """
+  _check_fraction(val_fraction)
+  _check_fraction(test_fraction)
+  u, i, r = (np.asarray(a) for a in (users, items, ratings))
+  if not (u.ndim == i.ndim == r.ndim == 1) or not len(u) == len(i) == len(r):
+    raise KDJaxError(f"users, items and ratings must be 1-D arrays of one length; got shapes {u.shape}, "
+                     f"{i.shape}, {r.shape}.")
+  if len(u) == 0:
+    raise KDJaxError("from_ratings got no ratings; pass at least one (user, item, rating) triple.")
+  for ids, what in ((u, "users"), (i, "items")):
+    if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0:
+      raise KDJaxError(f"{what} must be non-negative integer ids, got dtype {ids.dtype} with minimum {ids.min()}.")
+  if not np.all(np.isfinite(r)):
+    raise KDJaxError("ratings must be finite numbers.")
+  num_users = int(u.max()) + 1 if num_users is None else int(num_users)
+  num_items = int(i.max()) + 1 if num_items is None else int(num_items)
+  if u.max() >= num_users or i.max() >= num_items:
+    raise KDJaxError(f"ids exceed num_users={num_users} / num_items={num_items}: largest user {u.max()}, "
+                     f"largest item {i.max()}.")
+  n = len(u)
+  test_idx = np.sort(np.random.default_rng([_DIGITS_TEST_SEED]).permutation(n)[:int(round(test_fraction * n))])
+  pool = np.setdiff1d(np.arange(n), test_idx)
+  carve = np.random.default_rng([_seed_entropy(seed), _VAL_STREAM]).permutation(len(pool))
+  val_idx = np.sort(pool[carve[:int(round(val_fraction * len(pool)))]])
+  train_idx = np.setdiff1d(pool, val_idx)
+  if len(train_idx) == 0:
+    raise KDJaxError(f"test_fraction={test_fraction} and val_fraction={val_fraction} leave no training ratings.")
+
+  def split(idx):
+    arrays = {"user": u[idx].astype(np.int32), "item": i[idx].astype(np.int32), "rating": r[idx].astype(np.float32)}
+    for a in arrays.values():
+      a.setflags(write=False)
+    return ArraySplit(arrays)
+
+  return Dataset(name=name, train=split(train_idx), val=split(val_idx), test=split(test_idx), num_classes=0,
+                 image_shape=(), task="rating", info={"num_users": num_users, "num_items": num_items,
+                                                      "mean_rating": float(np.mean(r[train_idx]))})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from typing import Any, Mapping
 
 from kd_jax.distillers.augmented import HEDA
 from kd_jax.distillers.contrastive import CRD, CRDEmbed
-from kd_jax.distillers.base import (Context, Distiller, Forward, TrainingData, WeightedSum, require_fraction, require_positive,
-                                    split_state)
+from kd_jax.distillers.base import (Context, Distiller, Forward, TrainingData, WeightedSum, class_rows, label_rows,
+                                    require_fraction, require_positive, split_state)
 from kd_jax.distillers.feed import FEED, FEEDTranslator, FEEDTranslators
 from kd_jax.distillers.feature import (AB, AT, CC, FSP, FT, NST, PKT, SP, ABConnector, CorrelationEmbed, FitNet,
                                        Paraphraser, Regressor)
-from kd_jax.distillers.logit import DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD
+from kd_jax.distillers.logit import (DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD,
+                                     Supervised)
 from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
 from kd_jax.distillers.review import ABF, ReviewFusion, ReviewKD
 from kd_jax.distillers.similarity import CSKD, R2KD
@@ -23,6 +24,7 @@ from kd_jax.errors import KDJaxError
 
 DISTILLERS: dict[str, type[Distiller]] = {
     "ce": CrossEntropy,
+    "supervised": Supervised,
     "kd": KD,
     "fitnet": FitNet,
     "at": AT,
@@ -94,5 +96,5 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
 __all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller",
            "EnergyKD", "CorrelationEmbed", "EnsembleKD", "FSP", "FitNet", "HEDA", "Forward", "LogitStandardizedKD",
            "NST", "PKT", "Regressor", "SP", "TrainingData", "WeightedSum", "distiller_names", "from_config", "make_distiller",
-           "require_fraction", "require_positive", "split_state", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage",
+           "require_fraction", "require_positive", "split_state", "class_rows", "label_rows", "Supervised", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage",
            "ABF", "FEED", "FEEDTranslator", "FEEDTranslators", "ReviewFusion", "ReviewKD", "CRD", "CRDEmbed"]

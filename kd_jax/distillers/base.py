@@ -63,6 +63,8 @@ class Context:
     step: updates already applied.
     epoch: the 1-based epoch this step belongs to (mdistiller's `epoch` for warm-ups).
     forward: see `Forward`; None where no model is at hand (unit tests of the pure parts).
+    task: the run's `kd_jax.tasks.Task` (the `supervised` term asks it for the loss); None means
+      classification.
   """
 
   rng: Optional[jax.Array] = None
@@ -70,6 +72,7 @@ class Context:
   step: Any = 0
   epoch: Any = 1
   forward: Optional[Forward] = None
+  task: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +114,9 @@ class Distiller:
 
   def __call__(self, variables: Variables, student: ModelOutput, teacher: TeacherOutput, batch: Batch, *,
                rng: Optional[jax.Array] = None, train: bool = False, step: jax.Array | int = 0,
-               epoch: jax.Array | int = 1, forward: Optional[Forward] = None) -> Tuple[jax.Array, Metrics, Variables]:
-    return self.loss(variables, student, teacher, batch, Context(rng, train, step, epoch, forward))
+               epoch: jax.Array | int = 1, forward: Optional[Forward] = None,
+               task: Any = None) -> Tuple[jax.Array, Metrics, Variables]:
+    return self.loss(variables, student, teacher, batch, Context(rng, train, step, epoch, forward, task))
 
 
 def require_positive(name: str, **values: float) -> None:
@@ -127,6 +131,20 @@ def require_fraction(name: str, **values: float) -> None:
   for key, value in values.items():
     if not 0.0 <= value < 1.0:
       raise ValueError(f"{name}: {key} must be in [0, 1), got {value}.")
+
+
+def class_rows(logits: jax.Array) -> jax.Array:
+  """Logits with the class axis last as rows [N, C]: [B, C] unchanged, per-pixel [B, H, W, C] as B·H·W rows.
+
+  Logit distillers read `class_rows(out.logits)`, so on per-pixel logits (segmentation) every pixel is an
+  example and their batch means become means over pixels and batch.
+  """
+  return logits.reshape(-1, logits.shape[-1]) if logits.ndim > 2 else logits
+
+
+def label_rows(labels: jax.Array) -> jax.Array:
+  """Labels matching `class_rows`: [B] unchanged, [B, H, W] flattened."""
+  return labels.reshape(-1) if labels.ndim > 1 else labels
 
 
 def split_state(variables: Variables) -> Tuple[Any, Variables]:

@@ -1,4 +1,9 @@
-"""Distillers that read logits: cross-entropy, Hinton KD, DKD, DIST, LS-KD, Energy KD and ensemble KD."""
+"""Distillers that read logits: cross-entropy, Hinton KD, DKD, DIST, LS-KD, Energy KD and ensemble KD, and
+the task's own supervised loss.
+
+Each reads `class_rows(out.logits)`: classification logits [B, C] as they are, per-pixel logits
+[B, H, W, C] with every pixel as an example (their means then run over pixels and batch).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller, require_fraction, require_positive
+from kd_jax.distillers.base import Distiller, class_rows, label_rows, require_fraction, require_positive
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 
@@ -23,7 +28,23 @@ class CrossEntropy(Distiller):
   needs_teacher = False
 
   def loss(self, variables, student, teacher, batch, ctx):
-    return losses.cross_entropy(student.logits, batch["label"], label_smoothing=self.label_smoothing), {}, {}
+    return losses.cross_entropy(class_rows(student.logits), label_rows(batch["label"]),
+                                label_smoothing=self.label_smoothing), {}, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Supervised(Distiller):
+  """The task's supervised loss on the student's prediction (`ctx.task.loss`): cross-entropy for
+  classification, mean squared error for ratings; reads no teacher. `ce` is the classification one with
+  label smoothing as an option."""
+
+  needs_teacher = False
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    if ctx.task is None:
+      from kd_jax.tasks import get_task
+      return get_task("classification").loss(student.prediction, batch), {}, {}
+    return ctx.task.loss(student.prediction, batch), {}, {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +62,7 @@ class KD(Distiller):
       raise ValueError(f"kd: temperature must be > 0, got {self.temperature}.")
 
   def loss(self, variables, student, teacher, batch, ctx):
-    value = losses.kd(student.logits, teacher.logits, self.temperature, reduction=self.reduction)
+    value = losses.kd(class_rows(student.logits), class_rows(teacher.logits), self.temperature, reduction=self.reduction)
     return value, {}, {}
 
 
@@ -86,11 +107,11 @@ class DKD(Distiller):
     return jnp.minimum(jnp.asarray(epoch, jnp.float32) / self.warmup_epochs, 1.0)
 
   def loss(self, variables, student, teacher, batch, ctx):
-    tckd, nckd = losses.dkd_parts(student.logits, teacher.logits, labels=batch["label"],
-                                  temperature=self.temperature)
+    zs, zt, labels = class_rows(student.logits), class_rows(teacher.logits), label_rows(batch["label"])
+    tckd, nckd = losses.dkd_parts(zs, zt, labels=labels, temperature=self.temperature)
     t2 = self.temperature**2
     factor = self.warmup_factor(ctx.epoch)
-    value = factor * losses.dkd(student.logits, teacher.logits, labels=batch["label"], alpha=self.alpha,
+    value = factor * losses.dkd(zs, zt, labels=labels, alpha=self.alpha,
                                 beta=self.beta, temperature=self.temperature)
     return value, {"tckd": t2 * jnp.mean(tckd), "nckd": t2 * jnp.mean(nckd), "warmup": factor}, {}
 
@@ -110,7 +131,7 @@ class DIST(Distiller):
       raise ValueError(f"dist: beta and gamma must be >= 0, got beta={self.beta}, gamma={self.gamma}.")
 
   def loss(self, variables, student, teacher, batch, ctx):
-    return losses.dist(student.logits, teacher.logits, beta=self.beta, gamma=self.gamma,
+    return losses.dist(class_rows(student.logits), class_rows(teacher.logits), beta=self.beta, gamma=self.gamma,
                        temperature=self.temperature), {}, {}
 
 
@@ -129,7 +150,7 @@ class LogitStandardizedKD(Distiller):
       raise ValueError(f"ls_kd: eps must be >= 0, got {self.eps}.")
 
   def loss(self, variables, student, teacher, batch, ctx):
-    return losses.logit_standardized_kd(student.logits, teacher.logits, self.temperature, eps=self.eps), {}, {}
+    return losses.logit_standardized_kd(class_rows(student.logits), class_rows(teacher.logits), self.temperature, eps=self.eps), {}, {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +165,8 @@ class EnergyKD(Distiller):
   without them.
 
   Temperature defaults follow the paper's stated rule (low energy → 6, middle 4, high energy → 2); the
-  reference code's defaults are `low_energy_temperature=2.0, high_energy_temperature=6.0` (see METHODS.md
-  item 7). The reference objective is `0.1·CE + 0.9·energy_kd`.
+  reference code's defaults are `low_energy_temperature=2.0, high_energy_temperature=6.0` (Seonghak35/EnergyKD
+  `mdistiller/engine/cfg.py`, `energyKD.T.LOW/HIGH`). The reference objective is `0.1·CE + 0.9·energy_kd`.
   """
 
   energy_low: Optional[float] = None
@@ -185,11 +206,12 @@ class EnergyKD(Distiller):
 
   def loss(self, variables, student, teacher, batch, ctx):
     self._check_thresholds()
+    zs, zt = class_rows(student.logits), class_rows(teacher.logits)
     value = losses.energy_kd(
-        student.logits, teacher.logits, energy_low=self.energy_low, energy_high=self.energy_high,
+        zs, zt, energy_low=self.energy_low, energy_high=self.energy_high,
         temperature=self.temperature, low_energy_temperature=self.low_energy_temperature,
         high_energy_temperature=self.high_energy_temperature, energy_temperature=self.energy_temperature)
-    energies = losses.energy_score(jax.lax.stop_gradient(teacher.logits), self.energy_temperature)
+    energies = losses.energy_score(jax.lax.stop_gradient(zt), self.energy_temperature)
     metrics = {"low_energy_fraction": jnp.mean(energies < self.energy_low),
                "high_energy_fraction": jnp.mean(energies > self.energy_high)}
     return value, metrics, {}
@@ -197,7 +219,7 @@ class EnergyKD(Distiller):
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleKD(Distiller):
-  """KD from several teachers' averaged softened outputs. See `kd_jax.losses.ensemble_kd` (METHODS.md 17).
+  """KD from several teachers' averaged softened outputs (Hinton et al. 2015). See `losses.ensemble_kd`.
 
   `teacher` is a tuple of `ModelOutput`s (the loop passes one per teacher workdir); a single `ModelOutput`
   is accepted and gives plain KD. `weights`, if given, has one entry per teacher.
@@ -221,6 +243,6 @@ class EnsembleKD(Distiller):
     teachers = (teacher,) if isinstance(teacher, ModelOutput) else tuple(teacher)
     if self.weights is not None and len(self.weights) != len(teachers):
       raise ValueError(f"ensemble_kd: {len(self.weights)} weights for {len(teachers)} teachers.")
-    value = losses.ensemble_kd(student.logits, [t.logits for t in teachers], self.temperature,
+    value = losses.ensemble_kd(class_rows(student.logits), [class_rows(t.logits) for t in teachers], self.temperature,
                                average=self.average, weights=self.weights)
     return value, {}, {}

@@ -1,7 +1,7 @@
 """The model zoo: every model is a Flax linen module returning a `ModelOutput`.
 
 Contract: `model.apply(variables, x, train=...)` with NHWC float inputs (MLPs flatten any input) returns
-`ModelOutput(logits, stages, preact_stages, embedding)`. BatchNorm statistics live in the `batch_stats`
+`ModelOutput(prediction, stages, preact_stages, embedding)`. BatchNorm statistics live in the `batch_stats`
 collection, so a train-mode call needs `mutable=["batch_stats"]`; eval mode needs nothing mutable.
 
     model = create_model("resnet8x4", num_classes=100)
@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
-from kd_jax.models import mobilenetv2, resnet_bottleneck, resnet_cifar, shufflenet, small, vgg, wrn
+from kd_jax.models import mobilenetv2, rating, resnet_bottleneck, resnet_cifar, shufflenet, small, vgg, wrn
+from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
+from kd_jax.models.rating import MatrixFactorization
 from kd_jax.models.resnet_bottleneck import BottleneckBlock, ResNetBottleneck
 from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
 from kd_jax.models.shufflenet import (ShuffleNetV1, ShuffleNetV2, ShuffleV1Block, ShuffleV2Block,
@@ -76,6 +78,8 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cnn_tiny": small.cnn_tiny,
     "cnn_small": small.cnn_small,
     "cnn_large": small.cnn_large,
+    # Rating prediction (task 'rating'): biased matrix factorisation on user and item ids.
+    "mf": rating.mf,
 }
 
 _DTYPE_KWARGS = ("dtype", "param_dtype")
@@ -86,12 +90,21 @@ def model_names() -> List[str]:
   return sorted(MODELS)
 
 
-def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-  """Builds the registered model `name` with `num_classes` outputs.
+def model_arguments(name: str) -> List[str]:
+  """The keyword arguments registered model `name` is built from (raises `KDJaxError` for unknown names)."""
+  if name not in MODELS:
+    raise KDJaxError(f"Unknown model {name!r}. Registered models: {', '.join(model_names())}.")
+  return list(inspect.signature(MODELS[name]).parameters)
+
+
+def create_model(name: str, num_classes: Optional[int] = None, **kwargs: Any) -> nn.Module:
+  """Builds the registered model `name`.
 
   Args:
     name: a key of `MODELS`.
-    num_classes: classifier outputs (a positive integer).
+    num_classes: classifier outputs (a positive integer) for the models that classify; models of other
+      tasks take their sizes as keyword arguments instead (`mf`: `num_users`, `num_items`), which a task's
+      `model_kwargs(dataset)` supplies.
     **kwargs: the constructor's keyword arguments (`dtype`, `param_dtype`, and for the generic models their
       shape, e.g. `depth`). `dtype`/`param_dtype` may be given as strings such as "bfloat16".
 
@@ -101,18 +114,24 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """
   if name not in MODELS:
     raise KDJaxError(f"Unknown model {name!r}. Registered models: {', '.join(model_names())}.")
-  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-    raise KDJaxError(f"num_classes must be a positive integer; got {num_classes!r} for model {name!r}.")
   constructor = MODELS[name]
   params = inspect.signature(constructor).parameters
-  valid = [p for p in params if p != "num_classes"]
+  if num_classes is not None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+      raise KDJaxError(f"num_classes must be a positive integer; got {num_classes!r} for model {name!r}.")
+    if "num_classes" not in params:
+      raise KDJaxError(f"Model {name!r} does not classify (it takes {', '.join(params)}); choose a model "
+                       "that fits config.task.")
+    kwargs["num_classes"] = num_classes
+  valid = list(params)
   unknown = sorted(set(kwargs) - set(valid))
   if unknown:
     raise KDJaxError(f"Model {name!r} got unknown keyword argument(s) {unknown}; valid ones: "
-                     f"{', '.join(valid) if valid else '(none)'}.")
+                     f"{', '.join(p for p in valid if p != 'num_classes') or '(none)'}.")
   missing = [p for p in valid if params[p].default is inspect.Parameter.empty and p not in kwargs]
   if missing:
-    raise KDJaxError(f"Model {name!r} needs keyword argument(s) {missing}; valid ones: {', '.join(valid)}.")
+    raise KDJaxError(f"Model {name!r} needs {', '.join(missing)}; it does not fit this task's data, or pass them "
+                     f"as keyword arguments (valid ones: {', '.join(valid)}).")
   for key in _DTYPE_KWARGS:
     if isinstance(kwargs.get(key), str):
       try:
@@ -120,7 +139,7 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
       except TypeError as e:
         raise KDJaxError(f"Model {name!r}: {key}={kwargs[key]!r} is not a dtype name "
                          "(try 'float32' or 'bfloat16').") from e
-  return constructor(num_classes, **kwargs)
+  return constructor(**kwargs)
 
 
 def param_count(params: Any) -> int:
@@ -138,6 +157,9 @@ __all__ = [
     "BasicBlock",
     "BottleneckBlock",
     "CNN",
+    "FeatureDiscriminator",
+    "MatrixFactorization",
+    "TransferLayer",
     "InvertedResidual",
     "MLP",
     "MobileNetV2",
@@ -153,6 +175,7 @@ __all__ = [
     "VGG",
     "WideResNet",
     "create_model",
+    "model_arguments",
     "model_names",
     "param_count",
 ]

@@ -107,7 +107,7 @@ class MobileNetV2(nn.Module):
     embedding = global_avg_pool(x, train)
     logits = nn.Dense(self.num_classes, kernel_init=small_normal_init, bias_init=nn.initializers.zeros,
                       dtype=dt, param_dtype=pdt, name="fc")(embedding)
-    return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(stages),
+    return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(stages),
                        embedding=embedding)
 
 

@@ -144,7 +144,7 @@ class ResNetCIFAR(nn.Module):
       preacts.append(preact)
     embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
-    return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
+    return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 

@@ -127,7 +127,7 @@ class ShuffleNetV1(nn.Module):
       preacts.append(preact)
     embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
-    return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
+    return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 
@@ -232,7 +232,7 @@ class ShuffleNetV2(nn.Module):
     x = nn.relu(batch_norm(train, dt, pdt, "bn2")(x))
     embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
-    return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
+    return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 

@@ -62,7 +62,7 @@ class MLP(nn.Module):
       stages.append(x)
       preacts.append(preact)
     logits = classifier(self.num_classes, self.dtype, self.param_dtype)(x)
-    return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts), embedding=x)
+    return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts), embedding=x)
 
 
 class CNN(nn.Module):
@@ -106,7 +106,7 @@ class CNN(nn.Module):
       preacts.append(preact)
     embedding = global_avg_pool(x, train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
-    return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
+    return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 

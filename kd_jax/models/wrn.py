@@ -103,7 +103,7 @@ class WideResNet(nn.Module):
     preacts.append(normed)
     embedding = global_avg_pool(nn.relu(normed), train)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
-    return ModelOutput(logits=logits, stages=tuple(stages), preact_stages=tuple(preacts),
+    return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 

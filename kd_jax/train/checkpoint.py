@@ -36,6 +36,19 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta:
                                              meta=ocp.args.JsonSave(meta)), force=True)
 
 
+UNREADABLE = "unreadable_checkpoints"
+
+
+def stored_meta(manager: ocp.CheckpointManager) -> dict:
+  """The `meta` record of the newest checkpoint whose record reads ({} if none does)."""
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception:  # noqa: BLE001 - a damaged record: try the previous checkpoint
+      continue
+  return {}
+
+
 def restore_latest(manager: ocp.CheckpointManager,
                    template: Any | Callable[[int], Any]) -> Tuple[Optional[Any], Optional[dict]]:
   """Restores the newest readable checkpoint into `template`'s structure and shardings.
@@ -43,9 +56,12 @@ def restore_latest(manager: ocp.CheckpointManager,
   `template` may be a function of the checkpoint's step, for states whose structure depends on it (a
   multi-phase run's optimizer state).
 
-  A checkpoint that fails to read (e.g. truncated by a crash outside orbax's atomic rename) is skipped with
-  a warning and the previous one is used; with none readable the run starts from scratch only if there
-  were none at all.
+  A checkpoint that fails to read (e.g. truncated by a crash outside orbax's atomic rename) is moved aside
+  to `<workdir>/unreadable_checkpoints/<step>` (kept for inspection) with a warning, and the previous one is
+  used; the run then trains those steps again and checkpoints them afresh. A checkpoint that reads but holds
+  a differently shaped state (another model, another kd_jax version's layout) is not moved: that raises
+  `KDJaxError` naming the differences. With none readable the run starts from scratch only if there were
+  none at all.
   """
   steps = sorted(manager.all_steps(), reverse=True)
   for step in steps:
@@ -56,12 +72,57 @@ def restore_latest(manager: ocp.CheckpointManager,
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
       return restored["state"], restored["meta"]
     except Exception as e:  # noqa: BLE001 - any read failure means "try the previous checkpoint"
-      log.warning("Checkpoint at step %d in %s is unreadable (%s); falling back to the previous one.",
-                  step, manager.directory, e)
+      mismatch = _layout_mismatch(manager, step, abstract)
+      if mismatch:
+        raise KDJaxError(f"The checkpoint at step {step} in {manager.directory} holds a different train state "
+                         f"than this config builds ({mismatch}). It belongs to another model or kd_jax version: "
+                         "use a new --workdir.") from e
+      moved = set_aside(manager, step)
+      log.warning("Checkpoint at step %d in %s is unreadable (%s); moved to %s, falling back to the previous "
+                  "one.", step, manager.directory, " ".join(str(e).split())[:300], moved)
   if steps:
-    raise KDJaxError(f"No readable checkpoint in {manager.directory} (tried steps {steps}). "
-                     "Move the directory away to start from scratch.")
+    raise KDJaxError(f"No readable checkpoint in {manager.directory} (tried steps {steps}; they were moved to "
+                     f"{os.path.join(os.path.dirname(str(manager.directory)), UNREADABLE)}). Run again to start "
+                     "from scratch.")
   return None, None
+
+
+def _path_str(path: Tuple[Any, ...]) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _layout_mismatch(manager: ocp.CheckpointManager, step: int, abstract: Any) -> str:
+  """A description of how checkpoint `step`'s stored tree differs from `abstract` in paths or shapes;
+  '' when it matches or when its metadata cannot be read (a damaged checkpoint, not a different one)."""
+  try:
+    stored = ocp.StandardCheckpointer().metadata(
+        os.path.join(str(manager.directory), str(step), "state")).item_metadata.tree
+    have = {_path_str(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_leaves_with_path(stored)}
+  except Exception:  # noqa: BLE001 - unreadable metadata: damaged
+    return ""
+  want = {_path_str(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+  problems = [f"{k}: {have[k]} stored, {want[k]} expected" for k in sorted(want) if k in have and have[k] != want[k]]
+  problems += [f"{k} missing" for k in sorted(set(want) - set(have))]
+  problems += [f"{k} not expected" for k in sorted(set(have) - set(want))]
+  return "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+
+
+def set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves checkpoint `step` to `<workdir>/unreadable_checkpoints/<step>[-n]` (process 0; the others wait)
+  and makes the manager forget it, so the run can save that step again."""
+  directory = os.path.join(os.path.dirname(str(manager.directory)), UNREADABLE)
+  target = os.path.join(directory, str(step))
+  if is_main_process():
+    os.makedirs(directory, exist_ok=True)
+    n = 1
+    while os.path.exists(target):
+      target, n = os.path.join(directory, f"{step}-{n}"), n + 1
+    os.rename(os.path.join(str(manager.directory), str(step)), target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"kd_jax set aside checkpoint {step}")
+  manager.reload()
+  return target
 
 
 def export_model(workdir: str, variables: Any, info: dict) -> str:

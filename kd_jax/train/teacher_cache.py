@@ -59,6 +59,11 @@ from kd_jax.train.distributed import is_main_process
 from kd_jax.train.teachers import TeacherOutput, Teachers
 
 FIELDS = ("logits", "embedding", "stages", "preact_stages")
+
+
+def _attribute(field: str) -> str:
+  """The `ModelOutput` attribute a cache field holds: 'logits' is the classification prediction."""
+  return "prediction" if field == "logits" else field
 BATCH_PREFIX = "teacher_cache/"
 _FORMAT = 1  # bump when the on-disk layout changes, so old entries are not read
 # Largest |recomputed - stored| a reused entry may show, relative to the stored array's largest magnitude:
@@ -149,15 +154,15 @@ class CacheLayout:
           values[field] = tuple(view(arrays[self.key(k, field, i)]) for i in range(stages))
         else:
           values[field] = view(arrays[self.key(k, field, None)])
-      out = ModelOutput(**values)
+      out = ModelOutput(**{_attribute(f): v for f, v in values.items()})
       if temperature != 1.0:
-        out = out.replace(logits=out.logits / temperature)
+        out = out.replace(prediction=out.prediction / temperature)
       outs.append(out)
     return outs[0] if len(outs) == 1 else tuple(outs)
 
   def mask(self, teacher_out: TeacherOutput) -> TeacherOutput:
     """`teacher_out` with the fields the cache lacks replaced by `NotCached` (for `check_reads`)."""
-    missing = {f: NotCached(f) for f in FIELDS if f not in self.fields}
+    missing = {_attribute(f): NotCached(f) for f in FIELDS if f not in self.fields}
     if isinstance(teacher_out, ModelOutput):
       return teacher_out.replace(**missing)
     return tuple(t.replace(**missing) for t in teacher_out)
@@ -193,7 +198,7 @@ def layout_for(config: ml_collections.ConfigDict, teachers: Teachers, variables:
   layout = CacheLayout(fields, views, tuple(len(s.stages) for s in shapes))
   per_example = {}
   for k, field, stage in layout.names():
-    leaf = getattr(shapes[k], field)
+    leaf = getattr(shapes[k], _attribute(field))
     leaf = leaf if stage is None else leaf[stage]
     per_example[layout.key(k, field, stage)] = jax.ShapeDtypeStruct((views,) + tuple(leaf.shape[1:]), leaf.dtype)
   return layout, per_example
@@ -366,7 +371,8 @@ def _forward_fn(teachers: Teachers, layout: CacheLayout, mesh, compiler_options:
       outs = [module.apply(vk, x, train=False) for x in views]
       for kk, field, stage in names:
         if kk == k:
-          leaves = [getattr(o, field) if stage is None else getattr(o, field)[stage] for o in outs]
+          leaves = [getattr(o, _attribute(field)) if stage is None else getattr(o, _attribute(field))[stage]
+                    for o in outs]
           arrays[layout.key(k, field, stage)] = jnp.stack(leaves, axis=1)
     return arrays
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -54,7 +54,7 @@ class Teachers:
         # convolutions into YNNPACK on CPU (see the function).
         out = jax.tree_util.tree_map(kd_conv.ynnpack_fusion_barrier, module.apply(v, images, train=False))
       if temperature != 1.0:
-        out = out.replace(logits=out.logits / temperature)
+        out = out.replace(prediction=out.prediction / temperature)
       outs.append(jax.lax.stop_gradient(out))
     if not outs:
       return None
@@ -65,9 +65,14 @@ def teacher_workdirs(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
   return tuple(w for w in (config.teacher.workdir, *config.teacher.extra_workdirs) if w)
 
 
-def load_teachers(config: ml_collections.ConfigDict, num_classes: int,
-                  sample_images: np.ndarray) -> Tuple[Teachers, Tuple[Any, ...]]:
-  """Teacher modules (uncalibrated) and their frozen variables, from the runs' exported models."""
+def load_teachers(config: ml_collections.ConfigDict, model_kwargs: Union[int, Mapping[str, Any]],
+                  sample_inputs: Any) -> Tuple[Teachers, Tuple[Any, ...]]:
+  """Teacher modules (uncalibrated) and their frozen variables, from the runs' exported models.
+
+  `model_kwargs` is what the task's models are built with (`Task.model_kwargs(dataset)`; an int is a
+  class count); each exported model must have been trained with the same values.
+  """
+  model_kwargs = {"num_classes": model_kwargs} if isinstance(model_kwargs, int) else dict(model_kwargs)
   workdirs = teacher_workdirs(config)
   if not config.teacher.workdir:
     raise KDJaxError("The loss uses a teacher but config.teacher.workdir is empty: point it at a finished "
@@ -76,16 +81,18 @@ def load_teachers(config: ml_collections.ConfigDict, num_classes: int,
   for i, workdir in enumerate(workdirs):
     info = ckpt.read_export_info(workdir)
     name = (config.teacher.model if i == 0 else "") or info["model"]
-    if info.get("num_classes", num_classes) != num_classes:
-      raise KDJaxError(f"The teacher in {workdir!r} has {info['num_classes']} classes but dataset "
-                       f"{config.data.name!r} has {num_classes}.")
-    module = kd_models.create_model(name, num_classes, dtype=config.get("compute_dtype", "float32"))
+    for key, value in model_kwargs.items():
+      if key in info and info[key] != value:
+        what = "classes" if key == "num_classes" else key
+        raise KDJaxError(f"The teacher in {workdir!r} has {info[key]} {what} but dataset "
+                         f"{config.data.name!r} has {value}.")
+    module = kd_models.create_model(name, dtype=config.get("compute_dtype", "float32"), **model_kwargs)
     modules.append(module)
-    variables.append(ckpt.load_exported_model(workdir, module, sample_images))
+    variables.append(ckpt.load_exported_model(workdir, module, sample_inputs))
   train_modes = [False] * len(modules)
   if config.teacher.pruned_copy_rate:
     # R2KD: a copy of the first teacher with the smallest-magnitude weights of every kernel zeroed, no
-    # fine-tuning, run with batch statistics as in the reference (METHODS.md item 9).
+    # fine-tuning, run with batch statistics as in the reference code (Seonghak35/R2KD, arXiv:2311.13934).
     modules.append(modules[0])
     variables.append(prune_by_magnitude(variables[0], config.teacher.pruned_copy_rate))
     train_modes.append(True)

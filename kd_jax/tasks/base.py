@@ -1,0 +1,72 @@
+"""What a task is: the part of training that knows what a batch holds and what "good" means.
+
+The train step, the evaluation and the loop ask the task; they assume neither labels nor images. A task is
+an immutable dataclass (hashable, so jitted steps close over it) whose methods are pure functions of
+arrays, traced inside the step.
+
+The contract, for a batch (a dict of arrays with a leading batch axis, as `kd_jax.data` cuts them):
+  * `inputs(batch)`: what the models are applied to (`model.apply(variables, task.inputs(batch), ...)`).
+  * `augment(rng, batch, crop_pad=, flip=)`: the batch with its inputs and spatial targets transformed
+    jointly (a crop of an input crops its mask or its high-resolution target the same way).
+  * `loss(prediction, batch)`: the supervised loss, a scalar mean over the batch (the `supervised` term).
+  * `train_metrics(prediction, batch)`: per-step means logged during training (e.g. accuracy).
+  * `eval_sums(prediction, batch)`: sums over the real examples of an evaluation batch (`batch['mask']`
+    marks them), so the host adds batches exactly and divides once in `metrics(sums)`.
+  * `headline`, `higher_is_better`: the metric a results table leads with and its direction.
+  * `model_kwargs(dataset)`: what `kd_jax.models.create_model` needs besides the name (class count, user
+    and item counts, upscaling factor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Dict, Mapping
+
+import jax
+
+Batch = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Base class; see the module docstring for the contract."""
+
+  name: ClassVar[str] = ""
+  headline: ClassVar[str] = ""
+  higher_is_better: ClassVar[bool] = True
+  # Batch keys the task reads besides the inputs; a dataset must provide them.
+  fields: ClassVar[tuple] = ()
+
+  def check_dataset(self, dataset: Any) -> None:
+    """Raises `KDJaxError` saying what to change when `dataset` is not data of this task."""
+    from kd_jax.errors import KDJaxError
+    if getattr(dataset, "task", "classification") != self.name:
+      raise KDJaxError(f"Dataset {dataset.name!r} holds {dataset.task} data but config.task is {self.name!r}; "
+                       f"set config.task={dataset.task!r} (or choose a {self.name} dataset).")
+
+  def model_kwargs(self, dataset: Any) -> Dict[str, Any]:
+    raise NotImplementedError
+
+  def inputs(self, batch: Batch) -> Any:
+    return batch["image"]
+
+  def augment(self, rng: jax.Array, batch: Batch, *, crop_pad: int = 0, flip: bool = False) -> Dict[str, Any]:
+    del rng, crop_pad, flip
+    return dict(batch)
+
+  def loss(self, prediction: jax.Array, batch: Batch) -> jax.Array:
+    raise NotImplementedError
+
+  def train_metrics(self, prediction: jax.Array, batch: Batch) -> Dict[str, jax.Array]:
+    del prediction, batch
+    return {}
+
+  def eval_sums(self, prediction: jax.Array, batch: Batch) -> Dict[str, jax.Array]:
+    raise NotImplementedError
+
+  def metrics(self, sums: Mapping[str, Any]) -> Dict[str, float]:
+    raise NotImplementedError
+
+  def better(self, a: float, b: float) -> bool:
+    """Whether headline value `a` is better than `b`."""
+    return a > b if self.higher_is_better else a < b

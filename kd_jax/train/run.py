@@ -1,0 +1,445 @@
+"""What a run is made of, and the builders of its state and steps.
+
+`build_run(config, dataset, workdir)` turns a config into a `Run`: the task, the trained networks, the
+frozen teachers, the phases with their distillers and optimizers, the device mesh. Everything a compiled
+step closes over is in it, built once. From a `Run`:
+
+  * `init_state(run)`: the train state, initialised and placed on the mesh with phase 0's optimizer;
+  * `with_fresh_optimizer(run, state, phase)`: the state with that phase's new optimizer, placed;
+  * `make_step(run, phase, per_call)`: the jitted step of the run's scheme for that phase;
+  * `model_variables(run, state, name)`: one trained network's variables, for evaluation and export.
+
+The training loop (`kd_jax.train.loop`) and the benchmarks in `tools/` build their steps through these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from kd_jax import data as kd_data
+from kd_jax import distillers as kd_distillers
+from kd_jax import models as kd_models
+from kd_jax import tasks as kd_tasks
+from kd_jax.config import peer_specs
+from kd_jax.errors import KDJaxError
+from kd_jax.models import conv as kd_conv
+from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
+from kd_jax.train import distributed
+from kd_jax.train import optim
+from kd_jax.train import phases as kd_phases
+from kd_jax.train import sharding
+from kd_jax.train import teacher_cache as kd_teacher_cache
+from kd_jax.train.schemes import adversarial, distill, mutual
+from kd_jax.train.step import TrainState
+from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits
+
+SCHEMES = {"distill": distill, "mutual": mutual, "adversarial": adversarial}
+STUDENT = "student"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """Everything a run's compiled steps close over (static), built once by `build_run`.
+
+  Attributes:
+    config, dataset, task: what the run learns from and how.
+    models: the trained networks as `(name, module)`, the student first ('student', 'peer1', ...).
+    teachers, teacher_variables: the frozen teachers (empty for schemes without them), placed on the mesh.
+    phases, distillers: the phases and each phase's weighted sum of distillers.
+    optimizers, schedules: per phase, the optimizers by name and the learning-rate schedule logged as `lr`.
+    steps_per_epoch, total_steps: the run's length.
+    mesh, compiler_options: where and how the steps compile.
+    output_cache: the teacher-output cache (`config.teacher.cache`) or None.
+    teacher_report: calibration and cache reports, for the results.
+    discriminator, transfer: the adversarial scheme's modules (None otherwise).
+  """
+
+  config: ml_collections.ConfigDict
+  dataset: kd_data.Dataset
+  task: kd_tasks.Task
+  models: Tuple[Tuple[str, nn.Module], ...]
+  teachers: Teachers
+  teacher_variables: Any
+  phases: Tuple[kd_phases.Phase, ...]
+  distillers: Tuple[kd_distillers.WeightedSum, ...]
+  optimizers: Tuple[Dict[str, optax.GradientTransformation], ...]
+  schedules: Tuple[optax.Schedule, ...]
+  steps_per_epoch: int
+  total_steps: int
+  mesh: Mesh
+  compiler_options: Optional[Dict[str, str]]
+  output_cache: Optional[kd_teacher_cache.TeacherCache] = None
+  teacher_report: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  discriminator: Optional[FeatureDiscriminator] = None
+  transfer: Optional[TransferLayer] = None
+
+  @property
+  def scheme(self) -> str:
+    return self.config.scheme
+
+  @property
+  def model_names(self) -> Tuple[str, ...]:
+    return tuple(name for name, _ in self.models)
+
+  def phase_at(self, step: int) -> int:
+    return kd_phases.phase_at(self.phases, step, self.steps_per_epoch)
+
+  def uses_cache(self, index: int) -> bool:
+    return self.output_cache is not None and kd_teacher_cache.phase_uses_cache(self.phases[index],
+                                                                               self.distillers[index])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building a run from a config.
+
+
+def load_data(config: ml_collections.ConfigDict, dataset: Optional[kd_data.Dataset] = None) -> kd_data.Dataset:
+  """The config's dataset (or `dataset`, data a caller built), checked against the config's task."""
+  if dataset is None:
+    dataset = kd_data.load_dataset(config.data.name, data_dir=config.data.data_dir or None,
+                                   val_fraction=config.data.val_fraction, seed=config.seed)
+  kd_tasks.get_task(config.task).check_dataset(dataset)
+  return dataset
+
+
+def sample_batch(config: ml_collections.ConfigDict, dataset: kd_data.Dataset) -> Dict[str, np.ndarray]:
+  return kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=0)
+
+
+def create_networks(config: ml_collections.ConfigDict, task: kd_tasks.Task,
+                    dataset: kd_data.Dataset) -> Tuple[Tuple[str, nn.Module], ...]:
+  """The trained networks: the student and, for schemes with several, `config.peers`."""
+  sizes = task.model_kwargs(dataset)
+  names = [(STUDENT, config.student.model)]
+  if config.scheme != "distill":
+    names += [(name, model) for name, model, _ in peer_specs(config)]
+  networks = []
+  for name, model in names:
+    takes = kd_models.model_arguments(model)
+    if not set(sizes) <= set(takes):
+      raise KDJaxError(f"Model {model!r} ({name}) does not fit task {task.name!r}: it is built from "
+                       f"{', '.join(takes)}, the task's data gives {', '.join(sizes)}. Choose a {task.name} model.")
+    networks.append((name, kd_models.create_model(model, dtype=config.compute_dtype, **sizes)))
+  return tuple(networks)
+
+
+def _optim_config(base: ml_collections.ConfigDict, overrides: Any) -> ml_collections.ConfigDict:
+  merged = ml_collections.ConfigDict(base.to_dict())
+  for key, value in dict(overrides or {}).items():
+    merged[key] = tuple(value) if isinstance(value, list) else value
+  return merged
+
+
+def _distill_optimizers(phases, steps_per_epoch: int, trainable_tree: Dict[str, Any]):
+  """Per phase: the student's and distillers' optimizer (masked to the phase's trainable groups)."""
+  schedules = [optim.learning_rate_schedule(p.optim, steps_per_epoch, p.epochs * steps_per_epoch) for p in phases]
+  optimizers = [{STUDENT: kd_phases.masked_optimizer(optim.make_optimizer(p.optim, s), trainable_tree, p.trainable)}
+                for p, s in zip(phases, schedules)]
+  return tuple(optimizers), tuple(schedules)
+
+
+def _network_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int, total: int):
+  """One optimizer per network (config.optim with its overrides); under 'adversarial' also each network's
+  adversarial optimizer and the discriminators'. The first network's schedule is the one logged."""
+  overrides = {STUDENT: config.student.optim, **{name: optim_ for name, _, optim_ in peer_specs(config)}}
+  txs, schedules = {}, {}
+  for name, extra in overrides.items():
+    settings = _optim_config(config.optim, extra)
+    schedules[name] = optim.learning_rate_schedule(settings, steps_per_epoch, total)
+    txs[name] = optim.make_optimizer(settings, schedules[name])
+  if config.scheme == "adversarial":
+    feature = _optim_config(config.optim, config.discriminators.network_optim)
+    for name in overrides:
+      txs[name + adversarial.ADVERSARIAL] = optim.make_optimizer(
+          feature, optim.learning_rate_schedule(feature, steps_per_epoch, total))
+    disc = _optim_config(config.optim, config.discriminators.optim)
+    txs[adversarial.DISCRIMINATORS] = optim.make_optimizer(disc, optim.learning_rate_schedule(disc, steps_per_epoch,
+                                                                                                total))
+  return (txs,), (schedules[STUDENT],)
+
+
+def _adversarial_modules(config, networks, task, sample: Dict[str, np.ndarray]):
+  """The discriminator and, where the networks' maps differ in width (or `transfer_channels` is set), the
+  transfer layer to a common width (`transfer_channels`, else the widest map's)."""
+  inputs = task.inputs({k: jnp.asarray(v[:1]) for k, v in sample.items()})
+  widths = []
+  for name, model in networks:
+    out = jax.eval_shape(lambda m=model: m.apply(m.init(jax.random.PRNGKey(0), inputs, train=False), inputs))
+    if not out.stages:
+      raise KDJaxError(f"config.scheme='adversarial' reads stage feature maps, and network {name!r} "
+                       f"({type(model).__name__}) has none.")
+    try:
+      widths.append(out.stages[config.discriminators.stage].shape[-1])
+    except IndexError as e:
+      raise KDJaxError(f"config.discriminators.stage={config.discriminators.stage} does not exist in network {name!r}, "
+                       f"which has {len(out.stages)} stages.") from e
+  channels = config.discriminators.transfer_channels or (max(widths) if len(set(widths)) > 1 else 0)
+  transfer = TransferLayer(channels, dtype=config.compute_dtype) if channels else None
+  disc = FeatureDiscriminator(tuple(config.discriminators.widths), dtype=config.compute_dtype)
+  return disc, transfer
+
+
+def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, teacher_variables: Any,
+                      dataset: kd_data.Dataset, config: ml_collections.ConfigDict, workdir: Optional[str],
+                      loss: Optional[ml_collections.ConfigDict] = None,
+                      filename: str = "prepared.json",
+                      teacher_cache: Optional[kd_teacher_cache.TeacherCache] = None) -> kd_distillers.WeightedSum:
+  """Fills constants that depend on the whole training split (`Distiller.prepare`).
+
+  The filled values are written to `<workdir>/<filename>` with the loss config they belong to (`loss`,
+  default `config.loss`); a resumed run with the same loss config reads them back instead of recomputing,
+  so it trains with the same ones. The teacher pass reads `teacher_cache` (its original view) when given.
+  `workdir=None` (a benchmark) stores nothing.
+  """
+  path = os.path.join(workdir, filename) if workdir else None
+  loss_config = json.loads(json.dumps((config.loss if loss is None else loss).to_dict()))
+  if path and os.path.isfile(path):
+    with open(path) as f:
+      stored = json.load(f)
+    if stored["loss"] == loss_config:
+      return distiller.with_fields(stored["fields"])
+  cache = {}
+
+  def train_logits() -> np.ndarray:
+    if "logits" not in cache:
+      if teacher_cache is not None:
+        logits = teacher_cache.logits(view=0)
+      else:
+        logits, _ = teacher_logits(teachers, teacher_variables,
+                                   kd_data.eval_batches(dataset.train, config.eval_batch_size),
+                                   kd_conv.compiler_options_for(config))
+      cache["logits"] = logits[0] / teachers.temperatures[0]
+    return cache["logits"]
+
+  labels = getattr(dataset.train, "labels", None)
+  prepared = distiller.prepare(kd_distillers.TrainingData(
+      train_logits, np.asarray(labels if labels is not None else np.zeros(len(dataset.train), np.int32)),
+      dataset.num_classes))
+  fields = distiller.prepared_fields(prepared)
+  if fields and path and distributed.is_main_process():
+    # Written whole, then renamed: another process of a multi-process run may be reading it already.
+    with open(path + ".tmp", "w") as f:
+      json.dump({"loss": loss_config, "fields": fields}, f, indent=2)
+    os.replace(path + ".tmp", path)
+  return prepared
+
+
+def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_distillers.WeightedSum:
+  """Every phase's terms once, by name: the distiller whose `init` builds the run's shared variables."""
+  terms: Dict[str, Tuple[str, float, kd_distillers.Distiller]] = {}
+  for distiller in distillers:
+    for name, weight, term in distiller.terms:
+      if name in terms and type(terms[name][2]) is not type(term):
+        raise KDJaxError(f"config.phases: term {name!r} is a {type(terms[name][2]).__name__} in one phase and a "
+                         f"{type(term).__name__} in another; a name shared by phases shares its parameters, so "
+                         "give different distillers different names.")
+      terms.setdefault(name, (name, weight, term))
+  return kd_distillers.WeightedSum(tuple(terms.values()))
+
+
+def _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh):
+  """Frozen teachers (loaded, optionally cached and calibrated) and the distillers prepared with them."""
+  teachers, teacher_variables, report, cache = Teachers(), (), {}, None
+  if not any(d.needs_teacher for d in distillers):
+    return teachers, teacher_variables, report, cache, distillers
+  teachers, teacher_variables = load_teachers(config, task.model_kwargs(dataset),
+                                              task.inputs({k: v[:1] for k, v in sample.items()}))
+  if config.teacher.cache:
+    if task.name != "classification":
+      raise KDJaxError(f"config.teacher.cache caches image classifiers' outputs; task {task.name!r} runs its "
+                       "teachers live: set config.teacher.cache=False.")
+    cache = kd_teacher_cache.open_for_run(config, teachers, teacher_variables, dataset, phases, distillers,
+                                          networks[0][1], sample, workdir, mesh)
+  if config.teacher.calibrate:
+    teachers, report = calibrate_teachers(
+        teachers, teacher_variables, dataset, config, workdir,
+        logits=None if cache is None else kd_teacher_cache.calibration_logits(
+            cache, config, teachers, teacher_variables, dataset, workdir, mesh))
+  if cache is not None:
+    report = dict(report, teacher_cache=cache.report())
+  distillers = [prepare_distiller(d, teachers, teacher_variables, dataset, config, workdir, phase.loss,
+                                  "prepared.json" if len(phases) == 1 else f"prepared-{phase.name}.json", cache)
+                for d, phase in zip(distillers, phases)]
+  return teachers, teacher_variables, report, cache, distillers
+
+
+def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workdir: Optional[str] = None, *,
+              teachers: Optional[Tuple[Teachers, Any]] = None, mesh: Optional[Mesh] = None) -> Run:
+  """Everything the config's steps need: task, networks, teachers, phases, distillers, optimizers, mesh.
+
+  `teachers` (modules and variables) replaces loading them from `config.teacher.workdir` (benchmarks use
+  random teachers); `workdir=None` keeps nothing on disk (prepared constants, caches, calibration plots).
+  """
+  task = kd_tasks.get_task(config.task)
+  mesh = mesh or sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  if len(dataset.train) < config.batch_size:
+    raise KDJaxError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} training examples.")
+  phases = kd_phases.resolve_phases(config)
+  distillers = [kd_distillers.from_config(phase.loss) for phase in phases]
+  networks = create_networks(config, task, dataset)
+  sample = sample_batch(config, dataset)
+  steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
+  total_steps = phases[-1].steps(steps_per_epoch)[1]
+  if config.max_steps:
+    total_steps = min(total_steps, config.max_steps)
+  if config.scheme != "distill":
+    teacher_parts = (Teachers(), (), {}, None, distillers)
+  elif teachers is not None:
+    teacher_parts = (teachers[0], teachers[1], {}, None,
+                     [prepare_distiller(d, teachers[0], teachers[1], dataset, config, None, p.loss)
+                      for d, p in zip(distillers, phases)])
+  else:
+    teacher_parts = _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh)
+  frozen, frozen_variables, report, cache, distillers = teacher_parts
+  frozen_variables = sharding.place_params(frozen_variables, mesh, config.sharding.params,
+                                           config.sharding.fsdp_min_size)
+  disc, transfer = (None, None)
+  if config.scheme == "adversarial":
+    disc, transfer = _adversarial_modules(config, networks, task, sample)
+  run = Run(config=config, dataset=dataset, task=task, models=networks, teachers=frozen,
+            teacher_variables=frozen_variables, phases=phases, distillers=tuple(distillers), optimizers=(),
+            schedules=(), steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh,
+            compiler_options=kd_conv.compiler_options_for(config, mesh.devices.flat[0].platform),
+            output_cache=cache, teacher_report=report, discriminator=disc, transfer=transfer)
+  if config.scheme == "distill":
+    init = distill.initializer(networks[0][1], _union_of_terms(distillers), optax.identity(), frozen, task)
+    shapes = _fitting(config, lambda: jax.eval_shape(init, jax.random.PRNGKey(0), _device_sample(config, dataset),
+                                                     frozen_variables))
+    optimizers, schedules = _distill_optimizers(phases, steps_per_epoch,
+                                                {STUDENT: shapes.params, "distiller": shapes.distiller_params})
+  else:
+    optimizers, schedules = _network_optimizers(config, steps_per_epoch, total_steps)
+  return dataclasses.replace(run, optimizers=optimizers, schedules=schedules)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The state and the steps of a run.
+
+
+def _fitting(config: ml_collections.ConfigDict, build):
+  """`build()`, with a distiller's refusal of these models' outputs (stage index, channel counts, ...) as a
+  config error."""
+  try:
+    return build()
+  except KDJaxError:
+    raise
+  except ValueError as e:
+    others = "its teacher(s)" if config.scheme == "distill" else "its peers"
+    raise KDJaxError(f"config.loss does not fit the student {config.student.model!r} and {others}: {e}") from e
+
+
+def _device_sample(config: ml_collections.ConfigDict, dataset: kd_data.Dataset) -> Dict[str, jax.Array]:
+  return {k: jnp.asarray(v) for k, v in sample_batch(config, dataset).items()}
+
+
+def _initial_state(run: Run) -> TrainState:
+  """The unplaced initial state. Under 'distill' its optimizer state is a placeholder (`optax.identity`)
+  that `with_fresh_optimizer` replaces; the other schemes start with phase 0's optimizers."""
+  config = run.config
+  rng = jax.random.PRNGKey(config.seed)
+  sample = _device_sample(config, run.dataset)
+  if config.scheme == "distill":
+    return _fitting(config, lambda: distill.create_train_state(
+        rng, run.models[0][1], _union_of_terms(run.distillers), optax.identity(), sample, run.teachers,
+        run.teacher_variables, task=run.task))
+  if config.scheme == "mutual":
+    return _fitting(config, lambda: mutual.create_train_state(rng, run.models, run.distillers[0], run.optimizers[0],
+                                                              sample, task=run.task))
+  return _fitting(config, lambda: adversarial.create_train_state(
+      rng, run.models, run.discriminator, run.transfer, run.distillers[0], run.optimizers[0], sample, task=run.task,
+      stage=config.discriminators.stage))
+
+
+def _fresh_optimizer(run: Run, state: TrainState, index: int) -> TrainState:
+  if run.scheme == "distill":
+    return distill.init_optimizer(state, run.optimizers[index][STUDENT])
+  return SCHEMES[run.scheme].init_optimizer(state, run.optimizers[index])
+
+
+def state_shardings(run: Run, state: TrainState, index: int) -> Any:
+  """Where each leaf of a state with phase `index`'s optimizer lives (the optimizer's structure differs
+  between phases)."""
+  shapes = jax.eval_shape(lambda s: _fresh_optimizer(run, s, index), state)
+  return sharding.state_shardings(shapes, run.mesh, run.config.sharding.params, run.config.sharding.fsdp_min_size)
+
+
+def with_fresh_optimizer(run: Run, state: TrainState, index: int) -> TrainState:
+  """`state` with phase `index`'s new optimizer (each phase starts its own, as the reference codes build a
+  new one per phase), placed on the mesh."""
+  fresh = jax.jit(lambda s: _fresh_optimizer(run, s, index))(state)
+  return jax.device_put(fresh, state_shardings(run, state, index))
+
+
+def init_state(run: Run) -> TrainState:
+  """The initial state, placed on the mesh with phase 0's optimizer."""
+  return with_fresh_optimizer(run, _initial_state(run), 0)
+
+
+def model_variables(run: Run, state: TrainState, name: str = STUDENT) -> Dict[str, Any]:
+  """Network `name`'s variables (`{'params', 'batch_stats'}`), as `model.apply` takes them."""
+  return SCHEMES[run.scheme].model_variables(state, name)
+
+
+def _scan_steps(step_fn, state: TrainState, batches: Dict[str, jax.Array], teacher_variables: Any):
+  """`step_fn` applied once per leading index of `batches` (k stacked batches) in one program: k steps for
+  one dispatch (config.steps_per_call). Returns the final state and the metrics stacked along axis 0."""
+  return jax.lax.scan(lambda s, batch: step_fn(s, batch, teacher_variables), state, batches)
+
+
+def step_function(run: Run, index: int):
+  """Phase `index`'s step of the run's scheme with its static arguments bound:
+  `(state, batch, teacher_variables) -> (state, metrics)`."""
+  config, phase = run.config, run.phases[index]
+  common = dict(steps_per_epoch=run.steps_per_epoch, crop_pad=config.data.crop_pad, flip=config.data.flip,
+                task=run.task)
+  if run.scheme == "distill":
+    teachers = run.teachers
+    if phase.teacher_batch_statistics:
+      teachers = dataclasses.replace(teachers, batch_statistics=(True,) * len(teachers.modules))
+    return functools.partial(
+        distill.train_step, student=run.models[0][1], teachers=teachers, distiller=run.distillers[index],
+        tx=run.optimizers[index][STUDENT], schedule=run.schedules[index], student_train=phase.trains_student,
+        phase_start=phase.steps(run.steps_per_epoch)[0],
+        teacher_cache=run.output_cache.layout if run.uses_cache(index) else None, **common)
+  if run.scheme == "mutual":
+    return functools.partial(mutual.train_step, models=run.models, distiller=run.distillers[index],
+                             txs=run.optimizers[index], schedule=run.schedules[index], **common)
+  return functools.partial(adversarial.train_step, models=run.models, discriminator=run.discriminator,
+                           transfer=run.transfer, distiller=run.distillers[index], txs=run.optimizers[index],
+                           schedule=run.schedules[index], stage=config.discriminators.stage,
+                           weight=config.discriminators.weight, **common)
+
+
+def make_step(run: Run, state: TrainState, index: int, per_call: int = 1):
+  """Phase `index`'s step jitted over the mesh (state donated and kept in its shardings, metrics
+  replicated); with `per_call` > 1 one call runs that many steps over stacked batches."""
+  step = step_function(run, index)
+  if per_call > 1:
+    step = functools.partial(_scan_steps, step)
+  return jax.jit(step, out_shardings=(state_shardings(run, state, index), sharding.replicated(run.mesh)),
+                 donate_argnums=(0,), compiler_options=run.compiler_options)
+
+
+def host_batch(run: Run, index: int, step: int, rows: slice) -> Dict[str, np.ndarray]:
+  """This process's `rows` of the training batch of global step `step` (a pure function of (seed, step)),
+  with the teacher-output cache's rows where phase `index` reads it."""
+  indices = kd_data.batch_indices(len(run.dataset.train), run.config.batch_size, seed=run.config.seed,
+                                  step=step)[rows]
+  batch = run.dataset.train.get(indices)
+  if run.uses_cache(index):  # gathered by example, so the batch stays a pure function of (seed, step)
+    batch.update(run.output_cache.gather(indices))
+  return batch

@@ -1,0 +1,128 @@
+"""`distill`: frozen teachers, one student, a weighted sum of distillers (offline knowledge distillation).
+
+One step, top to bottom: augment the batch once (teacher and student see the same view), run the frozen
+teachers (or read their cached outputs), run the student in train mode, evaluate the distiller on both
+outputs, differentiate with respect to the student's and the distiller's parameters, and apply one optax
+update to both (the phase's optimizer, masked to its trainable groups).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from kd_jax.data.augment import flip_decisions
+from kd_jax.distillers import Context, Distiller, split_state
+from kd_jax.errors import KDJaxError
+from kd_jax.tasks import Task
+from kd_jax.train.step import (CLASSIFICATION, Metrics, TrainState, apply_train, apply_updates, jit_init,
+                               learning_rate, merge, prepare_batch)
+from kd_jax.train.teacher_cache import CacheLayout
+from kd_jax.train.teachers import Teachers
+
+
+def initializer(student: nn.Module, distiller: Distiller, tx: optax.GradientTransformation,
+                teachers: Teachers = Teachers(), task: Optional[Task] = None):
+  """The pure `(rng, sample_batch, teacher_variables) -> TrainState` that `create_train_state` jits (also
+  what `jax.eval_shape` reads the state's structure from)."""
+  task = task or CLASSIFICATION
+
+  def init(rng, sample_batch, teacher_variables):
+    student_rng, distiller_rng, state_rng = jax.random.split(rng, 3)
+    inputs = task.inputs(sample_batch)
+    variables = student.init(student_rng, inputs, train=False)
+    student_out = student.apply(variables, inputs, train=False)
+    teacher_out = teachers(teacher_variables, inputs) if distiller.needs_teacher else None
+    distiller_params, distiller_state = split_state(
+        distiller.init(distiller_rng, student_out, teacher_out, sample_batch))
+    trainable = {"student": variables["params"], "distiller": distiller_params}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}), distiller_params=distiller_params,
+        distiller_state=distiller_state, opt_state=tx.init(trainable), rng=state_rng)
+
+  return init
+
+
+def create_train_state(rng: jax.Array, student: nn.Module, distiller: Distiller,
+                       tx: optax.GradientTransformation, sample_batch: Dict[str, jax.Array],
+                       teachers: Teachers = Teachers(), teacher_variables: Any = (), *,
+                       task: Optional[Task] = None) -> TrainState:
+  """Initialises the student, then the distiller from sample student/teacher outputs (jitted as a whole:
+  run eagerly, every parameter initialiser would compile on its own)."""
+  return jit_init(initializer(student, distiller, tx, teachers, task), rng, sample_batch, teacher_variables)
+
+
+def init_optimizer(state: TrainState, tx: optax.GradientTransformation) -> TrainState:
+  """`state` with a fresh optimizer state for `tx` (each phase starts its own optimizer)."""
+  return state.replace(opt_state=tx.init({"student": state.params, "distiller": state.distiller_params}))
+
+
+def model_variables(state: TrainState, name: str = "student") -> Dict[str, Any]:
+  """The student's variables, as `model.apply` takes them."""
+  if name != "student":
+    raise KeyError(f"The distill scheme trains only 'student', not {name!r}.")
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables: Any, *,
+               student: nn.Module, teachers: Teachers, distiller: Distiller,
+               tx: optax.GradientTransformation, schedule: optax.Schedule, steps_per_epoch: int,
+               crop_pad: int = 0, flip: bool = False, student_train: bool = True,
+               phase_start: int = 0, teacher_cache: Optional[CacheLayout] = None,
+               task: Optional[Task] = None) -> Tuple[TrainState, Metrics]:
+  """One optimisation step; pure, meant to be jitted once with everything after `*` bound.
+
+  `student_train=False` runs the student in eval mode (a phase that freezes it must not move its BatchNorm
+  statistics either); `phase_start` is the first global step of the current phase, from which the
+  distillers' `ctx.step`/`ctx.epoch` and the schedule count. With `teacher_cache` the batch carries the
+  teacher's cached outputs (`kd_jax.train.teacher_cache`, gathered on the host by 'index') and the teacher
+  does not run, except inside `ctx.forward`.
+  """
+  task = task or CLASSIFICATION
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  augment_rng, distiller_rng = jax.random.split(step_rng)
+  batch, cached = prepare_batch(augment_rng, batch, task, crop_pad, flip)
+  inputs = task.inputs(batch)
+  if not distiller.needs_teacher:
+    teacher_out = None
+  elif teacher_cache is not None:
+    if crop_pad:
+      raise KDJaxError("The teacher-output cache holds uncropped views only; it cannot serve crop_pad > 0 "
+                       "(config.data.crop_pad).")
+    # The cache holds both flip views; pick the one the augmentation chose.
+    mirror = flip_decisions(augment_rng, inputs.shape[0]) if flip else None
+    teacher_out = teacher_cache.outputs(cached, teachers.temperatures, mirror)
+  else:
+    teacher_out = teachers(teacher_variables, inputs)
+  phase_step = state.step - phase_start
+
+  def loss_fn(trainable):
+    student_out, batch_stats = apply_train(student, trainable["student"], state.batch_stats, inputs,
+                                           student_train)
+
+    def forward(other_inputs):
+      other_out, _ = apply_train(student, trainable["student"], state.batch_stats, other_inputs, student_train)
+      return other_out, teachers(teacher_variables, other_inputs)
+
+    ctx = Context(rng=distiller_rng, train=True, step=phase_step, epoch=phase_step // steps_per_epoch + 1,
+                  forward=forward, task=task)
+    loss, metrics, new_distiller_state = distiller.loss(
+        {"params": trainable["distiller"], **state.distiller_state}, student_out, teacher_out, batch, ctx)
+    return loss, (metrics, batch_stats, new_distiller_state, student_out.prediction)
+
+  trainable = {"student": state.params, "distiller": state.distiller_params}
+  (loss, (metrics, batch_stats, distiller_state, prediction)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(trainable)
+  trainable, opt_state = apply_updates(tx, grads, state.opt_state, trainable)
+  new_state = state.replace(
+      step=state.step + 1, params=trainable["student"], batch_stats=batch_stats,
+      distiller_params=trainable["distiller"], distiller_state=merge(state.distiller_state, distiller_state),
+      opt_state=opt_state)
+  metrics = dict(metrics, loss=loss, lr=learning_rate(schedule, phase_step),
+                 **task.train_metrics(prediction, batch))
+  return new_state, metrics

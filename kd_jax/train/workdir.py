@@ -1,0 +1,104 @@
+"""A run directory remembers the config its checkpoints were trained with.
+
+Running the same command again resumes; running a *different* config on a directory that holds
+checkpoints would silently continue someone else's run and then claim its results. So the first start
+writes `config.json`, and every later start compares: a difference in anything that changes what is
+computed is refused with the differing keys listed (`KDJaxError`, nothing rewritten), unless the caller
+allows it explicitly (`allow_config_change`, the CLI's `--allow-config-change`). Keys that only change
+bookkeeping or how long the run goes (`BOOKKEEPING`) may differ. Every accepted difference is appended to
+`config_changes.jsonl` (step, key, old, new), and `config.json` then holds the config in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import ml_collections
+
+from kd_jax.errors import KDJaxError
+
+CONFIG = "config.json"
+CHANGES = "config_changes.jsonl"
+# Keys (or section prefixes) that change logging, checkpoint cadence, where data and caches live, how the
+# same computation is laid out on the hardware, or how long the run goes; a resume may change them.
+BOOKKEEPING = ("log_every_steps", "progress_bar", "checkpoint_every_epochs", "keep_checkpoints", "epochs",
+               "max_steps", "eval_batch_size", "steps_per_call", "conv_backward", "cpu_conv_kernels",
+               "distributed.", "sharding.", "data.data_dir", "teacher.cache_dir", "teacher.cache_max_gb")
+
+
+def prepare_workdir(workdir: str) -> str:
+  """`workdir` made absolute, created, and checked writable."""
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise KDJaxError(f"Cannot create workdir {workdir!r}: {e.strerror}. Choose a writable directory.") from e
+  if not os.access(workdir, os.W_OK):
+    raise KDJaxError(f"Workdir {workdir!r} is not writable. Choose a writable directory.")
+  return workdir
+
+
+def _flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  if isinstance(tree, dict):
+    flat = {}
+    for key, value in tree.items():
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat if flat or not prefix else {prefix[:-1]: {}}
+  return {prefix[:-1]: tree}
+
+
+def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+  """`{dotted key: (old, new)}` for every key whose value differs (a missing key reads as None)."""
+  a, b = _flatten(old), _flatten(new)
+  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def is_bookkeeping(key: str) -> bool:
+  return any(key == k or (k.endswith(".") and key.startswith(k)) for k in BOOKKEEPING)
+
+
+def _as_json(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def stored_config(workdir: str) -> Optional[Dict[str, Any]]:
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def check_config(workdir: str, config: ml_collections.ConfigDict, reference: Optional[Dict[str, Any]],
+                 allow_change: bool = False) -> Dict[str, Tuple[Any, Any]]:
+  """The differences between `config` and `reference` (the config the workdir's checkpoints were trained
+  with; None for a fresh run), refused unless they are bookkeeping or `allow_change`."""
+  if reference is None:
+    return {}
+  changes = config_differences(reference, _as_json(config))
+  computed = {k: v for k, v in changes.items() if not is_bookkeeping(k)}
+  if computed and not allow_change:
+    shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(computed.items())[:8])
+    more = f"; and {len(computed) - 8} more" if len(computed) > 8 else ""
+    raise KDJaxError(
+        f"{workdir} holds checkpoints of a run with a different config ({shown}{more}). Resuming would mix two "
+        "runs. Use a new --workdir for the new config, or, to continue this run with the change on purpose, "
+        "pass --allow-config-change (train_and_evaluate(..., allow_config_change=True)).")
+  return changes
+
+
+def record_config(workdir: str, config: ml_collections.ConfigDict, changes: Dict[str, Tuple[Any, Any]],
+                  step: int) -> None:
+  """Writes `config.json` (atomically) and appends the accepted `changes` to `config_changes.jsonl`."""
+  if changes:
+    with open(os.path.join(workdir, CHANGES), "a") as f:
+      for key, (old, new) in changes.items():
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step, "key": key, "old": old,
+                            "new": new}) + "\n")
+  path = os.path.join(workdir, CONFIG)
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(path + ".tmp", path)
