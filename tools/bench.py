@@ -16,17 +16,23 @@ time (wall time of the first call), recompilations after the first call (must be
 achieved FLOP/s (XLA's cost analysis of the compiled step over its median time) against the device's peak
 where it is known (`--peak-tflops`, or the table `PEAK_TFLOPS` of NVIDIA spec-sheet figures).
 
-(a) and (c) are the library's real train step (`kd_jax.train.step.train_step`), jitted as
-`kd_jax.train.loop` jits it: `functools.partial` binding the models, distiller, optimizer and schedule,
-`out_shardings` from `sharding.state_shardings`, the state donated, on a `data` mesh of every visible
-device. Data are random normal images and random labels/indices, placed on the devices once; the student
-is initialised by the library (`create_train_state`), the teacher's variables are drawn on the host
-(`random_variables`; a speed benchmark needs shapes, not trained values). Distillers that
-need a training-split pass (`Distiller.prepare`: Energy KD's and HE-DA's energy thresholds, CRD's labels
-and bank size) get `TrainingData` made of random teacher logits and random labels for `--train-examples`
-examples (50000, CIFAR's training split, by default). `ensemble_kd` runs with two teachers (the teacher
-model twice, initialised independently) and `r2kd` with the teacher and its 10%-magnitude-pruned copy on
-batch statistics, as their experiment configs do; their (b) is the forward pass of those teachers.
+(a) and (c) are the training loop's own step, built as `kd_jax.train.loop` builds it: a run of a config
+(`kd_jax.config.base_config()` with the benchmark's student, dtype, batch, augmentation, seed and CPU
+convolution kernels, and `ce` or `ce + distiller` as its loss) is built by `kd_jax.train.run.build_run`, with
+the random teachers passed in (`teachers=`) and nothing stored on disk; its state comes from `init_state`
+(initialised by the library, phase 0's optimizer, placed on the mesh) and its step from `make_step` (jitted
+with the state's shardings, the state donated and the run's compiler options) on a `data` mesh of every
+visible device. The run's training split is a pretend one of `--train-examples` examples
+(`pretend_dataset`: steps per epoch, CRD's labels and bank size); every measured call gets the benchmark's
+own batch, random normal images and random labels/indices placed on the devices once. The teacher's
+variables are drawn on the host (`random_variables`; a speed benchmark needs shapes, not trained values).
+Distillers that need a training-split pass (`Distiller.prepare`: Energy KD's and HE-DA's energy thresholds,
+CRD's labels and bank size) are prepared on `TrainingData` made of random teacher logits and random labels
+for `--train-examples` examples (50000, CIFAR's training split, by default), and the prepared constants go
+into the config's loss (as a resumed run reads them back), so `build_run` never runs the teachers over the
+pretend split. `ensemble_kd` runs with two teachers (the teacher model twice, initialised independently)
+and `r2kd` with the teacher and its 10%-magnitude-pruned copy on batch statistics, as their experiment
+configs do; their (b) is the forward pass of those teachers.
 A distiller that does not fit the pair, or fails to build, compile or run, is reported as skipped with
 the reason; the run goes on.
 
@@ -54,6 +60,7 @@ Timings from a shared or loaded machine are noise: report figures with the machi
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import json
@@ -68,9 +75,7 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
@@ -79,10 +84,8 @@ from kd_jax.config import CHOICES, base_config
 from kd_jax.errors import KDJaxError
 from kd_jax.models import conv as kd_conv
 from kd_jax.pruning import prune_by_magnitude
-from kd_jax.train import optim
-from kd_jax.train import phases as kd_phases
 from kd_jax.train import sharding
-from kd_jax.train.step import create_train_state, train_step
+from kd_jax.train.run import Run, build_run, init_state, make_step
 from kd_jax.train.teachers import Teachers
 
 DTYPES = CHOICES["compute_dtype"]
@@ -388,17 +391,15 @@ def device_peak_tflops(dtype: str, override: Optional[float], kind: Optional[str
 
 @dataclasses.dataclass
 class Setup:
-  """Everything shared by the measurements: models, mesh, the device-resident batch, the optimizer config."""
+  """Everything shared by the measurements: the config and the training split each run is built from, the
+  mesh, the teacher model and the device-resident batch."""
 
   args: argparse.Namespace
+  config: Any                          # base_config() with the benchmark's settings; each run sets its loss
+  dataset: kd_data.Dataset             # the pretend training split (`pretend_dataset`)
   mesh: Any
-  student: Any
   teacher: Any
   batch: Dict[str, jax.Array]          # sharded over the mesh
-  sample: Dict[str, jax.Array]         # the same batch, unsharded (state initialisation)
-  steps_per_epoch: int
-  optim: Any
-  phase_start: int
   compiler_options: Optional[Dict[str, str]]  # every jitted program's, as the training loop passes them
 
   _teachers: Dict[str, Tuple[Teachers, Any]] = dataclasses.field(default_factory=dict)
@@ -411,7 +412,7 @@ class Setup:
     return self._teachers[name]
 
   def _make_teachers(self, name: str) -> Tuple[Teachers, Any]:
-    image = self.sample["image"][:1]
+    image = jax.ShapeDtypeStruct((1,) + tuple(self.dataset.image_shape), np.float32)
     first = random_variables(self.teacher, image, self.args.seed + 1)
     if name == "ensemble_kd":
       second = random_variables(self.teacher, image, self.args.seed + 2)
@@ -424,14 +425,15 @@ class Setup:
     return teachers, sharding.replicate(tuple(variables), self.mesh)
 
 
-def random_variables(module: Any, sample_images: jax.Array, seed: int) -> Any:
+def random_variables(module: Any, sample_images: Any, seed: int) -> Any:
   """Random variables of `module`'s shapes, drawn on the host (no init function to compile).
 
   Kernels are He-normal (std sqrt(2 / fan_in)), BatchNorm scales and running variances 1, biases and
   means 0, anything else N(0, 0.02²): activations stay O(1), so no overflow or denormals distort the timing.
   On CPU, compiling a model's `init` costs seconds to tens of seconds (one threefry per initialiser); the
   teacher has no optimizer state, so the benchmark skips that compilation. The student is initialised by
-  the library's `create_train_state`, as a training run does.
+  the library's `kd_jax.train.run.init_state`, as a training run does. `sample_images` (an array or a
+  `jax.ShapeDtypeStruct`) gives the input shape.
   """
   rng = np.random.default_rng(seed)
   shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.PRNGKey(0), sample_images)
@@ -455,22 +457,25 @@ def random_variables(module: Any, sample_images: jax.Array, seed: int) -> Any:
 def make_setup(args: argparse.Namespace) -> Setup:
   mesh = sharding.make_mesh()
   sharding.check_batch_size(args.batch, mesh, "--batch")
-  # As the loop builds them for config.compute_dtype: compute in args.dtype, parameters in float32.
-  student = kd_models.create_model(args.student, args.num_classes, dtype=args.dtype)
-  teacher = kd_models.create_model(args.teacher, args.num_classes, dtype=args.dtype)
   rng = np.random.default_rng(args.seed)
   batch_np = {
       "image": rng.standard_normal((args.batch, args.image_size, args.image_size, args.channels), np.float32),
       "label": rng.integers(0, args.num_classes, args.batch).astype(np.int32),
       "index": rng.choice(args.train_examples, args.batch, replace=False).astype(np.int32),
   }
-  config = base_config()  # the default optimizer (SGD, momentum, weight decay, multistep schedule)
-  phase = kd_phases.resolve_phases(config)[0]
-  steps_per_epoch = kd_data.steps_per_epoch(args.train_examples, args.batch)
-  return Setup(args, mesh, student, teacher, sharding.shard_batch(batch_np, mesh),
-               {k: jnp.asarray(v) for k, v in batch_np.items()}, steps_per_epoch, phase.optim,
-               phase.steps(steps_per_epoch)[0],
-               kd_conv.compiler_options(args.cpu_conv_kernels, mesh.devices.flat[0].platform))
+  # The default optimizer (SGD, momentum, weight decay, multistep schedule over config.epochs) and the
+  # benchmark's settings; each measured run sets config.loss (`build_run_for`).
+  config = base_config()
+  config.seed = args.seed  # the student's and the distillers' initialisation
+  config.student.model = args.student
+  config.compute_dtype = args.dtype  # compute in args.dtype, parameters in float32
+  config.conv_backward, config.cpu_conv_kernels = args.conv, args.cpu_conv_kernels
+  config.batch_size = config.eval_batch_size = args.batch
+  config.data.crop_pad, config.data.flip = args.crop_pad, args.flip
+  teacher = kd_models.create_model(args.teacher, args.num_classes, dtype=args.dtype)
+  return Setup(args, config, pretend_dataset(args, batch_np["image"][0]), mesh, teacher,
+               sharding.shard_batch(batch_np, mesh),
+               kd_conv.compiler_options_for(config, mesh.devices.flat[0].platform))
 
 
 def training_data(args: argparse.Namespace) -> kd_distillers.TrainingData:
@@ -482,10 +487,37 @@ def training_data(args: argparse.Namespace) -> kd_distillers.TrainingData:
   return kd_distillers.TrainingData(logits, labels, args.num_classes)
 
 
-def build_distiller(setup: Setup, terms: Dict[str, Dict[str, Any]]) -> kd_distillers.WeightedSum:
-  """`terms` as a config's `loss` section, prepared on random training data if a term needs it."""
+def pretend_dataset(args: argparse.Namespace, image: np.ndarray) -> kd_data.Dataset:
+  """The training split the runs are built on: `--train-examples` examples labelled with `training_data`'s
+  labels. Its size sets the steps per epoch (the schedule, the distillers' epoch) and CRD's bank; its labels
+  are what CRD's `prepare` reads. Its images are never trained on (every measured call gets the benchmark
+  batch), so every example is `image`: a broadcast view, which costs no memory (a CIFAR-sized array would
+  add to the `peak_rss_mb` the benchmark reports). Validation and test splits are empty."""
+  shape = tuple(int(d) for d in image.shape)
+  mean, std = np.zeros(shape[-1], np.float32), np.ones(shape[-1], np.float32)
+  empty = kd_data.Split(np.zeros((0,) + shape, np.float32), np.zeros((0,), np.int32), mean, std)
+  train = kd_data.Split(np.broadcast_to(image.astype(np.float32), (args.train_examples,) + shape),
+                        training_data(args).labels, mean, std)
+  return kd_data.Dataset(name="random", train=train, val=empty, test=empty, num_classes=args.num_classes,
+                         image_shape=shape)
+
+
+def prepared_terms(setup: Setup, terms: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+  """`terms` (a config's `loss` section) with the constants each term's `prepare` fills from the training
+  split, computed on `training_data` (random teacher logits, the pretend split's labels). In the config they
+  are what a resumed run reads back, so `build_run` does not pass the teachers over the pretend split."""
   distiller = kd_distillers.from_config(terms)
-  return distiller.prepare(training_data(setup.args))
+  fields = distiller.prepared_fields(distiller.prepare(training_data(setup.args)))
+  return {name: dict(spec, **fields.get(name, {})) for name, spec in terms.items()}
+
+
+def build_run_for(setup: Setup, terms: Dict[str, Dict[str, Any]], teachers: Teachers,
+                  teacher_variables: Any) -> Run:
+  """`kd_jax.train.run.build_run` of the benchmark's config with loss `terms`, the given (random) teachers,
+  the pretend split and the benchmark's mesh; nothing is stored on disk."""
+  config = copy.deepcopy(setup.config)
+  config.loss = prepared_terms(setup, terms)
+  return build_run(config, setup.dataset, None, teachers=(teachers, teacher_variables), mesh=setup.mesh)
 
 
 def profile_calls(call: Callable[[], jax.Array], directory: str, label: str, calls: int = 3) -> None:
@@ -498,52 +530,37 @@ def profile_calls(call: Callable[[], jax.Array], directory: str, label: str, cal
       call().block_until_ready()
 
 
-def build_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: Teachers,
+def build_step(setup: Setup, terms: Dict[str, Dict[str, Any]], teachers: Teachers,
                teacher_variables: Any) -> Tuple[Any, Callable[[], jax.Array], Dict[str, Any]]:
-  """The library's train step for `distiller`, jitted as `kd_jax.train.loop` does, on a fresh state.
+  """The training loop's step for the loss `terms`: `make_step` of the run `build_run_for` builds, on the
+  run's initial state (`init_state`: initialised, with phase 0's optimizer, placed on the mesh).
 
   Returns the jitted function, `call()` (one step on the benchmark batch, returning the loss to wait on;
-  the first call traces and compiles) and `{"state": ...}`, the state the next call starts from.
+  the first call traces and compiles) and `{"state": ..., "teacher_variables": ...}`: the state the next
+  call starts from and the teachers' variables as the run placed them.
   """
-  args = setup.args
-  state = create_train_state(jax.random.PRNGKey(args.seed), setup.student, distiller, optax.identity(),
-                             setup.sample, teachers, teacher_variables)
-  trainable = {"student": state.params, "distiller": state.distiller_params}
-  schedule = optim.learning_rate_schedule(setup.optim, setup.steps_per_epoch,
-                                          base_config().epochs * setup.steps_per_epoch)
-  tx = kd_phases.masked_optimizer(optim.make_optimizer(setup.optim, schedule), trainable, kd_phases.ALL_TRAINABLE)
-
-  def with_optimizer(s):
-    return s.replace(opt_state=tx.init({"student": s.params, "distiller": s.distiller_params}))
-
-  state_shardings = sharding.state_shardings(jax.eval_shape(with_optimizer, state), setup.mesh)
-  state = jax.device_put(jax.jit(with_optimizer)(state), state_shardings)
-  step_fn = jax.jit(
-      functools.partial(train_step, student=setup.student, teachers=teachers, distiller=distiller, tx=tx,
-                        schedule=schedule, steps_per_epoch=setup.steps_per_epoch, crop_pad=args.crop_pad,
-                        flip=args.flip, student_train=True, phase_start=setup.phase_start),
-      out_shardings=(state_shardings, sharding.replicated(setup.mesh)), donate_argnums=(0,),
-      compiler_options=setup.compiler_options)
-
-  holder = {"state": state}
+  run = build_run_for(setup, terms, teachers, teacher_variables)
+  state = init_state(run)
+  step_fn = make_step(run, state, 0)
+  holder = {"state": state, "teacher_variables": run.teacher_variables}
 
   def call():
-    holder["state"], metrics = step_fn(holder["state"], setup.batch, teacher_variables)
+    holder["state"], metrics = step_fn(holder["state"], setup.batch, run.teacher_variables)
     return metrics["loss"]
 
   return step_fn, call, holder
 
 
-def measure_step(setup: Setup, distiller: kd_distillers.WeightedSum, teachers: Teachers,
+def measure_step(setup: Setup, terms: Dict[str, Dict[str, Any]], teachers: Teachers,
                  teacher_variables: Any, label: str = "step") -> Tuple[Timing, Dict[str, Optional[float]]]:
-  """The library's train step for `distiller`, jitted as `kd_jax.train.loop` does, timed."""
+  """The training loop's step for the loss `terms` (`build_step`), timed."""
   args = setup.args
-  step_fn, call, holder = build_step(setup, distiller, teachers, teacher_variables)
+  step_fn, call, holder = build_step(setup, terms, teachers, teacher_variables)
   first_inputs = jax.tree.leaves(holder["state"])
   timing = time_calls(call, step_fn, args.steps, args.warmup)
   timing.donated_fraction = sum(x.is_deleted() for x in first_inputs) / max(len(first_inputs), 1)
   profile_calls(call, args.profile, label)
-  costs = cost(step_fn, holder["state"], setup.batch, teacher_variables, source=args.flops_source)
+  costs = cost(step_fn, holder["state"], setup.batch, holder["teacher_variables"], source=args.flops_source)
   return timing, costs
 
 
@@ -626,8 +643,7 @@ def _run(args: argparse.Namespace) -> Dict[str, Any]:
 
   _log(f"{args.teacher} -> {args.student}, batch {args.batch}, {devices} {device0.platform} device(s) "
        f"({device0.device_kind}); (a) student with CE alone")
-  ce_only = kd_distillers.from_config({"ce": {"weight": 1.0}})
-  student_timing, student_costs = measure_step(setup, ce_only, Teachers(), (), label="student_ce")
+  student_timing, student_costs = measure_step(setup, {"ce": {"weight": 1.0}}, Teachers(), (), label="student_ce")
   if student_timing.recompiles:
     _log(f"warning: the CE-only step recompiled {student_timing.recompiles} time(s) after its first call")
   report["baselines"]["student_ce"] = dict(
@@ -651,9 +667,8 @@ def _run(args: argparse.Namespace) -> Dict[str, Any]:
         report["baselines"][f"teacher_forward/{setup_key}"] = teacher_cache[setup_key]
       teacher_row = teacher_cache[setup_key]
       _log(f"(c) ce + {name}")
-      distiller = build_distiller(setup, {"ce": {"weight": args.ce_weight},
-                                          name: {"weight": args.weight, **hparams.get(name, {})}})
-      timing, costs = measure_step(setup, distiller, teachers, teacher_variables, label=name)
+      terms = {"ce": {"weight": args.ce_weight}, name: {"weight": args.weight, **hparams.get(name, {})}}
+      timing, costs = measure_step(setup, terms, teachers, teacher_variables, label=name)
     except Exception as e:  # a distiller that does not fit: report it, measure the others
       _log(f"{name}: skipped ({_reason(e)})")
       report["results"].append(_skipped(name, _reason(e)))

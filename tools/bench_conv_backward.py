@@ -8,10 +8,11 @@ Usage:
 Why interleaved: on a small shared machine the speed of the same program drifts by tens of percent over
 minutes (other tenants, clock changes), so two modes timed one after the other, as two runs of
 `tools/bench.py --conv ...` do, compare the machine's moods as much as the modes. Here every mode's step is
-built and compiled first (the library's train step, jitted exactly as `tools/bench.py` and the training
-loop jit it, each mode with its own fresh state), then the timed calls go round-robin: round r times one
-call of every mode. Drift falls on all modes alike; the ratio of medians is the figure to read. Timing an
-unchanged mode twice (`--modes xla,auto,xla`) shows the noise floor of the run.
+built and compiled first (the training loop's step as `tools/bench.py` builds it, `build_step`: that is
+`kd_jax.train.run.build_run`, `init_state` and `make_step`, each mode with its own fresh state), then the
+timed calls go round-robin: round r times one call of every mode. Drift falls on all modes alike; the ratio
+of medians is the figure to read. Timing an unchanged mode twice (`--modes xla,auto,xla`) shows the noise
+floor of the run.
 
 The loss is `ce` (the student's CE step: (a) of `tools/bench.py`, no teacher) or `kd` (`ce + kd` with the
 teacher, (c)). Modes are `config.conv_backward` values, resolved for `--cpu-conv-kernels` as a training run
@@ -80,8 +81,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
   teachers, teacher_variables = setup.teachers_for("single")
   calls, resolved, first_losses = [], [], []
   for mode in modes:
-    distiller = bench.build_distiller(setup, LOSSES[args.loss])
-    _, call, _ = bench.build_step(setup, distiller, teachers, teacher_variables)
+    _, call, _ = bench.build_step(setup, LOSSES[args.loss], teachers, teacher_variables)
     resolved.append(kd_conv.resolve_conv_backward(mode, args.cpu_conv_kernels))
     with kd_conv.conv_backward(resolved[-1]):  # read when the first call traces the step
       first_losses.append(float(call()))  # every mode starts from the same state: equal up to rounding

@@ -6,9 +6,12 @@ steps saves k − 1 dispatches. Two measurements, digits data (8×8×1, 10 class
 teacher (randomly initialised in the first mode, trained for one step in the second: speed depends on shapes,
 not trained values).
 
-Programs alone (default): the library's own `train_step` (jitted as the loop jits it, state donated) with
-every batch already on the device, so only the steps and their dispatch are timed: (a) k separate calls of
-the one-step program against (b) one call of the loop's k-step program (`kd_jax.train.loop._scan_steps`).
+Programs alone (default): the loop's own steps, built as the loop builds them (a config run through
+`kd_jax.train.run.build_run`, its state from `init_state`, its steps from `make_step`: jitted with the
+state's shardings, state donated), with every batch (`host_batch`, as the loop reads them) already on the
+device, so only the steps and their dispatch are timed: (a) k separate calls of the one-step program
+(`make_step(run, state, 0)`) against (b) one call of the k-step program over k stacked batches
+(`make_step(run, state, 0, per_call=k)`, a `lax.scan` of the same step: `kd_jax.train.run._scan_steps`).
 The variants are interleaved round by round, so load from other processes falls on both alike; figures are
 medians of per-step times, and both variants must end with the same parameters.
 
@@ -26,7 +29,6 @@ wall time over its steps, evaluation excluded) over every epoch but the first (w
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -38,44 +40,41 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from kd_jax import data as kd_data  # noqa: E402
-from kd_jax import distillers, models  # noqa: E402
+from kd_jax import models  # noqa: E402
 from kd_jax.config import base_config  # noqa: E402
 from kd_jax.models import conv  # noqa: E402
-from kd_jax.train import loop, optim  # noqa: E402
-from kd_jax.train.step import create_train_state, train_step  # noqa: E402
+from kd_jax.train import loop, sharding  # noqa: E402
+from kd_jax.train.run import build_run, host_batch, init_state, make_step  # noqa: E402
 from kd_jax.train.teachers import Teachers  # noqa: E402
 
 LOSSES = {"ce": {"ce": {"weight": 1.0}}, "kd": {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}}}
 
 
 def _programs(student_name: str, loss: str, batch_size: int, k: int, dataset):
-  """The one-step and the k-step programs of one set-up, their initial state and device-resident batches."""
+  """The one-step and the k-step programs of one set-up (`make_step` with 1 and k steps per call, as the
+  loop builds them), their initial state and device-resident batches (one by one, and stacked)."""
   config = base_config()
+  config.data.name = "digits"
+  config.student.model = student_name
+  config.batch_size = batch_size
   config.optim.schedule = "constant"
-  student = models.create_model(student_name, 10)
-  batches = [kd_data.train_batch(dataset.train, batch_size, seed=0, step=i) for i in range(k)]
-  sample = {key: jnp.asarray(v) for key, v in batches[0].items()}
+  config.loss = LOSSES[loss]
   teachers, teacher_variables = Teachers(), ()
-  if loss == "kd":
-    teacher = models.create_model("cnn_large", 10)
+  if loss == "kd":  # randomly initialised: speed depends on shapes, not trained values
+    teacher = models.create_model("cnn_large", dataset.num_classes)
+    sample = kd_data.train_batch(dataset.train, batch_size, seed=config.seed, step=0)
     teachers = Teachers((teacher,), (1.0,))
-    teacher_variables = (teacher.init(jax.random.PRNGKey(1), sample["image"][:1]),)
-  distiller = distillers.from_config(LOSSES[loss])
-  schedule = optim.learning_rate_schedule(config.optim, 100, 10_000)
-  tx = optim.make_optimizer(config.optim, schedule)
-  state = create_train_state(jax.random.PRNGKey(0), student, distiller, tx, sample, teachers, teacher_variables)
-  step = functools.partial(train_step, student=student, teachers=teachers, distiller=distiller, tx=tx,
-                           schedule=schedule, steps_per_epoch=100)
-  options = conv.compiler_options_for(config)  # as the loop compiles its steps
-  one = jax.jit(step, donate_argnums=(0,), compiler_options=options)
-  several = jax.jit(functools.partial(loop._scan_steps, step), donate_argnums=(0,),  # as the loop builds it
-                    compiler_options=options)
-  device_batches = [{key: jnp.asarray(v) for key, v in b.items()} for b in batches]
-  stacked = {key: jnp.asarray(np.stack([b[key] for b in batches])) for key in batches[0]}
-  return one, several, state, device_batches, stacked, teacher_variables
+    teacher_variables = (teacher.init(jax.random.PRNGKey(1), jnp.asarray(sample["image"][:1])),)
+  run = build_run(config, dataset, teachers=(teachers, teacher_variables))
+  state = init_state(run)
+  one, several = make_step(run, state, 0), make_step(run, state, 0, per_call=k)
+  rows = sharding.process_rows(batch_size, run.mesh)
+  batches = [host_batch(run, 0, i, rows) for i in range(k)]
+  device_batches = [sharding.shard_batch(b, run.mesh, global_batch_size=batch_size) for b in batches]
+  stacked = sharding.shard_batches(batches, run.mesh, global_batch_size=batch_size)
+  return one, several, state, device_batches, stacked, run.teacher_variables
 
 
 def _config_for(args, student: str, loss: str, per_call: int, epochs: int, teacher_dir: str = ""):

@@ -5,8 +5,8 @@ Usage:
   python tools/bench_teacher_cache.py --teacher cnn_large --student mlp_small --image-size 8 --channels 1 \\
       --num-classes 10 --examples 1024 --json
 
-Measures, on random images held in a `Split` of `--examples` examples (flip-only augmentation unless
-`--no-flip`; the cache refuses crops):
+Measures, on random images (`kd_jax.data.from_arrays`, all `--examples` of them in the training split;
+flip-only augmentation unless `--no-flip`; the cache refuses crops):
   (a) the student's step alone (cross-entropy, no teacher),
   (b) the KD step (`ce + kd`) running the teacher, as training does without the cache,
   (c) the same KD step reading the cached teacher logits (both flip views) gathered by 'index' on the host,
@@ -14,19 +14,24 @@ Measures, on random images held in a `Split` of `--examples` examples (flip-only
     reported in total and per example, so it can be scaled to a full split (50 000 for CIFAR), and of
     opening it again as a resumed run does (`cache_reuse_s`: reading the entry and checking it against a
     fresh pass over its first evaluation batch, compilation included).
-Each timed step is what the training loop does per step: build the batch on the host (`Split.get`, plus
-`TeacherCache.gather` for (c)), place it on the mesh, run the jitted step (state donated), wait for the
-loss. (a), (b) and (c) are interleaved round by round (`--rounds` rounds of `--steps` steps each, after one
-compiling call and one warm-up call each), so load from other processes hits all three alike; the figures
-are the medians over all timed steps, with the load average before and after. Teacher variables are
-freshly initialised (shapes, not trained values, set the speed).
+Each variant is a run built as the training loop builds it: a config (`base_config()` with the student, the
+batch, flip, the loss and SGD at a constant 0.05 with momentum 0.9) through `kd_jax.train.run.build_run`
+with the teacher passed in (`teachers=`), its state from `init_state` and its step from `make_step`; (c)'s
+run reads the cache this tool opened (`kd_jax.train.teacher_cache.open_cache`, set as the run's
+`output_cache`). Each timed step is what the training loop does per step: build the batch on the host
+(`kd_jax.train.run.host_batch`: `Split.get`, plus `TeacherCache.gather` for (c)), place it on the mesh, run
+the jitted step (state donated), wait for the loss. (a), (b) and (c) are interleaved round by round
+(`--rounds` rounds of `--steps` steps each, after one compiling call and one warm-up call each), so load
+from other processes hits all three alike; the figures are the medians over all timed steps, with the load
+average before and after. Teacher variables are freshly initialised (shapes, not trained values, set the
+speed).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
+import dataclasses
 import json
 import os
 import statistics
@@ -38,16 +43,14 @@ from typing import Any, Dict, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from kd_jax import data as kd_data
-from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax.config import base_config
 from kd_jax.models import conv as kd_conv
 from kd_jax.train import sharding
 from kd_jax.train import teacher_cache as tc
-from kd_jax.train.step import create_train_state, train_step
+from kd_jax.train.run import build_run, host_batch, init_state, make_step
 from kd_jax.train.teachers import Teachers
 
 
@@ -71,13 +74,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   return args
 
 
-def random_split(args: argparse.Namespace) -> kd_data.Split:
+def random_dataset(args: argparse.Namespace) -> kd_data.Dataset:
+  """`--examples` random uint8 images, all in the training split (`kd_jax.data.from_arrays`), normalised as
+  `(x / 255 - 0.5) / 0.25`."""
   rng = np.random.default_rng(0)
   shape = (args.examples, args.image_size, args.image_size, args.channels)
-  return kd_data.Split(images=rng.integers(0, 256, shape, dtype=np.uint8),
-                       labels=rng.integers(0, args.num_classes, args.examples).astype(np.int32),
-                       mean=np.full(args.channels, 0.5, np.float32), std=np.full(args.channels, 0.25, np.float32),
-                       scale=1 / 255)
+  images = rng.integers(0, 256, shape, dtype=np.uint8)
+  labels = rng.integers(0, args.num_classes, args.examples).astype(np.int32)
+  return kd_data.from_arrays(images, labels, num_classes=args.num_classes, val_fraction=0.0, name="random",
+                             mean=0.5 * 255, std=0.25 * 255)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -90,14 +95,17 @@ def _main(argv: Optional[Sequence[str]]) -> Dict[str, Any]:
   args = parse_args(argv)
   load_before = os.getloadavg()
   mesh = sharding.make_mesh()
-  split = random_split(args)
+  dataset = random_dataset(args)
+  split = dataset.train
   config = base_config()
-  config.data.flip = args.flip
+  config.student.model = args.student
+  config.batch_size = args.batch
   config.eval_batch_size = args.eval_batch
-  config.optim.schedule = "constant"
+  config.data.flip = args.flip
+  # SGD with momentum 0.9 at a constant 0.05, no weight decay.
+  config.optim.schedule, config.optim.lr, config.optim.momentum, config.optim.weight_decay = "constant", 0.05, 0.9, 0.0
   teacher = kd_models.create_model(args.teacher, args.num_classes)
-  student = kd_models.create_model(args.student, args.num_classes)
-  sample = kd_data.train_batch(split, args.batch, seed=0, step=0)
+  sample = kd_data.train_batch(split, args.batch, seed=config.seed, step=0)
   teacher_vars = (teacher.init(jax.random.PRNGKey(1), jnp.asarray(sample["image"][:1]), train=False),)
   teachers = Teachers((teacher,), (1.0,), (False,))
 
@@ -114,34 +122,31 @@ def _main(argv: Optional[Sequence[str]]) -> Dict[str, Any]:
     if reopened.built:
       raise RuntimeError("the cache entry just built was rebuilt when opened again")
 
-    steps_per_epoch = kd_data.steps_per_epoch(args.examples, args.batch)
-    schedule = optax.constant_schedule(0.05)
-    tx = optax.sgd(schedule, momentum=0.9)
-    placed_vars = sharding.replicate(teacher_vars, mesh)
     variants = {
-        "student_step_s": (kd_distillers.from_config({"ce": {"weight": 1.0}}), None),
-        "kd_step_live_s": (kd_distillers.from_config({"ce": {"weight": 1.0}, "kd": {"weight": 1.0}}), None),
-        "kd_step_cached_s": (kd_distillers.from_config({"ce": {"weight": 1.0}, "kd": {"weight": 1.0}}), cache),
+        "student_step_s": ({"ce": {"weight": 1.0}}, None),
+        "kd_step_live_s": ({"ce": {"weight": 1.0}, "kd": {"weight": 1.0}}, None),
+        "kd_step_cached_s": ({"ce": {"weight": 1.0}, "kd": {"weight": 1.0}}, cache),
     }
+    rows = sharding.process_rows(args.batch, mesh)
     runners = {}
-    for name, (distiller, variant_cache) in variants.items():
-      state = create_train_state(jax.random.PRNGKey(0), student, distiller, tx,
-                                 {k: jnp.asarray(v) for k, v in sample.items()}, teachers, teacher_vars)
-      state = sharding.replicate(state, mesh)
-      step = jax.jit(functools.partial(
-          train_step, student=student, teachers=teachers, distiller=distiller, tx=tx, schedule=schedule,
-          steps_per_epoch=steps_per_epoch, flip=args.flip,
-          teacher_cache=None if variant_cache is None else variant_cache.layout), donate_argnums=(0,),
-          compiler_options=kd_conv.compiler_options_for(config))  # as the training loop
-      runners[name] = {"state": state, "step": step, "cache": variant_cache, "times": [], "i": 0}
+    for name, (loss, variant_cache) in variants.items():
+      config.loss = loss
+      run = build_run(config, dataset, teachers=(teachers, teacher_vars), mesh=mesh)
+      if variant_cache is not None:
+        # build_run opens config.teacher.cache only for teachers it loads itself; this one is already open.
+        run = dataclasses.replace(run, output_cache=variant_cache)
+        if not run.uses_cache(0):
+          raise RuntimeError(f"{name}: the run does not read the teacher-output cache")
+      state = init_state(run)
+      runners[name] = {"run": run, "state": state, "step": make_step(run, state, 0), "times": [], "i": 0}
 
     def one_step(runner) -> float:
+      # What the training loop does per step: the batch of this step built on the host (with the cached
+      # teacher outputs gathered by index where the run reads the cache), placed on the mesh, one step.
       start = time.perf_counter()
-      indices = kd_data.batch_indices(args.examples, args.batch, seed=0, step=runner["i"])
-      batch = split.get(indices)
-      if runner["cache"] is not None:
-        batch.update(runner["cache"].gather(indices))
-      runner["state"], metrics = runner["step"](runner["state"], sharding.shard_batch(batch, mesh), placed_vars)
+      run = runner["run"]
+      batch = sharding.shard_batch(host_batch(run, 0, runner["i"], rows), mesh, global_batch_size=args.batch)
+      runner["state"], metrics = runner["step"](runner["state"], batch, run.teacher_variables)
       metrics["loss"].block_until_ready()
       runner["i"] += 1
       return time.perf_counter() - start

@@ -1,8 +1,11 @@
 """Per-device memory of a train state and a frozen teacher, replicated against FSDP (`config.sharding.params`).
 
-Builds the library's `TrainState` (student, SGD momentum state) and the teacher's variables, places them
-with `kd_jax.train.sharding` exactly as the training loop does, and sums the bytes each device holds. Forces
-`--devices` CPU devices, so it runs on any machine:
+For each `config.sharding.params` mode, builds the run of a config (`base_config()`: the student with
+cross-entropy and the default SGD-momentum optimizer) with `kd_jax.train.run.build_run`, which places the
+frozen teacher's variables (freshly initialised, passed in with `teachers=`), and its train state with
+`init_state` (student, SGD momentum state, placed), exactly as the training loop does, and sums the bytes
+each device holds. The run's data is one random image per device (`kd_jax.data.from_arrays`): sizes
+depend on shapes only. Forces `--devices` CPU devices, so it runs on any machine:
 
     python tools/fsdp_memory.py --student resnet8x4 --teacher resnet32x4 --devices 8
 """
@@ -29,23 +32,29 @@ def main(argv=None) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
   import jax
-  import jax.numpy as jnp
+  import numpy as np
 
-  from kd_jax import distillers, models
+  from kd_jax import data as kd_data
+  from kd_jax import models
   from kd_jax.config import base_config
-  from kd_jax.train import optim, sharding
-  from kd_jax.train.step import create_train_state
+  from kd_jax.train import sharding
+  from kd_jax.train.run import build_run, init_state
+  from kd_jax.train.teachers import Teachers
 
   mesh = sharding.make_mesh()
-  config = base_config()
-  student = models.create_model(args.student, args.num_classes)
+  # One batch of random images per device: the state's and the teacher's sizes depend on shapes only.
+  rng = np.random.default_rng(0)
+  dataset = kd_data.from_arrays(
+      rng.standard_normal((mesh.size, args.image_size, args.image_size, 3)).astype(np.float32),
+      np.arange(mesh.size) % args.num_classes, num_classes=args.num_classes, val_fraction=0.0)
+  config = base_config()  # the default optimizer: SGD with momentum
+  config.student.model = args.student
+  config.batch_size = config.eval_batch_size = mesh.size
+  config.loss = {"ce": {"weight": 1.0}}
+  config.sharding.fsdp_min_size = args.min_size
   teacher = models.create_model(args.teacher, args.num_classes)
-  images = jnp.zeros((mesh.size, args.image_size, args.image_size, 3))
-  batch = {"image": images, "label": jnp.zeros((mesh.size,), jnp.int32), "index": jnp.arange(mesh.size)}
-  tx = optim.make_optimizer(config.optim, optim.learning_rate_schedule(config.optim, 100, 1000))
-  state = create_train_state(jax.random.PRNGKey(0), student, distillers.from_config({"ce": {"weight": 1.0}}),
-                             tx, batch)
-  teacher_variables = teacher.init(jax.random.PRNGKey(1), images[:1])
+  teachers = (Teachers((teacher,), (1.0,)),
+              (teacher.init(jax.random.PRNGKey(1), dataset.train.get(np.arange(1))["image"]),))
 
   def per_device_mib(tree) -> float:
     return max(sum(s.data.nbytes for leaf in jax.tree.leaves(tree) for s in leaf.addressable_shards
@@ -56,9 +65,9 @@ def main(argv=None) -> int:
   print("| mode | train state MiB per device | teacher MiB per device |")
   print("|---|---:|---:|")
   for mode in sharding.PARAM_SHARDINGS:
-    placed = jax.device_put(state, sharding.state_shardings(state, mesh, mode, args.min_size))
-    placed_teacher = sharding.place_params(teacher_variables, mesh, mode, args.min_size)
-    print(f"| {mode} | {per_device_mib(placed):.2f} | {per_device_mib(placed_teacher):.2f} |")
+    config.sharding.params = mode
+    run = build_run(config, dataset, teachers=teachers, mesh=mesh)  # places the teacher's variables
+    print(f"| {mode} | {per_device_mib(init_state(run)):.2f} | {per_device_mib(run.teacher_variables):.2f} |")
   return 0
 
 
