@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   # The other networks of 'mutual' and 'adversarial' (network 1 is config.student), each a model name or a
   # dict {'model': name, 'optim': {overrides of config.optim}}; they are named peer1, peer2, ...
   c.peers = ()
+  # 'mutual': 'sequential' (the DML paper's and reference code's order: each network's update sees the
+  # networks updated before it in the step) or 'simultaneous' (every update from one forward pass).
+  c.mutual_update = "sequential"
 
   # The feature-map discriminators of scheme 'adversarial' (AFD, kd_jax/train/schemes/adversarial.py), one
   # per network, and the optimizers of the adversarial game.
@@ -231,6 +234,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 CHOICES = {
     "task": ("classification", "rating"),
     "scheme": ("distill", "mutual", "adversarial"),
+    "mutual_update": ("sequential", "simultaneous"),
     "optim.schedule": ("multistep", "cosine", "constant"),
     "optim.name": ("sgd", "adamw"),
     "compute_dtype": ("float32", "bfloat16"),

@@ -59,8 +59,7 @@ def test_dml_loss_of_each_network_is_ce_plus_the_mean_kl_to_the_others_by_hand(c
 
 @pytest.fixture(scope="module")
 def dml_run(digits):
-  config = _config("mutual", **{"optim.schedule": "constant"})
-  return kd_run.build_run(config, digits, mesh=sharding.make_mesh(jax.devices()[:1]))
+  return kd_run.build_run(_config("mutual"), digits, mesh=sharding.make_mesh(jax.devices()[:1]))
 
 
 def test_gradients_reach_only_the_network_they_belong_to(dml_run, digits):
@@ -78,31 +77,40 @@ def test_gradients_reach_only_the_network_they_belong_to(dml_run, digits):
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["student"]))
 
 
-def test_one_compiled_mutual_step_equals_two_hand_written_updates(dml_run, digits):
-  state = kd_run.init_state(dml_run)
+@pytest.mark.parametrize("update", ["sequential", "simultaneous"])
+def test_one_compiled_mutual_step_equals_two_hand_written_updates(digits, update):
+  """Sequential (the paper's Algorithm 1): the student is updated against the peer's prediction, then the
+  peer against the student's prediction after that update. Simultaneous: both against the first forward."""
+  run = kd_run.build_run(_config("mutual", mutual_update=update), digits, mesh=sharding.make_mesh(jax.devices()[:1]))
+  state = kd_run.init_state(run)
   before = jax.device_get(state)
   host = kd_data.train_batch(digits.train, 32, seed=0, step=0)
-  step = kd_run.make_step(dml_run, state, 0)
-  after, metrics = step(state, sharding.shard_batch(host, dml_run.mesh), ())
+  after, metrics = kd_run.make_step(run, state, 0)(state, sharding.shard_batch(host, run.mesh), ())
   after = jax.device_get(after)
 
   batch = {k: jnp.asarray(v) for k, v in host.items()}
-  models = dict(dml_run.models)
-  outs = {n: models[n].apply({"params": before.params[n], "batch_stats": before.batch_stats[n]}, batch["image"],
-                             train=True, mutable=["batch_stats"])[0].logits for n in models}
-  config = dml_run.config
-  tx = optim.make_optimizer(config.optim, optim.learning_rate_schedule(config.optim, 1, 1))
+  models = dict(run.models)
+  tx = optim.make_optimizer(run.config.optim, optim.learning_rate_schedule(run.config.optim, 1, 1))
+
+  def forward(name, params):
+    out, updates = models[name].apply({"params": params, "batch_stats": before.batch_stats[name]}, batch["image"],
+                                      train=True, mutable=["batch_stats"])
+    return out.logits, updates.get("batch_stats", {})
+
+  targets = {name: forward(name, before.params[name])[0] for name in models}
   for name, other in (("student", "peer1"), ("peer1", "student")):
     def loss(params, name=name, other=other):
-      z, _ = models[name].apply({"params": params, "batch_stats": before.batch_stats[name]}, batch["image"],
-                                train=True, mutable=["batch_stats"])
-      return (losses.cross_entropy(z.logits, batch["label"]) +
-              losses.kd(z.logits, jax.lax.stop_gradient(outs[other]), 1.0))
+      logits, _ = forward(name, params)
+      return (losses.cross_entropy(logits, batch["label"]) +
+              losses.kd(logits, jax.lax.stop_gradient(targets[other]), 1.0))
     value, grads = jax.value_and_grad(loss)(before.params[name])
     updates, _ = tx.update(grads, tx.init(before.params[name]), before.params[name])
-    chex.assert_trees_all_close(after.params[name], optax.apply_updates(before.params[name], updates),
-                                rtol=1e-5, atol=1e-6)
+    expected = optax.apply_updates(before.params[name], updates)
+    chex.assert_trees_all_close(after.params[name], expected, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(after.batch_stats[name], forward(name, before.params[name])[1], rtol=1e-6)
     np.testing.assert_allclose(metrics[f"{name}/loss"], value, rtol=1e-5)
+    if update == "sequential":
+      targets[name] = forward(name, expected)[0]
   np.testing.assert_allclose(metrics["loss"], metrics["student/loss"] + metrics["peer1/loss"], rtol=1e-6)
 
 

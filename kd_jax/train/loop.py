@@ -31,8 +31,8 @@ from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import distributed
 from kd_jax.train import sharding
 from kd_jax.train import workdir as kd_workdir
-from kd_jax.train.run import (Run, build_run, host_batch, init_state, load_data, make_step, model_variables,
-                              prepare_distiller, with_fresh_optimizer)
+from kd_jax.train.run import (Run, build_run, check_inputs, host_batch, init_state, load_data, make_step,
+                              model_variables, prepare_distiller, with_fresh_optimizer)
 from kd_jax.train.step import TrainState, eval_step
 from kd_jax.train.workdir import prepare_workdir
 from kd_jax.train.writers import MetricWriter, Progress
@@ -55,10 +55,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # caller's mode is restored afterwards.
   with kd_conv.conv_backward(kd_conv.conv_backward_for(config)):
     distributed.initialize(config)  # a no-op when single-process or already done (the CLI does it first)
-    workdir, start_time = prepare_workdir(workdir), time.time()
+    workdir, start_time, mesh = prepare_workdir(workdir), time.time(), sharding.make_mesh()
+    check_inputs(config, mesh)  # bad input is reported as such before any comparison with the workdir
     manager = ckpt.checkpoint_manager(workdir, config.keep_checkpoints)
     changes = _check_workdir_config(workdir, config, manager, allow_config_change)
-    run = build_run(config, load_data(config, dataset), workdir)
+    run = build_run(config, load_data(config, dataset), workdir, mesh=mesh)
     state = init_state(run)
     state, resumed_from = restore(run, manager, state)
     if distributed.is_main_process():

@@ -275,6 +275,15 @@ def _teachers_for(config, task, dataset, phases, distillers, networks, sample, w
   return teachers, teacher_variables, report, cache, distillers
 
 
+def check_inputs(config: ml_collections.ConfigDict, mesh: Mesh):
+  """The checks of a config that need no data and no files (batch sizes against the mesh, phases,
+  distillers and their hyper-parameters): `(phases, each phase's distiller)`; `KDJaxError` on bad input."""
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  phases = kd_phases.resolve_phases(config)
+  return phases, [kd_distillers.from_config(phase.loss) for phase in phases]
+
+
 def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workdir: Optional[str] = None, *,
               teachers: Optional[Tuple[Teachers, Any]] = None, mesh: Optional[Mesh] = None) -> Run:
   """Everything the config's steps need: task, networks, teachers, phases, distillers, optimizers, mesh.
@@ -284,12 +293,9 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   """
   task = kd_tasks.get_task(config.task)
   mesh = mesh or sharding.make_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  phases, distillers = check_inputs(config, mesh)
   if len(dataset.train) < config.batch_size:
     raise KDJaxError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} training examples.")
-  phases = kd_phases.resolve_phases(config)
-  distillers = [kd_distillers.from_config(phase.loss) for phase in phases]
   networks = create_networks(config, task, dataset)
   sample = sample_batch(config, dataset)
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
@@ -417,7 +423,8 @@ def step_function(run: Run, index: int):
         teacher_cache=run.output_cache.layout if run.uses_cache(index) else None, **common)
   if run.scheme == "mutual":
     return functools.partial(mutual.train_step, models=run.models, distiller=run.distillers[index],
-                             txs=run.optimizers[index], schedule=run.schedules[index], **common)
+                             txs=run.optimizers[index], schedule=run.schedules[index], update=config.mutual_update,
+                             **common)
   return functools.partial(adversarial.train_step, models=run.models, discriminator=run.discriminator,
                            transfer=run.transfer, distiller=run.distillers[index], txs=run.optimizers[index],
                            schedule=run.schedules[index], stage=config.discriminators.stage,

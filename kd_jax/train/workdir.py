@@ -51,9 +51,13 @@ def _flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
 
 
 def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
-  """`{dotted key: (old, new)}` for every key whose value differs (a missing key reads as None)."""
+  """`{dotted key: (old, new)}` for every key whose value differs (a missing key reads as None). A key the
+  old config lacks because an older kd_jax did not have it is no difference while it holds its default."""
+  from kd_jax.config import base_config
   a, b = _flatten(old), _flatten(new)
-  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+  defaults = _flatten(_as_json(base_config()))
+  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+          if a.get(k) != b.get(k) and not (k not in a and k in defaults and b.get(k) == defaults[k])}
 
 
 def is_bookkeeping(key: str) -> bool:

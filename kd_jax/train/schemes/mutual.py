@@ -1,21 +1,27 @@
 """`mutual`: K networks trained together, each distilling from the others (online distillation).
 
 Deep Mutual Learning (Zhang, Xiang, Hospedales & Lu, "Deep Mutual Learning", CVPR 2018, arXiv:1706.00384;
-reference code YingZhangDUT/Deep-Mutual-Learning, TensorFlow): network k minimises
+reference code YingZhangDUT/Deep-Mutual-Learning, TensorFlow, `train_models.py`): network k minimises
 
     L_k = CE(z_k, y) + 1/(K−1) · Σ_{j≠k} KL(p_j ‖ p_k)
 
-with the peers' predictions p_j treated as constants. Here the per-pair objective is the run's weighted
-sum of distillers with the peer as the teacher, averaged over the K−1 peers:
+with the other networks' predictions p_j treated as constants. Here the per-pair objective is the run's
+weighted sum of distillers with the other network as the teacher, averaged over the K−1 others:
 `L_k = 1/(K−1) · Σ_{j≠k} loss(out_k, stop_gradient(out_j))`; DML is `ce` + `kd` at T = 1 (`kd`'s T² factor
 is then 1), and any teacher-reading distiller without trainable parts (DIST, DKD, ...) can replace `kd`.
-Terms that read no teacher (`ce`) have the same value for every peer, so they count once.
+Terms that read no teacher (`ce`) have the same value for every pair, so they count once.
 
-Every network is run once per step, in train mode, on the same augmented batch; all K losses come from
-that one forward pass and each network takes one update of its own optimizer (`config.student.optim`,
-`config.peers[i].optim`). The paper's Algorithm 1 updates the networks one after another, recomputing the
-predictions in between; the reference code computes every loss from one forward pass and applies all
-updates together, as this does.
+`update='sequential'` (the default) follows the paper's Algorithm 1 and the reference code: the networks
+are updated one after another within a step, each against the others' predictions at their current
+parameters, so network 2 sees network 1's prediction after network 1's update. Every network runs in train
+mode; a network's BatchNorm statistics move only with its own update, as the reference's per-network update
+ops do. (The reference's input queue also hands each network's update its own batch; here all updates of a
+step read the same batch.) `update='simultaneous'` computes every loss from one forward pass and applies all
+updates together, as many re-implementations do. Each network has its own optimizer
+(`config.student.optim`, `config.peers[i].optim`).
+
+Each network runs forward once with its VJP kept; a network's prediction is recomputed (without gradient)
+after its update only where a later network reads it, so a sequential step costs 2K − 1 forward passes.
 """
 
 from __future__ import annotations
@@ -76,29 +82,36 @@ def model_variables(state: TrainState, name: str) -> Dict[str, Any]:
 def peer_losses(distiller: Distiller, outs: Sequence[Any], batch: Dict[str, jax.Array], ctx: Context):
   """`(L_k, metrics_k)` for every network k: the distiller with each other network as the (detached)
   teacher, averaged over them."""
-  results = []
-  for k, out in enumerate(outs):
-    peers = [jax.lax.stop_gradient(o) for j, o in enumerate(outs) if j != k]
-    values, metrics = [], []
-    for j, peer in enumerate(peers):
-      pair_ctx = ctx if ctx.rng is None else Context(jax.random.fold_in(ctx.rng, k * len(outs) + j), ctx.train,
-                                                      ctx.step, ctx.epoch, None, ctx.task)
-      value, m, _ = distiller.loss({}, out, peer, batch, pair_ctx)
-      values.append(value)
-      metrics.append(m)
-    mean = lambda xs: sum(xs) / len(xs)
-    results.append((mean(values), jax.tree.map(lambda *xs: mean(xs), *metrics)))
-  return results
+  return [network_loss(distiller, outs, k, batch, ctx) for k in range(len(outs))]
+
+
+def network_loss(distiller: Distiller, outs: Sequence[Any], k: int, batch: Dict[str, jax.Array], ctx: Context):
+  """`(L_k, metrics)`: network k's output against every other output of `outs` (detached), averaged."""
+  values, metrics = [], []
+  others = [jax.lax.stop_gradient(o) for j, o in enumerate(outs) if j != k]
+  for j, other in enumerate(others):
+    pair_ctx = ctx if ctx.rng is None else Context(jax.random.fold_in(ctx.rng, k * len(outs) + j), ctx.train,
+                                                    ctx.step, ctx.epoch, None, ctx.task)
+    value, m, _ = distiller.loss({}, outs[k], other, batch, pair_ctx)
+    values.append(value)
+    metrics.append(m)
+  mean = lambda xs: sum(xs) / len(xs)
+  return mean(values), jax.tree.map(lambda *xs: mean(xs), *metrics)
+
+
+UPDATES = ("sequential", "simultaneous")
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables: Any = (), *,
                models: Models, distiller: Distiller, txs: Dict[str, optax.GradientTransformation],
                schedule: optax.Schedule, steps_per_epoch: int, task: Task, crop_pad: int = 0,
-               flip: bool = False) -> Tuple[TrainState, Metrics]:
+               flip: bool = False, update: str = "sequential") -> Tuple[TrainState, Metrics]:
   """One step of every network (see the module docstring); `teacher_variables` is unused (no frozen
   teachers). Metrics: `loss` (the sum over networks) and, per network, `<name>/loss`, `<name>/<term>/...`
   and the task's training metrics."""
   del teacher_variables
+  if update not in UPDATES:
+    raise KDJaxError(f"mutual update must be one of {', '.join(UPDATES)}, got {update!r}.")
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, distiller_rng = jax.random.split(step_rng)
   batch, _ = prepare_batch(augment_rng, batch, task, crop_pad, flip)
@@ -107,23 +120,28 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
                 task=task)
   names = [name for name, _ in models]
 
-  def total_loss(params):
-    outs, batch_stats = [], {}
-    for name, model in models:
-      out, batch_stats[name] = apply_train(model, params[name], state.batch_stats[name], inputs)
-      outs.append(out)
-    losses = peer_losses(distiller, outs, batch, ctx)
-    # The peers are constants inside each L_k, so the gradient of the sum with respect to network k's
-    # parameters is the gradient of L_k alone.
-    return sum(value for value, _ in losses), (losses, batch_stats, [o.prediction for o in outs])
+  # Every network once, in train mode, keeping what its own gradient needs.
+  outs, pullbacks, batch_stats = [], [], {}
+  for name, model in models:
+    out, pullback, batch_stats[name] = jax.vjp(
+        lambda p, model=model, name=name: apply_train(model, p, state.batch_stats[name], inputs),
+        state.params[name], has_aux=True)
+    outs.append(out)
+    pullbacks.append(pullback)
 
-  grads, (losses, batch_stats, predictions) = jax.grad(total_loss, has_aux=True)(state.params)
-  params, opt_state = {}, {}
-  for name in names:
-    params[name], opt_state[name] = apply_updates(txs[name], grads[name], state.opt_state[name],
-                                                  state.params[name])
-  metrics: Metrics = {"loss": sum(value for value, _ in losses), "lr": learning_rate(schedule, state.step)}
-  for name, (value, term_metrics), prediction in zip(names, losses, predictions):
+  params, opt_state, results = {}, {}, []
+  for k, name in enumerate(names):
+    (value, term_metrics), out_grad = jax.value_and_grad(
+        lambda out: network_loss(distiller, outs[:k] + [out] + outs[k + 1:], k, batch, ctx), has_aux=True)(outs[k])
+    (grads,) = pullbacks[k](out_grad)
+    params[name], opt_state[name] = apply_updates(txs[name], grads, state.opt_state[name], state.params[name])
+    results.append((value, term_metrics, outs[k].prediction))
+    if update == "sequential" and k + 1 < len(names):
+      # The networks after this one learn from its prediction after its update (statistics not kept).
+      outs[k], _ = apply_train(dict(models)[name], params[name], state.batch_stats[name], inputs)
+
+  metrics: Metrics = {"loss": sum(value for value, _, _ in results), "lr": learning_rate(schedule, state.step)}
+  for name, (value, term_metrics, prediction) in zip(names, results):
     metrics[f"{name}/loss"] = value
     metrics.update({f"{name}/{k}": v for k, v in term_metrics.items()})
     metrics.update({f"{name}/{k}": v for k, v in task.train_metrics(prediction, batch).items()})
