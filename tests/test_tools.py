@@ -128,3 +128,23 @@ def test_cpu_kernels_times_a_matmul_and_both_xla_convolution_settings(capsys):
       assert r["relative_difference_to_xla"] < 1e-5
   with pytest.raises(SystemExit):
     tool.main(["--conv", "64x32"])
+
+
+def test_online_methods_summary_gives_every_network_a_row_and_compares_the_small_ones_with_ce(monkeypatch):
+  monkeypatch.syspath_prepend(TOOLS)  # the tool imports its sibling logit_methods
+  tool = _load("online_methods")
+  per_seed = {}
+  for seed, acc in ((0, 0.90), (1, 0.92)):
+    runs = {"teacher": {"model": "cnn_large", "test_accuracy": 0.99}}
+    for method in tool.METHODS:
+      runs[method] = {"test_accuracy": acc, "loss_text": "1·ce", "student": "cnn_small"}
+    runs["CE"]["test_accuracy"] = 0.80
+    networks = [("student", "cnn_small", acc), ("peer1", "cnn_large", 0.95)]
+    runs["DML, K = 2"]["networks"] = [{"network": n, "model": m, "test": {"accuracy": a}} for n, m, a in networks]
+    runs["AFD, K = 2"] = {"test_accuracy": None, "loss_text": "x", "student": "cnn_small"}
+    per_seed[seed] = runs
+  table = tool.summarize(per_seed)
+  assert "| DML, K = 2 | student | cnn_small | 1·ce | 91.00 ± 1.41 | +11.00 |" in table
+  assert "|  | peer1 | cnn_large | 1·ce | 95.00 ± 0.00 |  |" in table
+  assert "| AFD, K = 2 | student | cnn_small | x | did not finish" in table
+  assert "| teacher | | cnn_large | ce | 99.00 ± 0.00 |" in table
