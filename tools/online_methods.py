@@ -3,9 +3,9 @@
 Usage (the numbers in docs/methods.md come from this command):
   python tools/online_methods.py --seeds 0 1 2 --workdir runs/online_methods
 Per seed it trains the study's cnn_large teacher, then cnn_small with CE alone, with KD from that teacher,
-and together with peers from scratch: DML (experiments/digits_dml.py) and AFD (experiments/digits_afd.py)
-with K = 2 (a cnn_large peer) and K = 3 (cnn_large and cnn_small peers). Every network of an online run
-gets a row. Writes <workdir>/summary.md; `--quick` shrinks every run to a few steps (a smoke test, not a
+and together with peers from scratch: DML (experiments/digits_dml.py; its sequential updates, and for K = 2
+also simultaneous ones) and AFD (experiments/digits_afd.py) with K = 2 (a cnn_large peer) and K = 3
+(cnn_large and cnn_small peers). Every network of an online run gets a row. Writes <workdir>/summary.md; `--quick` shrinks every run to a few steps (a smoke test, not a
 result); `--methods NAME ...` re-runs only those rows.
 """
 
@@ -20,6 +20,7 @@ METHODS = {
     "KD (cnn_large teacher)": ("digits_kd.py", {"student.model": "cnn_small"}),
     "DML, K = 2": ("digits_dml.py", ONLINE),
     "DML, K = 3": ("digits_dml.py", {**ONLINE, "peers": THREE}),
+    "DML, K = 2, simultaneous updates": ("digits_dml.py", {**ONLINE, "mutual_update": "simultaneous"}),
     "AFD, K = 2": ("digits_afd.py", ONLINE),
     "AFD, K = 3": ("digits_afd.py", {**ONLINE, "peers": THREE}),
 }

@@ -39,6 +39,17 @@ _DIGITS_TEST_SEED = 0
 _VAL_STREAM = 0x76616C  # "val"
 
 
+def _positions(indices: ArrayLike, size: int, what: str) -> np.ndarray:
+  """`indices` as int64 positions into a split of `size` examples; IndexError unless 1-D integers in range."""
+  idx = np.asarray(indices)
+  if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+    raise IndexError(f"{what} wants a 1-D array of integer positions, got shape {idx.shape} dtype {idx.dtype}.")
+  idx = idx.astype(np.int64)
+  if idx.size and (idx.min() < 0 or idx.max() >= size):
+    raise IndexError(f"positions must be in [0, {size}), got min {idx.min()} max {idx.max()}.")
+  return idx
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
   """A random-access split held in memory.
@@ -72,13 +83,7 @@ class Split:
     Returns {'image': float32 [n, H, W, C] normalised, 'label': int32 [n], 'index': int32 [n]}, where
     'index' echoes the positions (contrastive distillers such as CRD key their memory on it).
     """
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
-      raise IndexError(f"Split.get wants a 1-D array of integer positions, got shape {idx.shape} "
-                       f"dtype {idx.dtype}.")
-    idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-      raise IndexError(f"positions must be in [0, {len(self)}), got min {idx.min()} max {idx.max()}.")
+    idx = _positions(indices, len(self), "Split.get")
     gain = (self.scale / self.std).astype(np.float32)
     offset = (-self.mean / self.std).astype(np.float32)
     images = self.images[idx].astype(np.float32) * gain + offset
@@ -96,13 +101,7 @@ class ArraySplit:
     return int(len(next(iter(self.arrays.values()))))
 
   def get(self, indices: ArrayLike) -> Dict[str, np.ndarray]:
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
-      raise IndexError(f"ArraySplit.get wants a 1-D array of integer positions, got shape {idx.shape} "
-                       f"dtype {idx.dtype}.")
-    idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-      raise IndexError(f"positions must be in [0, {len(self)}), got min {idx.min()} max {idx.max()}.")
+    idx = _positions(indices, len(self), "ArraySplit.get")
     return {**{k: v[idx] for k, v in self.arrays.items()}, "index": idx.astype(np.int32)}
 
 

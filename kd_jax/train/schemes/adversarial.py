@@ -38,7 +38,7 @@ from kd_jax.distillers import Context, Distiller
 from kd_jax.errors import KDJaxError
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.tasks import Task
-from kd_jax.train.schemes.mutual import Models, check_distiller
+from kd_jax.train.schemes.mutual import Models, check_distiller, init_networks
 from kd_jax.train.step import Metrics, TrainState, apply_train, apply_updates, jit_init, learning_rate, prepare_batch
 
 DISCRIMINATORS = "discriminators"
@@ -75,12 +75,7 @@ def create_train_state(rng: jax.Array, models: Models, discriminator: FeatureDis
 
   def init(rng, sample_batch):
     keys = jax.random.split(rng, 3 * count + 1)
-    inputs = task.inputs(sample_batch)
-    params, batch_stats, outs = {}, {}, []
-    for key, (name, model) in zip(keys, models):
-      variables = model.init(key, inputs, train=False)
-      params[name], batch_stats[name] = variables["params"], variables.get("batch_stats", {})
-      outs.append(model.apply(variables, inputs, train=False))
+    params, batch_stats, outs = init_networks(keys, models, task.inputs(sample_batch))
     maps = [feature_map(out, stage) for out in outs]
     if transfer is not None:
       params[TRANSFER] = {name: transfer.init(key, f)["params"]

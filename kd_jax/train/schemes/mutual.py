@@ -49,6 +49,17 @@ def check_distiller(distiller: Distiller, variables: Dict[str, Any]) -> None:
                      f"{', '.join(sorted(variables.get('params', {})) or sorted(variables))}.")
 
 
+def init_networks(keys: Sequence[jax.Array], models: Models, inputs: Any):
+  """`(params, batch_stats, outputs)`: each network initialised from its key (the k-th for network k) and
+  applied once in eval mode to `inputs`."""
+  params, batch_stats, outs = {}, {}, []
+  for key, (name, model) in zip(keys, models):
+    variables = model.init(key, inputs, train=False)
+    params[name], batch_stats[name] = variables["params"], variables.get("batch_stats", {})
+    outs.append(model.apply(variables, inputs, train=False))
+  return params, batch_stats, outs
+
+
 def create_train_state(rng: jax.Array, models: Models, distiller: Distiller,
                        txs: Dict[str, optax.GradientTransformation], sample_batch: Dict[str, jax.Array], *,
                        task: Task) -> TrainState:
@@ -57,12 +68,7 @@ def create_train_state(rng: jax.Array, models: Models, distiller: Distiller,
 
   def init(rng, sample_batch):
     keys = jax.random.split(rng, len(models) + 1)
-    inputs = task.inputs(sample_batch)
-    params, batch_stats, outs = {}, {}, []
-    for key, (name, model) in zip(keys, models):
-      variables = model.init(key, inputs, train=False)
-      params[name], batch_stats[name] = variables["params"], variables.get("batch_stats", {})
-      outs.append(model.apply(variables, inputs, train=False))
+    params, batch_stats, outs = init_networks(keys, models, task.inputs(sample_batch))
     check_distiller(distiller, distiller.init(keys[-1], outs[0], outs[1], sample_batch))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       distiller_params={}, distiller_state={},
