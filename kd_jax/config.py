@@ -15,7 +15,8 @@ from typing import Iterable, Optional
 
 import ml_collections
 
-from kd_jax.errors import KDJaxError
+from kd_jax.backends import CONV_BACKWARDS, CPU_CONV_KERNELS
+from kd_jax.errors import KDJaxError, one_of
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -99,19 +100,18 @@ def base_config() -> ml_collections.ConfigDict:
   # updates) and BatchNorm statistics; every loss casts logits/features to float32 before softmax or
   # normalisation. 'float32' (default) is exact.
   c.compute_dtype = "float32"
-  # Backward pass of the models' convolutions (kd_jax.models.conv): 'auto' (when lowered for CPU the
+  # Backward pass of the models' convolutions (kd_jax.backends.cpu.conv): 'auto' (when lowered for CPU the
   # blocked backward, or with cpu_conv_kernels='ynnpack' the matmul one; XLA's convolutions on GPUs and
   # TPUs), 'xla' (always XLA's), 'matmul' or 'blocked' (always that form). Same values up to float32
   # reassociation; only speed differs.
   c.conv_backward = "auto"
-  # Which kernels run convolutions on CPU (kd_jax.models.conv.compiler_options): 'xla' (XLA's own, which use
-  # every core; YNNPACK keeps matrix products and reductions), 'ynnpack' (XLA's default in jax 0.10) or
-  # 'onednn' (oneDNN's, called from the compiled program through XLA's FFI, forward and both gradients;
-  # needs the system's oneDNN, e.g. `apt-get install libdnnl-dev`, and a C++ compiler, and builds once:
-  # kd_jax.models.onednn). The same sums in every case, in another order (float32 products and
-  # accumulation; bf16 operands under compute_dtype='bfloat16'); on a 2-core CPU 'xla' made the resnet32x4
-  # -> resnet8x4 teacher forward about 25% faster than 'ynnpack', and 'onednn' the KD step 13% faster
-  # than 'xla' (docs/benchmarks.md). Ignored on GPUs and TPUs.
+  # Which kernels run convolutions on CPU (kd_jax.backends.cpu.conv.compiler_options): 'xla' (XLA's own,
+  # which use every core; YNNPACK keeps matrix products and reductions), 'ynnpack' (XLA's default in jax
+  # 0.10) or 'onednn' (oneDNN's, called from the compiled program through XLA's FFI, forward and both
+  # gradients; needs the system's oneDNN, e.g. `apt-get install libdnnl-dev`, and a C++ compiler, and builds
+  # once: kd_jax.backends.cpu.onednn). The same sums in every case, in another order (float32 products and
+  # accumulation; bf16 operands under compute_dtype='bfloat16'); 'xla' is faster than 'ynnpack', and
+  # 'onednn' faster still where oneDNN is installed (docs/benchmarks.md). Ignored on GPUs and TPUs.
   c.cpu_conv_kernels = "xla"
 
   # How parameters live on the `data` mesh: 'replicated' (every device holds the whole model) or 'fsdp'
@@ -230,7 +230,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 
 
 # The string-valued settings and the values each accepts (the first is the default); validate() checks them
-# and the modules that read them reuse these tuples.
+# and the modules that read them reuse these tuples. The CPU kernel settings are the backends' own.
 CHOICES = {
     "task": ("classification", "rating"),
     "scheme": ("distill", "mutual", "adversarial"),
@@ -238,17 +238,11 @@ CHOICES = {
     "optim.schedule": ("multistep", "cosine", "constant"),
     "optim.name": ("sgd", "adamw"),
     "compute_dtype": ("float32", "bfloat16"),
-    "conv_backward": ("auto", "xla", "matmul", "blocked"),
-    "cpu_conv_kernels": ("xla", "ynnpack", "onednn"),
+    "conv_backward": CONV_BACKWARDS,
+    "cpu_conv_kernels": CPU_CONV_KERNELS,
     "sharding.params": ("replicated", "fsdp"),
     "teacher.calibration_split": ("val", "train"),
 }
-
-
-def one_of(values) -> str:
-  """'a', 'b' or 'c'."""
-  quoted = [repr(v) for v in values]
-  return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 # Sections whose keys are overrides of config.optim (validated against its keys, any subset).

@@ -9,6 +9,12 @@ class KDJaxError(ValueError):
   """A user-facing error: bad config key or value, unknown name, missing data, mismatched checkpoint."""
 
 
+def one_of(values) -> str:
+  """'a', 'b' or 'c': the accepted values, for a KDJaxError's message."""
+  quoted = [repr(v) for v in values]
+  return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 class Preempted(Exception):
   """Training stopped on SIGTERM/SIGINT after checkpointing; running the same command again resumes it.
 

@@ -9,7 +9,7 @@ executable the first compilation produced, so results are unchanged. A partly wr
 concurrent process is a warning and a recompilation inside JAX, never a wrong program. Set
 JAX_COMPILATION_CACHE_DIR yourself to keep a cache across sessions, or to "" to turn it off.
 
-kd_jax's oneDNN convolutions (kd_jax.models.onednn) are built into a fresh KD_JAX_CACHE_DIR per session as
+kd_jax's oneDNN convolutions (kd_jax.backends.cpu.onednn) are built into a fresh KD_JAX_CACHE_DIR per session as
 well, unless it is set, so that the tests never read or write a user's ~/.cache/kd_jax.
 """
 

@@ -30,12 +30,12 @@ def train_teacher(tmp_path_factory, dataset, **overrides):
 
 def model_grads(name, mode, image_size, dtype="float32"):
   """A model's initial variables, the (loss, gradient) of its mean cross-entropy in train mode on 8 random
-  images, and the compiled program's HLO text, with the convolution mode `mode` (kd_jax.models.conv)."""
+  images, and the compiled program's HLO text, with the convolution mode `mode` (kd_jax.backends.Kernels)."""
   import jax
   import jax.numpy as jnp
   from kd_jax import models
-  from kd_jax.models import conv as kd_conv
-  model = models.create_model(name, 10, dtype=dtype)
+  from kd_jax.backends import Kernels
+  model = models.create_model(name, 10, dtype=dtype, kernels=Kernels(mode))
   x = jax.random.normal(jax.random.PRNGKey(0), (8, image_size, image_size, 3))
   labels = jnp.arange(8) % 10
   variables = model.init(jax.random.PRNGKey(1), x[:1], train=False)
@@ -45,6 +45,5 @@ def model_grads(name, mode, image_size, dtype="float32"):
     logp = jax.nn.log_softmax(out.logits.astype(jnp.float32))
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
 
-  with kd_conv.conv_backward(mode):
-    fn = jax.jit(jax.value_and_grad(loss))
-    return variables, fn(variables["params"]), fn.lower(variables["params"]).compile().as_text()
+  fn = jax.jit(jax.value_and_grad(loss))
+  return variables, fn(variables["params"]), fn.lower(variables["params"]).compile().as_text()

@@ -1,4 +1,4 @@
-"""The convolution with CPU-specific backward passes (kd_jax.models.conv) against lax.conv_general_dilated."""
+"""The convolution with CPU-specific backward passes (kd_jax.backends.cpu.conv) against lax.conv_general_dilated."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from jax import lax
 
 from helpers import model_grads
 from kd_jax import models
+from kd_jax.backends.cpu import conv as kd_conv
 from kd_jax.config import base_config, validate
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 # float32 reassociation: the matmul forms sum the same products in another order. Errors are measured
@@ -411,8 +411,8 @@ def test_a_training_run_restores_the_callers_conv_backward(tmp_path):
   traced = []
   real = kd_conv.conv_general_dilated
 
-  def spy(*args, **kwargs):
-    traced.append(kd_conv.get_conv_backward())
+  def spy(*args, **kwargs):  # the mode the call used: the one it was given, else the module's
+    traced.append(kwargs.get("mode") or kd_conv.get_conv_backward())
     return real(*args, **kwargs)
 
   with kd_conv.conv_backward("matmul"):

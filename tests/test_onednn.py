@@ -1,4 +1,4 @@
-"""oneDNN's CPU convolutions (kd_jax.models.onednn, config.cpu_conv_kernels='onednn') against XLA's.
+"""oneDNN's CPU convolutions (kd_jax.backends.cpu.onednn, config.cpu_conv_kernels='onednn') against XLA's.
 
 Tests that run oneDNN are skipped, with the reason, on a machine without oneDNN's headers and library or a
 C++ compiler (kd_jax builds its handlers on first use); the error a user then gets is tested everywhere.
@@ -18,10 +18,10 @@ from jax import lax
 
 from helpers import model_grads, small_config
 from kd_jax import models
+from kd_jax.backends.cpu import conv as kd_conv
+from kd_jax.backends.cpu import onednn
 from kd_jax.config import base_config, validate
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
-from kd_jax.models import onednn
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason=(

@@ -77,12 +77,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
+from kd_jax import backends
 from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax.config import CHOICES, base_config
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
 from kd_jax.pruning import prune_by_magnitude
 from kd_jax.train import sharding
 from kd_jax.train.run import Run, build_run, init_state, make_step
@@ -157,11 +157,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--dtype", default="float32",
                       help="float32, or bfloat16: the library's mixed precision (config.compute_dtype), "
                            "bf16 compute with float32 parameters")
-  parser.add_argument("--conv", default="auto", choices=kd_conv.CONV_BACKWARDS,
+  parser.add_argument("--conv", default="auto", choices=backends.CONV_BACKWARDS,
                       help="the models' convolution backward pass (config.conv_backward): auto (default: on CPU "
                            "the blocked backward, or the matmul one with --cpu-conv-kernels ynnpack; XLA's "
                            "gradients on GPUs/TPUs), xla, matmul, blocked")
-  parser.add_argument("--cpu-conv-kernels", default="xla", choices=kd_conv.CPU_CONV_KERNELS,
+  parser.add_argument("--cpu-conv-kernels", default="xla", choices=backends.CPU_CONV_KERNELS,
                       help="which kernels run CPU convolutions (config.cpu_conv_kernels): xla (XLA's own; "
                            "default), ynnpack (XLA's default in jax 0.10) or onednn (oneDNN's through XLA's FFI; "
                            "needs the system's oneDNN); ignored on GPUs/TPUs")
@@ -472,10 +472,12 @@ def make_setup(args: argparse.Namespace) -> Setup:
   config.conv_backward, config.cpu_conv_kernels = args.conv, args.cpu_conv_kernels
   config.batch_size = config.eval_batch_size = args.batch
   config.data.crop_pad, config.data.flip = args.crop_pad, args.flip
-  teacher = kd_models.create_model(args.teacher, args.num_classes, dtype=args.dtype)
+  # The teacher's kernels, as a training run builds its teachers (the students' come from build_run).
+  teacher = kd_models.create_model(args.teacher, args.num_classes, dtype=args.dtype,
+                                   kernels=backends.kernels_for(config))
   return Setup(args, config, pretend_dataset(args, batch_np["image"][0]), mesh, teacher,
                sharding.shard_batch(batch_np, mesh),
-               kd_conv.compiler_options_for(config, mesh.devices.flat[0].platform))
+               backends.compiler_options_for(config, mesh.devices.flat[0].platform))
 
 
 def training_data(args: argparse.Namespace) -> kd_distillers.TrainingData:
@@ -617,9 +619,7 @@ def _log(message: str) -> None:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
   """The whole benchmark; returns the JSON report. Bad arguments raise `KDJaxError` before any work."""
   validate_args(args)
-  # As a training run sets it from its config: the mode is read when each step is traced (all inside).
-  with kd_conv.conv_backward(kd_conv.resolve_conv_backward(args.conv, args.cpu_conv_kernels)):
-    return _run(args)
+  return _run(args)
 
 
 def _run(args: argparse.Namespace) -> Dict[str, Any]:

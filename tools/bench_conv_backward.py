@@ -9,14 +9,15 @@ Why interleaved: on a small shared machine the speed of the same program drifts 
 minutes (other tenants, clock changes), so two modes timed one after the other, as two runs of
 `tools/bench.py --conv ...` do, compare the machine's moods as much as the modes. Here every mode's step is
 built and compiled first (the training loop's step as `tools/bench.py` builds it, `build_step`: that is
-`kd_jax.train.run.build_run`, `init_state` and `make_step`, each mode with its own fresh state), then the
+`kd_jax.train.run.build_run`, `init_state` and `make_step`, each mode with its own fresh state and its own
+models, built with that mode's kernels as a training run builds them), then the
 timed calls go round-robin: round r times one call of every mode. Drift falls on all modes alike; the ratio
 of medians is the figure to read. Timing an unchanged mode twice (`--modes xla,auto,xla`) shows the noise
 floor of the run.
 
 The loss is `ce` (the student's CE step: (a) of `tools/bench.py`, no teacher) or `kd` (`ce + kd` with the
 teacher, (c)). Modes are `config.conv_backward` values, resolved for `--cpu-conv-kernels` as a training run
-resolves them (`kd_jax.models.conv.resolve_conv_backward`). Output: per mode the median and the minimum
+resolves them (`kd_jax.backends.kernels_for`). Output: per mode the median and the minimum
 wall time of a step, the median's ratio to the first mode's, and the loss of the mode's first step (all
 modes start from the same state and batch, so these agree up to float32 rounding); with `--json` one JSON
 object (`modes`: a list of `mode`, `resolved`, `median_s`, `min_s`, `times_s`, `ratio`, `first_loss`, plus
@@ -38,8 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 import bench  # noqa: E402
+from kd_jax import backends  # noqa: E402
+from kd_jax.backends.cpu import conv as kd_conv  # noqa: E402
 from kd_jax.errors import KDJaxError  # noqa: E402
-from kd_jax.models import conv as kd_conv  # noqa: E402
 
 LOSSES = {"ce": {"ce": {"weight": 1.0}}, "kd": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0}}}
 
@@ -74,17 +76,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
   modes = _modes(args.modes)
   if args.rounds < 1:
     raise KDJaxError(f"--rounds must be at least 1; got {args.rounds}.")
-  setup = bench.make_setup(bench.parse_args([
-      "--teacher", args.teacher, "--student", args.student, "--batch", str(args.batch),
-      "--image-size", str(args.image_size), "--num-classes", str(args.num_classes),
-      "--cpu-conv-kernels", args.cpu_conv_kernels]))
-  teachers, teacher_variables = setup.teachers_for("single")
   calls, resolved, first_losses = [], [], []
   for mode in modes:
+    # The same seeds for every mode: the same batch, teacher variables and initial state.
+    setup = bench.make_setup(bench.parse_args([
+        "--teacher", args.teacher, "--student", args.student, "--batch", str(args.batch),
+        "--image-size", str(args.image_size), "--num-classes", str(args.num_classes),
+        "--cpu-conv-kernels", args.cpu_conv_kernels, "--conv", mode]))
+    teachers, teacher_variables = setup.teachers_for("single")
     _, call, _ = bench.build_step(setup, LOSSES[args.loss], teachers, teacher_variables)
-    resolved.append(kd_conv.resolve_conv_backward(mode, args.cpu_conv_kernels))
-    with kd_conv.conv_backward(resolved[-1]):  # read when the first call traces the step
-      first_losses.append(float(call()))  # every mode starts from the same state: equal up to rounding
+    resolved.append(backends.kernels_for(setup.config).conv_mode)
+    first_losses.append(float(call()))  # every mode starts from the same state: equal up to rounding
     jax.block_until_ready(call())  # one untimed call after compilation, as bench.py's warm-up
     calls.append(call)
   times: List[List[float]] = [[] for _ in modes]

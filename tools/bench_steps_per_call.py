@@ -41,10 +41,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from kd_jax import backends  # noqa: E402
 from kd_jax import data as kd_data  # noqa: E402
 from kd_jax import models  # noqa: E402
 from kd_jax.config import base_config  # noqa: E402
-from kd_jax.models import conv  # noqa: E402
 from kd_jax.train import loop, sharding  # noqa: E402
 from kd_jax.train.run import build_run, host_batch, init_state, make_step  # noqa: E402
 from kd_jax.train.teachers import Teachers  # noqa: E402
@@ -63,7 +63,7 @@ def _programs(student_name: str, loss: str, batch_size: int, k: int, dataset):
   config.loss = LOSSES[loss]
   teachers, teacher_variables = Teachers(), ()
   if loss == "kd":  # randomly initialised: speed depends on shapes, not trained values
-    teacher = models.create_model("cnn_large", dataset.num_classes)
+    teacher = models.create_model("cnn_large", dataset.num_classes, kernels=backends.kernels_for(config))
     sample = kd_data.train_batch(dataset.train, batch_size, seed=config.seed, step=0)
     teachers = Teachers((teacher,), (1.0,))
     teacher_variables = (teacher.init(jax.random.PRNGKey(1), jnp.asarray(sample["image"][:1])),)
@@ -123,12 +123,6 @@ def _loop_rows(args, dataset) -> list:
 
 
 def main(argv=None) -> int:
-  # Traced with the convolution backward a default training run uses.
-  with conv.conv_backward(conv.conv_backward_for(base_config())):
-    return _main(argv)
-
-
-def _main(argv) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--students", default="mlp_tiny,mlp_small,cnn_small")
   parser.add_argument("--losses", default="ce,kd")

@@ -44,10 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kd_jax import backends
 from kd_jax import data as kd_data
 from kd_jax import models as kd_models
 from kd_jax.config import base_config
-from kd_jax.models import conv as kd_conv
 from kd_jax.train import sharding
 from kd_jax.train import teacher_cache as tc
 from kd_jax.train.run import build_run, host_batch, init_state, make_step
@@ -86,12 +86,6 @@ def random_dataset(args: argparse.Namespace) -> kd_data.Dataset:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-  # Traced with the convolution backward a default training run uses.
-  with kd_conv.conv_backward(kd_conv.conv_backward_for(base_config())):
-    return _main(argv)
-
-
-def _main(argv: Optional[Sequence[str]]) -> Dict[str, Any]:
   args = parse_args(argv)
   load_before = os.getloadavg()
   mesh = sharding.make_mesh()
@@ -104,7 +98,7 @@ def _main(argv: Optional[Sequence[str]]) -> Dict[str, Any]:
   config.data.flip = args.flip
   # SGD with momentum 0.9 at a constant 0.05, no weight decay.
   config.optim.schedule, config.optim.lr, config.optim.momentum, config.optim.weight_decay = "constant", 0.05, 0.9, 0.0
-  teacher = kd_models.create_model(args.teacher, args.num_classes)
+  teacher = kd_models.create_model(args.teacher, args.num_classes, kernels=backends.kernels_for(config))
   sample = kd_data.train_batch(split, args.batch, seed=config.seed, step=0)
   teacher_vars = (teacher.init(jax.random.PRNGKey(1), jnp.asarray(sample["image"][:1]), train=False),)
   teachers = Teachers((teacher,), (1.0,), (False,))

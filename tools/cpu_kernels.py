@@ -11,9 +11,9 @@ after one warm-up (GFLOP/s = 2 x multiply-adds / time):
     is installed (it is not a dependency; `pip install torch` for that column);
   - a 3x3, stride-1, SAME convolution, NHWC, float32, for each `--conv BATCHxSIZExCHANNELS` (default the
     three stages of resnet8x4/resnet32x4 at batch 64): XLA with `config.cpu_conv_kernels='xla'` (kd_jax's
-    default, `kd_jax.models.conv.compiler_options`) and 'ynnpack' (XLA's default), with their process CPU
-    time (CPU > wall means several cores worked), kd_jax's oneDNN custom call ('onednn',
-    `kd_jax.models.onednn`) where it can be built here, and PyTorch's `conv2d` in channels-last (oneDNN)
+    default, `kd_jax.backends.cpu.conv.compiler_options`) and 'ynnpack' (XLA's default), with their process
+    CPU time (CPU > wall means several cores worked), kd_jax's oneDNN custom call ('onednn',
+    `kd_jax.backends.cpu.onednn`) where it can be built here, and PyTorch's `conv2d` in channels-last (oneDNN)
     when installed. The two XLA settings' outputs are compared (relative max difference), and oneDNN's
     with XLA's.
 Timings on a shared machine are noise: report them with the load average this prints.
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from kd_jax.models import conv as kd_conv
-from kd_jax.models import onednn
+from kd_jax.backends.cpu import conv as kd_conv
+from kd_jax.backends.cpu import onednn
 
 _XLA_SETTINGS = ("xla", "ynnpack")
 

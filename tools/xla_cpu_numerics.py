@@ -39,7 +39,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kd_jax import models  # noqa: E402
-from kd_jax.models import conv  # noqa: E402
+from kd_jax.backends.cpu import conv  # noqa: E402
 
 
 def _loss(params, batch_stats, images, labels, model):
@@ -99,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            "setting, compared with XLA's defaults)")
   parser.add_argument("--library", action="store_true",
                       help="also compare the options kd_jax compiles CPU programs with by default "
-                           "(config.cpu_conv_kernels='xla', kd_jax.models.conv.compiler_options)")
+                           "(config.cpu_conv_kernels='xla', kd_jax.backends.cpu.conv.compiler_options)")
   parser.add_argument("--worst", type=int, default=3, help="arrays shown per setting")
   args = parser.parse_args(argv)
   settings = {"defaults": {}}

@@ -9,10 +9,14 @@ collection, so a train-mode call needs `mutable=["batch_stats"]`; eval mode need
     out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
 
 `MODELS` maps a name to a constructor `(num_classes, **kwargs) -> nn.Module`. The named models take only
-`dtype` and `param_dtype`; the generic ones (`resnet`, `wrn`, `mlp`, `cnn`) take their shape as keyword
+`dtype`, `param_dtype` and `kernels`; the generic ones (`resnet`, `wrn`, `mlp`, `cnn`) take their shape as keyword
 arguments, e.g. `create_model("wrn", 100, depth=28, widen_factor=10)`, and `mobilenetv2` optionally takes
 `width_mult` and `expand_ratio`. docs/models.md lists every model with its parameter count
 (`python tools/param_counts.py`).
+
+`kernels` (a `kd_jax.backends.Kernels`, default `DEFAULT_KERNELS`) is where a model's convolutions and pools
+take their kernels from: a training run passes the one its config selects (`kd_jax.backends.kernels_for`).
+It changes how the values are computed on CPU (the same sums in another order), never the parameters.
 """
 
 from __future__ import annotations
@@ -105,8 +109,8 @@ def create_model(name: str, num_classes: Optional[int] = None, **kwargs: Any) ->
     num_classes: classifier outputs (a positive integer) for the models that classify; models of other
       tasks take their sizes as keyword arguments instead (`mf`: `num_users`, `num_items`), which a task's
       `model_kwargs(dataset)` supplies.
-    **kwargs: the constructor's keyword arguments (`dtype`, `param_dtype`, and for the generic models their
-      shape, e.g. `depth`). `dtype`/`param_dtype` may be given as strings such as "bfloat16".
+    **kwargs: the constructor's keyword arguments (`dtype`, `param_dtype`, `kernels`, and for the generic
+      models their shape, e.g. `depth`). `dtype`/`param_dtype` may be given as strings such as "bfloat16".
 
   Raises:
     KDJaxError: unknown name (the message lists the registered names), unknown or missing keyword

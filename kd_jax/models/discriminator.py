@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.models.resnet_cifar import Dtype
 
 
@@ -30,13 +31,15 @@ class FeatureDiscriminator(nn.Module):
   negative_slope: float = 0.2
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = x.reshape(x.shape[0], 1, 1, -1) if x.ndim == 2 else x
     for i, width in enumerate(self.widths):
       x = nn.Conv(width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name=f"conv{i}")(x)
+                  param_dtype=self.param_dtype, conv_general_dilated=self.kernels.conv_general_dilated,
+                  name=f"conv{i}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                        param_dtype=self.param_dtype, name=f"bn{i}")(x)
       x = nn.leaky_relu(x, self.negative_slope)
@@ -54,6 +57,7 @@ class TransferLayer(nn.Module):
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -61,9 +65,9 @@ class TransferLayer(nn.Module):
       return nn.Dense(self.features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                       name="linear")(x)
     return nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                   name="conv")(x)
+                   conv_general_dilated=self.kernels.conv_general_dilated, name="conv")(x)
 
 
 def feature_discriminator(widths: Tuple[int, ...] = (64, 128), dtype: Any = jnp.float32,
-                          param_dtype: Any = jnp.float32) -> FeatureDiscriminator:
-  return FeatureDiscriminator(tuple(widths), dtype=dtype, param_dtype=param_dtype)
+                          param_dtype: Any = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> FeatureDiscriminator:
+  return FeatureDiscriminator(tuple(widths), dtype=dtype, param_dtype=param_dtype, kernels=kernels)

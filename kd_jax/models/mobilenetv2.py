@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError
 from kd_jax.models.layers import conv, small_normal_init
 from kd_jax.models.outputs import ModelOutput
@@ -45,16 +46,17 @@ class InvertedResidual(nn.Module):
   expand_ratio: int = 6
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     hidden = x.shape[-1] * self.expand_ratio
-    y = conv(hidden, 1, dtype=dt, param_dtype=pdt, name="conv1")(x)
+    y = conv(hidden, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv1")(x)
     y = nn.relu(batch_norm(train, dt, pdt, "bn1")(y))
-    y = conv(hidden, 3, self.stride, groups=hidden, dtype=dt, param_dtype=pdt, name="conv2")(y)
+    y = conv(hidden, 3, self.stride, groups=hidden, dtype=dt, param_dtype=pdt, kernels=k, name="conv2")(y)
     y = nn.relu(batch_norm(train, dt, pdt, "bn2")(y))
-    y = conv(self.features, 1, dtype=dt, param_dtype=pdt, name="conv3")(y)
+    y = conv(self.features, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv3")(y)
     y = batch_norm(train, dt, pdt, "bn3")(y)
     if self.stride == 1 and x.shape[-1] == self.features:
       y = x + y
@@ -79,6 +81,7 @@ class MobileNetV2(nn.Module):
     expand_ratio: T, the expansion of every group but the first.
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
@@ -86,25 +89,26 @@ class MobileNetV2(nn.Module):
   expand_ratio: int = 6
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     _check(self.width_mult, self.expand_ratio)
-    dt, pdt = self.dtype, self.param_dtype
-    x = conv(int(32 * self.width_mult), 3, 2, dtype=dt, param_dtype=pdt, name="conv1")(x)
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    x = conv(int(32 * self.width_mult), 3, 2, dtype=dt, param_dtype=pdt, kernels=k, name="conv1")(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn1")(x))
     stages = []
     for g, (ratio, channels, blocks, stride) in enumerate(_GROUPS):
       for i in range(blocks):
         x = InvertedResidual(int(channels * self.width_mult), stride if i == 0 else 1,
-                             self.expand_ratio if ratio is None else ratio, dt, pdt,
+                             self.expand_ratio if ratio is None else ratio, dt, pdt, k,
                              name=f"blocks{g}_{i}")(x, train)
       if g in _STAGE_GROUPS:
         stages.append(x)
     last = int(1280 * self.width_mult) if self.width_mult > 1.0 else 1280
-    x = conv(last, 1, dtype=dt, param_dtype=pdt, name="conv2")(x)
+    x = conv(last, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv2")(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn2")(x))
-    embedding = global_avg_pool(x, train)
+    embedding = global_avg_pool(x, train, k)
     logits = nn.Dense(self.num_classes, kernel_init=small_normal_init, bias_init=nn.initializers.zeros,
                       dtype=dt, param_dtype=pdt, name="fc")(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(stages),
@@ -121,15 +125,16 @@ def _check(width_mult: float, expand_ratio: int) -> None:
 
 
 def mobilenetv2(num_classes: int, *, width_mult: float = 1.0, expand_ratio: int = 6,
-                dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> MobileNetV2:
+                dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+                kernels: Kernels = DEFAULT_KERNELS) -> MobileNetV2:
   """CIFAR MobileNetV2, width 1 and T = 6 by default (RepDistiller's `mobilenetv2_T_w(T, W)`)."""
   _check(width_mult, expand_ratio)
   return MobileNetV2(num_classes=num_classes, width_mult=float(width_mult), expand_ratio=expand_ratio,
-                     dtype=dtype, param_dtype=param_dtype)
+                     dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
 
-def mobilenetv2_half(num_classes: int, *, dtype: Dtype = jnp.float32,
-                     param_dtype: Dtype = jnp.float32) -> MobileNetV2:
+def mobilenetv2_half(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+                     kernels: Kernels = DEFAULT_KERNELS) -> MobileNetV2:
   """CIFAR MobileNetV2 with width 0.5 and T = 6 (RepDistiller's `mobile_half`, 0.81M on CIFAR-100)."""
   return MobileNetV2(num_classes=num_classes, width_mult=0.5, expand_ratio=6, dtype=dtype,
-                     param_dtype=param_dtype)
+                     param_dtype=param_dtype, kernels=kernels)

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.resnet_cifar import Dtype
 
@@ -57,5 +58,7 @@ class MatrixFactorization(nn.Module):
 
 
 def mf(num_users: int, num_items: int, dim: int = 16, mean_rating: float = 0.0, init_std: float = 0.1,
-       dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> MatrixFactorization:
+       dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+       kernels: Kernels = DEFAULT_KERNELS) -> MatrixFactorization:
+  del kernels  # taken like every model's; matrix factorisation has no convolutions or pools
   return MatrixFactorization(num_users, num_items, dim, mean_rating, init_std, dtype, param_dtype)

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.resnet_cifar import Dtype, batch_norm, classifier, conv1x1, conv3x3, global_avg_pool
@@ -37,20 +38,21 @@ class BottleneckBlock(nn.Module):
   stride: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     out_features = EXPANSION * self.features
-    y = conv1x1(self.features, 1, dt, pdt, "conv1")(x)
+    y = conv1x1(self.features, 1, dt, pdt, "conv1", kernels=k)(x)
     y = nn.relu(batch_norm(train, dt, pdt, "bn1")(y))
-    y = conv3x3(self.features, self.stride, dt, pdt, "conv2")(y)
+    y = conv3x3(self.features, self.stride, dt, pdt, "conv2", kernels=k)(y)
     y = nn.relu(batch_norm(train, dt, pdt, "bn2")(y))
-    y = conv1x1(out_features, 1, dt, pdt, "conv3")(y)
+    y = conv1x1(out_features, 1, dt, pdt, "conv3", kernels=k)(y)
     y = batch_norm(train, dt, pdt, "bn3")(y)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != out_features:
-      shortcut = conv1x1(out_features, self.stride, dt, pdt, "downsample_conv")(x)
+      shortcut = conv1x1(out_features, self.stride, dt, pdt, "downsample_conv", kernels=k)(x)
       shortcut = batch_norm(train, dt, pdt, "downsample_bn")(shortcut)
     preact = y + shortcut
     return nn.relu(preact), preact
@@ -70,6 +72,7 @@ class ResNetBottleneck(nn.Module):
     widths: bottleneck widths of the four stages.
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
@@ -77,29 +80,30 @@ class ResNetBottleneck(nn.Module):
   widths: Tuple[int, ...] = (64, 128, 256, 512)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     if len(self.blocks_per_stage) != len(self.widths) or not all(n >= 1 for n in self.blocks_per_stage):
       raise KDJaxError(f"ResNetBottleneck needs one positive block count per stage width; got "
                        f"blocks_per_stage={self.blocks_per_stage}, widths={self.widths}.")
-    dt, pdt = self.dtype, self.param_dtype
-    x = conv3x3(64, 1, dt, pdt, "conv1")(x)
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    x = conv3x3(64, 1, dt, pdt, "conv1", kernels=k)(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn1")(x))
     stages, preacts = [], []
     for s, (width, blocks) in enumerate(zip(self.widths, self.blocks_per_stage)):
       for b in range(blocks):
         stride = 2 if (s > 0 and b == 0) else 1
-        x, preact = BottleneckBlock(width, stride, dt, pdt, name=f"layer{s + 1}_{b}")(x, train)
+        x, preact = BottleneckBlock(width, stride, dt, pdt, k, name=f"layer{s + 1}_{b}")(x, train)
       stages.append(x)
       preacts.append(preact)
-    embedding = global_avg_pool(x, train)
+    embedding = global_avg_pool(x, train, k)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 
-def resnet50(num_classes: int, *, dtype: Dtype = jnp.float32,
-             param_dtype: Dtype = jnp.float32) -> ResNetBottleneck:
+def resnet50(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+             kernels: Kernels = DEFAULT_KERNELS) -> ResNetBottleneck:
   """ResNet-50 for CIFAR: Bottleneck blocks (3, 4, 6, 3), 3x3 stem (RepDistiller's `ResNet50`)."""
-  return ResNetBottleneck(num_classes=num_classes, dtype=dtype, param_dtype=param_dtype)
+  return ResNetBottleneck(num_classes=num_classes, dtype=dtype, param_dtype=param_dtype, kernels=kernels)

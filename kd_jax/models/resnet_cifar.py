@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
 from kd_jax.models.outputs import ModelOutput
 
 Dtype = Any
@@ -37,18 +37,20 @@ def batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.B
                       param_dtype=param_dtype, name=name)
 
 
-def conv3x3(features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Conv:
+def conv3x3(features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: str, *,
+            kernels: Kernels) -> nn.Conv:
   """3x3 convolution, padding 1 on every side (PyTorch's `padding=1`, not "SAME": they differ at stride 2)."""
   return nn.Conv(features, (3, 3), strides=stride, padding=((1, 1), (1, 1)), use_bias=False,
                  kernel_init=conv_init, dtype=dtype, param_dtype=param_dtype,
-                 conv_general_dilated=kd_conv.conv_general_dilated, name=name)
+                 conv_general_dilated=kernels.conv_general_dilated, name=name)
 
 
-def conv1x1(features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Conv:
+def conv1x1(features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: str, *,
+            kernels: Kernels) -> nn.Conv:
   """1x1 convolution (the projection shortcut)."""
   return nn.Conv(features, (1, 1), strides=stride, padding="VALID", use_bias=False,
                  kernel_init=conv_init, dtype=dtype, param_dtype=param_dtype,
-                 conv_general_dilated=kd_conv.conv_general_dilated, name=name)
+                 conv_general_dilated=kernels.conv_general_dilated, name=name)
 
 
 def classifier(num_classes: int, dtype: Dtype, param_dtype: Dtype, name: str = "fc") -> nn.Dense:
@@ -57,11 +59,11 @@ def classifier(num_classes: int, dtype: Dtype, param_dtype: Dtype, name: str = "
                   param_dtype=param_dtype, name=name)
 
 
-def global_avg_pool(x: jax.Array, train: bool) -> jax.Array:
+def global_avg_pool(x: jax.Array, train: bool, kernels: Kernels = DEFAULT_KERNELS) -> jax.Array:
   """Mean over H and W: [B, H, W, C] -> [B, C]. Equals the references' `AvgPool2d(8)` on 32x32 inputs and
-  also works for other input sizes. In eval mode the input first passes `kd_conv.ynnpack_fusion_barrier`
-  (an identity): on CPU the pool's reduction otherwise took the last stage's convolutions into YNNPACK."""
-  return jnp.mean(x if train else kd_conv.ynnpack_fusion_barrier(x), axis=(1, 2))
+  also works for other input sizes. In eval mode the input first passes `kernels.fusion_barrier` (an
+  identity): on CPU the pool's reduction otherwise took the last stage's convolutions into YNNPACK."""
+  return jnp.mean(x if train else kernels.fusion_barrier(x), axis=(1, 2))
 
 
 def blocks_per_stage(depth: int) -> int:
@@ -84,17 +86,18 @@ class BasicBlock(nn.Module):
   stride: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
-    dt, pdt = self.dtype, self.param_dtype
-    y = conv3x3(self.features, self.stride, dt, pdt, "conv1")(x)
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    y = conv3x3(self.features, self.stride, dt, pdt, "conv1", kernels=k)(x)
     y = nn.relu(batch_norm(train, dt, pdt, "bn1")(y))
-    y = conv3x3(self.features, 1, dt, pdt, "conv2")(y)
+    y = conv3x3(self.features, 1, dt, pdt, "conv2", kernels=k)(y)
     y = batch_norm(train, dt, pdt, "bn2")(y)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = conv1x1(self.features, self.stride, dt, pdt, "downsample_conv")(x)
+      shortcut = conv1x1(self.features, self.stride, dt, pdt, "downsample_conv", kernels=k)(x)
       shortcut = batch_norm(train, dt, pdt, "downsample_bn")(shortcut)
     preact = y + shortcut
     return nn.relu(preact), preact
@@ -118,6 +121,7 @@ class ResNetCIFAR(nn.Module):
     widths: channels of the three stages ((16, 32, 64), or (64, 128, 256) for the x4 models).
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
@@ -126,44 +130,46 @@ class ResNetCIFAR(nn.Module):
   widths: Tuple[int, int, int] = (16, 32, 64)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     n = blocks_per_stage(self.depth)
     if len(self.widths) != 3:
       raise KDJaxError(f"ResNetCIFAR takes three stage widths; got widths={self.widths}.")
-    dt, pdt = self.dtype, self.param_dtype
-    x = conv3x3(self.stem_width, 1, dt, pdt, "conv1")(x)
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    x = conv3x3(self.stem_width, 1, dt, pdt, "conv1", kernels=k)(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn1")(x))
     stages, preacts = [], []
     for s, width in enumerate(self.widths):
       for b in range(n):
         stride = 2 if (s > 0 and b == 0) else 1
-        x, preact = BasicBlock(width, stride, dt, pdt, name=f"layer{s + 1}_{b}")(x, train)
+        x, preact = BasicBlock(width, stride, dt, pdt, k, name=f"layer{s + 1}_{b}")(x, train)
       stages.append(x)
       preacts.append(preact)
-    embedding = global_avg_pool(x, train)
+    embedding = global_avg_pool(x, train, k)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 
 def resnet(num_classes: int, *, depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16, 32, 64),
-           dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> ResNetCIFAR:
+           dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+           kernels: Kernels = DEFAULT_KERNELS) -> ResNetCIFAR:
   """Any BasicBlock CIFAR ResNet: depth 6n+2, a stem width and three stage widths."""
   blocks_per_stage(depth)
   widths = tuple(int(w) for w in widths)
   if len(widths) != 3:
     raise KDJaxError(f"resnet takes three stage widths; got widths={widths}.")
   return ResNetCIFAR(num_classes=num_classes, depth=depth, stem_width=stem_width, widths=widths,
-                     dtype=dtype, param_dtype=param_dtype)
+                     dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
 
 def _named(depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16, 32, 64)):
-  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32,
-                  param_dtype: Dtype = jnp.float32) -> ResNetCIFAR:
+  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+                  kernels: Kernels = DEFAULT_KERNELS) -> ResNetCIFAR:
     return ResNetCIFAR(num_classes=num_classes, depth=depth, stem_width=stem_width, widths=widths,
-                       dtype=dtype, param_dtype=param_dtype)
+                       dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
   x4 = "x4" if stem_width != 16 else ""
   constructor.__name__ = constructor.__qualname__ = f"resnet{depth}{x4}"

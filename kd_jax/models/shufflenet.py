@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError
 from kd_jax.models.layers import conv, torch_default_init
 from kd_jax.models.outputs import ModelOutput
@@ -38,9 +39,9 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 
 
 def _conv(features: int, kernel_size: int, stride: int = 1, *, groups: int = 1, dtype: Dtype,
-          param_dtype: Dtype, name: str) -> nn.Conv:
+          param_dtype: Dtype, kernels: Kernels, name: str) -> nn.Conv:
   return conv(features, kernel_size, stride, groups=groups, kernel_init=torch_default_init, dtype=dtype,
-              param_dtype=param_dtype, name=name)
+              param_dtype=param_dtype, kernels=kernels, name=name)
 
 
 class ShuffleV1Block(nn.Module):
@@ -63,10 +64,11 @@ class ShuffleV1Block(nn.Module):
   group_first_conv: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     in_channels = x.shape[-1]
     branch = self.features - in_channels if self.stride == 2 else self.features
     if self.stride == 1 and in_channels != self.features:
@@ -74,12 +76,12 @@ class ShuffleV1Block(nn.Module):
                        f"channels; got features={self.features} for {in_channels} input channels.")
     mid = branch // 4
     first_groups = self.groups if self.group_first_conv else 1
-    y = _conv(mid, 1, groups=first_groups, dtype=dt, param_dtype=pdt, name="conv1")(x)
+    y = _conv(mid, 1, groups=first_groups, dtype=dt, param_dtype=pdt, kernels=k, name="conv1")(x)
     y = nn.relu(batch_norm(train, dt, pdt, "bn1")(y))
     y = channel_shuffle(y, first_groups)
-    y = _conv(mid, 3, self.stride, groups=mid, dtype=dt, param_dtype=pdt, name="conv2")(y)
+    y = _conv(mid, 3, self.stride, groups=mid, dtype=dt, param_dtype=pdt, kernels=k, name="conv2")(y)
     y = nn.relu(batch_norm(train, dt, pdt, "bn2")(y))
-    y = _conv(branch, 1, groups=self.groups, dtype=dt, param_dtype=pdt, name="conv3")(y)
+    y = _conv(branch, 1, groups=self.groups, dtype=dt, param_dtype=pdt, kernels=k, name="conv3")(y)
     y = batch_norm(train, dt, pdt, "bn3")(y)
     if self.stride == 2:
       pooled = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=True)
@@ -104,6 +106,7 @@ class ShuffleNetV1(nn.Module):
     groups: groups of the 1x1 convs.
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
@@ -112,20 +115,21 @@ class ShuffleNetV1(nn.Module):
   groups: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
-    dt, pdt = self.dtype, self.param_dtype
-    x = _conv(24, 1, dtype=dt, param_dtype=pdt, name="conv1")(x)
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    x = _conv(24, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv1")(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn1")(x))
     stages, preacts = [], []
     for s, (width, blocks) in enumerate(zip(self.stage_widths, self.blocks_per_stage)):
       for b in range(blocks):
         x, preact = ShuffleV1Block(width, 2 if b == 0 else 1, self.groups, group_first_conv=(s, b) != (0, 0),
-                                   dtype=dt, param_dtype=pdt, name=f"layer{s + 1}_{b}")(x, train)
+                                   dtype=dt, param_dtype=pdt, kernels=k, name=f"layer{s + 1}_{b}")(x, train)
       stages.append(x)
       preacts.append(preact)
-    embedding = global_avg_pool(x, train)
+    embedding = global_avg_pool(x, train, k)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
@@ -139,20 +143,21 @@ class ShuffleV2DownBlock(nn.Module):
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     in_channels, mid = x.shape[-1], self.features // 2
-    left = _conv(in_channels, 3, 2, groups=in_channels, dtype=dt, param_dtype=pdt, name="conv1")(x)
+    left = _conv(in_channels, 3, 2, groups=in_channels, dtype=dt, param_dtype=pdt, kernels=k, name="conv1")(x)
     left = batch_norm(train, dt, pdt, "bn1")(left)
-    left = _conv(mid, 1, dtype=dt, param_dtype=pdt, name="conv2")(left)
+    left = _conv(mid, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv2")(left)
     left = nn.relu(batch_norm(train, dt, pdt, "bn2")(left))
-    right = _conv(mid, 1, dtype=dt, param_dtype=pdt, name="conv3")(x)
+    right = _conv(mid, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv3")(x)
     right = nn.relu(batch_norm(train, dt, pdt, "bn3")(right))
-    right = _conv(mid, 3, 2, groups=mid, dtype=dt, param_dtype=pdt, name="conv4")(right)
+    right = _conv(mid, 3, 2, groups=mid, dtype=dt, param_dtype=pdt, kernels=k, name="conv4")(right)
     right = batch_norm(train, dt, pdt, "bn4")(right)
-    right = _conv(mid, 1, dtype=dt, param_dtype=pdt, name="conv5")(right)
+    right = _conv(mid, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv5")(right)
     right = nn.relu(batch_norm(train, dt, pdt, "bn5")(right))
     return channel_shuffle(jnp.concatenate([left, right], axis=-1), 2)
 
@@ -169,19 +174,20 @@ class ShuffleV2Block(nn.Module):
 
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     half = x.shape[-1] // 2
     if 2 * half != x.shape[-1]:
       raise KDJaxError(f"ShuffleV2Block splits its input in halves; got {x.shape[-1]} channels.")
     kept, y = x[..., :half], x[..., half:]
-    y = _conv(half, 1, dtype=dt, param_dtype=pdt, name="conv1")(y)
+    y = _conv(half, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv1")(y)
     y = nn.relu(batch_norm(train, dt, pdt, "bn1")(y))
-    y = _conv(half, 3, groups=half, dtype=dt, param_dtype=pdt, name="conv2")(y)
+    y = _conv(half, 3, groups=half, dtype=dt, param_dtype=pdt, kernels=k, name="conv2")(y)
     y = batch_norm(train, dt, pdt, "bn2")(y)
-    y = _conv(half, 1, dtype=dt, param_dtype=pdt, name="conv3")(y)
+    y = _conv(half, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv3")(y)
     y = batch_norm(train, dt, pdt, "bn3")(y)
     out = channel_shuffle(jnp.concatenate([kept, nn.relu(y)], axis=-1), 2)
     preact = channel_shuffle(jnp.concatenate([kept, y], axis=-1), 2)
@@ -204,6 +210,7 @@ class ShuffleNetV2(nn.Module):
     head_width: channels of the final 1x1 conv.
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
@@ -212,38 +219,39 @@ class ShuffleNetV2(nn.Module):
   head_width: int = 1024
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     if not all(b >= 1 for b in self.blocks_per_stage):
       raise KDJaxError(f"ShuffleNetV2 needs at least one basic unit per stage (the stage features are read "
                        f"from the last one); got blocks_per_stage={self.blocks_per_stage}.")
-    dt, pdt = self.dtype, self.param_dtype
-    x = _conv(24, 1, dtype=dt, param_dtype=pdt, name="conv1")(x)
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    x = _conv(24, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv1")(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn1")(x))
     stages, preacts = [], []
     for s, (width, blocks) in enumerate(zip(self.stage_widths, self.blocks_per_stage)):
-      x = ShuffleV2DownBlock(width, dt, pdt, name=f"layer{s + 1}_0")(x, train)
+      x = ShuffleV2DownBlock(width, dt, pdt, k, name=f"layer{s + 1}_0")(x, train)
       for b in range(1, blocks + 1):
-        x, preact = ShuffleV2Block(dt, pdt, name=f"layer{s + 1}_{b}")(x, train)
+        x, preact = ShuffleV2Block(dt, pdt, k, name=f"layer{s + 1}_{b}")(x, train)
       stages.append(x)
       preacts.append(preact)
-    x = _conv(self.head_width, 1, dtype=dt, param_dtype=pdt, name="conv2")(x)
+    x = _conv(self.head_width, 1, dtype=dt, param_dtype=pdt, kernels=k, name="conv2")(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn2")(x))
-    embedding = global_avg_pool(x, train)
+    embedding = global_avg_pool(x, train, k)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 
-def shufflenetv1(num_classes: int, *, dtype: Dtype = jnp.float32,
-                 param_dtype: Dtype = jnp.float32) -> ShuffleNetV1:
+def shufflenetv1(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+                 kernels: Kernels = DEFAULT_KERNELS) -> ShuffleNetV1:
   """CIFAR ShuffleNet V1, 3 groups, stages 240/480/960 with 4/8/4 units (RepDistiller's `ShuffleV1`)."""
-  return ShuffleNetV1(num_classes=num_classes, dtype=dtype, param_dtype=param_dtype)
+  return ShuffleNetV1(num_classes=num_classes, dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
 
-def shufflenetv2(num_classes: int, *, dtype: Dtype = jnp.float32,
-                 param_dtype: Dtype = jnp.float32) -> ShuffleNetV2:
+def shufflenetv2(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+                 kernels: Kernels = DEFAULT_KERNELS) -> ShuffleNetV2:
   """CIFAR ShuffleNet V2 1x, stages 116/232/464 with 3/7/3 basic units, head 1024 (RepDistiller's
   `ShuffleV2`)."""
-  return ShuffleNetV2(num_classes=num_classes, dtype=dtype, param_dtype=param_dtype)
+  return ShuffleNetV2(num_classes=num_classes, dtype=dtype, param_dtype=param_dtype, kernels=kernels)

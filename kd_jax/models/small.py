@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.resnet_cifar import Dtype, batch_norm, classifier, conv3x3, global_avg_pool
@@ -79,6 +80,7 @@ class CNN(nn.Module):
     convs_per_stage: conv-BN-ReLU layers per stage.
     dtype: computation dtype.
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
@@ -86,6 +88,7 @@ class CNN(nn.Module):
   convs_per_stage: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
@@ -94,17 +97,17 @@ class CNN(nn.Module):
     if x.ndim != 4:
       raise KDJaxError(f"CNN expects NHWC images [B, H, W, C] (or [B, H, W]); got shape {x.shape}. "
                        "Use an mlp model for flat feature vectors.")
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     stages, preacts = [], []
     for s, width in enumerate(self.widths):
       for c in range(self.convs_per_stage):
         stride = 2 if (s > 0 and c == 0) else 1
-        x = conv3x3(width, stride, dt, pdt, f"stage{s + 1}_conv{c}")(x)
+        x = conv3x3(width, stride, dt, pdt, f"stage{s + 1}_conv{c}", kernels=k)(x)
         preact = batch_norm(train, dt, pdt, f"stage{s + 1}_bn{c}")(x)
         x = nn.relu(preact)
       stages.append(x)
       preacts.append(preact)
-    embedding = global_avg_pool(x, train)
+    embedding = global_avg_pool(x, train, k)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
@@ -119,41 +122,50 @@ def _positive_ints(name: str, values: Sequence[int], allow_empty: bool) -> Tuple
 
 
 def mlp(num_classes: int, *, hidden_sizes: Sequence[int], dtype: Dtype = jnp.float32,
-        param_dtype: Dtype = jnp.float32) -> MLP:
+        param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> MLP:
   """An MLP with the given hidden sizes (each hidden layer is a stage)."""
+  del kernels  # taken like every model's; an MLP has no convolutions or pools
   return MLP(num_classes=num_classes, hidden_sizes=_positive_ints("hidden_sizes", hidden_sizes, True),
              dtype=dtype, param_dtype=param_dtype)
 
 
 def cnn(num_classes: int, *, widths: Sequence[int], convs_per_stage: int = 1, dtype: Dtype = jnp.float32,
-        param_dtype: Dtype = jnp.float32) -> CNN:
+        param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> CNN:
   """A CNN with the given stage widths and conv layers per stage."""
   if convs_per_stage < 1:
     raise KDJaxError(f"convs_per_stage must be a positive integer; got {convs_per_stage}.")
   return CNN(num_classes=num_classes, widths=_positive_ints("widths", widths, False),
-             convs_per_stage=convs_per_stage, dtype=dtype, param_dtype=param_dtype)
+             convs_per_stage=convs_per_stage, dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
 
-def mlp_tiny(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> MLP:
+def mlp_tiny(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+             kernels: Kernels = DEFAULT_KERNELS) -> MLP:
   """MLP with hidden sizes (32, 32): ~3.5K params on 8x8 digits."""
-  return mlp(num_classes, hidden_sizes=(32, 32), dtype=dtype, param_dtype=param_dtype)
+  return mlp(num_classes, hidden_sizes=(32, 32), dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
 
-def mlp_small(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> MLP:
+def mlp_small(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+              kernels: Kernels = DEFAULT_KERNELS) -> MLP:
   """MLP with hidden sizes (256, 128): ~51K params on 8x8 digits."""
-  return mlp(num_classes, hidden_sizes=(256, 128), dtype=dtype, param_dtype=param_dtype)
+  return mlp(num_classes, hidden_sizes=(256, 128), dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
 
-def cnn_tiny(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> CNN:
+def cnn_tiny(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+             kernels: Kernels = DEFAULT_KERNELS) -> CNN:
   """CNN with widths (8, 16, 32), one conv per stage: ~6.3K params on 8x8x1 digits (test-sized)."""
-  return cnn(num_classes, widths=(8, 16, 32), convs_per_stage=1, dtype=dtype, param_dtype=param_dtype)
+  return cnn(num_classes, widths=(8, 16, 32), convs_per_stage=1, dtype=dtype, param_dtype=param_dtype,
+             kernels=kernels)
 
 
-def cnn_small(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> CNN:
+def cnn_small(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+              kernels: Kernels = DEFAULT_KERNELS) -> CNN:
   """CNN with widths (16, 32, 64), one conv per stage: ~24K params on 8x8x1 digits (a student)."""
-  return cnn(num_classes, widths=(16, 32, 64), convs_per_stage=1, dtype=dtype, param_dtype=param_dtype)
+  return cnn(num_classes, widths=(16, 32, 64), convs_per_stage=1, dtype=dtype, param_dtype=param_dtype,
+             kernels=kernels)
 
 
-def cnn_large(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> CNN:
+def cnn_large(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+              kernels: Kernels = DEFAULT_KERNELS) -> CNN:
   """CNN with widths (32, 64, 128), two convs per stage: ~288K params on 8x8x1 digits (a teacher)."""
-  return cnn(num_classes, widths=(32, 64, 128), convs_per_stage=2, dtype=dtype, param_dtype=param_dtype)
+  return cnn(num_classes, widths=(32, 64, 128), convs_per_stage=2, dtype=dtype, param_dtype=param_dtype,
+             kernels=kernels)

@@ -22,8 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
 from kd_jax.models.layers import conv, small_normal_init
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.resnet_cifar import Dtype, batch_norm, global_avg_pool
@@ -53,12 +53,14 @@ class VGG(nn.Module):
     blocks: conv widths per block (five blocks), e.g. `VGG_CONFIGS[13]`.
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
   blocks: Tuple[Tuple[int, ...], ...] = VGG_CONFIGS[8]
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
@@ -66,41 +68,43 @@ class VGG(nn.Module):
       raise KDJaxError(f"VGG takes five non-empty blocks of conv widths; got blocks={self.blocks}.")
     if x.ndim != 4:
       raise KDJaxError(f"VGG expects NHWC images; got an input of shape {x.shape}.")
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     pool_before_last = x.shape[1] == 64
     stages, preacts = [], []
     for b, widths in enumerate(self.blocks):
       for i, width in enumerate(widths):
         if i > 0:
           x = nn.relu(x)
-        x = conv(width, 3, use_bias=True, dtype=dt, param_dtype=pdt, name=f"block{b}_conv{i}")(x)
+        x = conv(width, 3, use_bias=True, dtype=dt, param_dtype=pdt, kernels=k, name=f"block{b}_conv{i}")(x)
         x = batch_norm(train, dt, pdt, f"block{b}_bn{i}")(x)
       preact, x = x, nn.relu(x)
       if b > 0:
         stages.append(x)
         preacts.append(preact)
       if b < 3 or (b == 3 and pool_before_last):
-        x = max_pool_2x2(x, train)
-    embedding = global_avg_pool(x, train)
+        x = max_pool_2x2(x, train, k)
+    embedding = global_avg_pool(x, train, k)
     logits = nn.Dense(self.num_classes, kernel_init=small_normal_init, bias_init=nn.initializers.zeros,
                       dtype=dt, param_dtype=pdt, name="fc")(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 
-def max_pool_2x2(x: jax.Array, train: bool) -> jax.Array:
+def max_pool_2x2(x: jax.Array, train: bool, kernels: Kernels = DEFAULT_KERNELS) -> jax.Array:
   """2x2, stride-2 max pool over H and W (VALID). In eval mode its input and output pass
-  `kd_conv.ynnpack_fusion_barrier` (an identity): on CPU the pool's reduce-window otherwise took the
-  convolutions before and after it into YNNPACK (8 of vgg13's 10)."""
+  `kernels.fusion_barrier` (an identity): on CPU the pool's reduce-window otherwise took the convolutions
+  before and after it into YNNPACK (8 of vgg13's 10)."""
   if train:
     return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-  barrier = kd_conv.ynnpack_fusion_barrier
+  barrier = kernels.fusion_barrier
   return barrier(nn.max_pool(barrier(x), (2, 2), strides=(2, 2), padding="VALID"))
 
 
 def _named(depth: int):
-  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> VGG:
-    return VGG(num_classes=num_classes, blocks=VGG_CONFIGS[depth], dtype=dtype, param_dtype=param_dtype)
+  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+                  kernels: Kernels = DEFAULT_KERNELS) -> VGG:
+    return VGG(num_classes=num_classes, blocks=VGG_CONFIGS[depth], dtype=dtype, param_dtype=param_dtype,
+               kernels=kernels)
 
   constructor.__name__ = constructor.__qualname__ = f"vgg{depth}"
   constructor.__doc__ = (f"VGG{depth} with BatchNorm for CIFAR, blocks {VGG_CONFIGS[depth]} "

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.resnet_cifar import Dtype, batch_norm, classifier, conv1x1, conv3x3, global_avg_pool
@@ -41,19 +42,20 @@ class PreActBlock(nn.Module):
   stride: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     normed = batch_norm(train, dt, pdt, "bn1")(x)
     act = nn.relu(normed)
-    y = conv3x3(self.features, self.stride, dt, pdt, "conv1")(act)
+    y = conv3x3(self.features, self.stride, dt, pdt, "conv1", kernels=k)(act)
     y = nn.relu(batch_norm(train, dt, pdt, "bn2")(y))
-    y = conv3x3(self.features, 1, dt, pdt, "conv2")(y)
+    y = conv3x3(self.features, 1, dt, pdt, "conv2", kernels=k)(y)
     if self.stride == 1 and x.shape[-1] == self.features:
       shortcut = x
     else:
-      shortcut = conv1x1(self.features, self.stride, dt, pdt, "conv_shortcut")(act)
+      shortcut = conv1x1(self.features, self.stride, dt, pdt, "conv_shortcut", kernels=k)(act)
     return y + shortcut, normed
 
 
@@ -77,6 +79,7 @@ class WideResNet(nn.Module):
     widen_factor: k.
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
+    kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
   """
 
   num_classes: int
@@ -84,44 +87,45 @@ class WideResNet(nn.Module):
   widen_factor: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     n = wrn_blocks_per_stage(self.depth)
-    dt, pdt = self.dtype, self.param_dtype
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     widths = (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
-    x = conv3x3(16, 1, dt, pdt, "conv1")(x)
+    x = conv3x3(16, 1, dt, pdt, "conv1", kernels=k)(x)
     stages, preacts = [], []
     for s, width in enumerate(widths):
       for b in range(n):
         stride = 2 if (s > 0 and b == 0) else 1
-        x, normed = PreActBlock(width, stride, dt, pdt, name=f"block{s + 1}_layer{b}")(x, train)
+        x, normed = PreActBlock(width, stride, dt, pdt, k, name=f"block{s + 1}_layer{b}")(x, train)
         if s > 0 and b == 0:
           preacts.append(normed)  # bn1 of this stage's first block applied to the previous stage's output
       stages.append(x)
     normed = batch_norm(train, dt, pdt, "bn1")(x)
     preacts.append(normed)
-    embedding = global_avg_pool(nn.relu(normed), train)
+    embedding = global_avg_pool(nn.relu(normed), train, k)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
                        embedding=embedding)
 
 
 def wrn(num_classes: int, *, depth: int, widen_factor: int, dtype: Dtype = jnp.float32,
-        param_dtype: Dtype = jnp.float32) -> WideResNet:
+        param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
   """Any WRN-d-k: depth d = 6n+4, widen factor k >= 1."""
   wrn_blocks_per_stage(depth)
   if widen_factor < 1:
     raise KDJaxError(f"WRN widen_factor must be a positive integer; got widen_factor={widen_factor}.")
   return WideResNet(num_classes=num_classes, depth=depth, widen_factor=widen_factor, dtype=dtype,
-                    param_dtype=param_dtype)
+                    param_dtype=param_dtype, kernels=kernels)
 
 
 def _named(depth: int, widen_factor: int):
-  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32,
-                  param_dtype: Dtype = jnp.float32) -> WideResNet:
+  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+                  kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
     return WideResNet(num_classes=num_classes, depth=depth, widen_factor=widen_factor, dtype=dtype,
-                      param_dtype=param_dtype)
+                      param_dtype=param_dtype, kernels=kernels)
 
   constructor.__name__ = constructor.__qualname__ = f"wrn_{depth}_{widen_factor}"
   constructor.__doc__ = f"WRN-{depth}-{widen_factor} for CIFAR (RepDistiller's `{constructor.__name__}`)."

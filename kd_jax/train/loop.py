@@ -26,7 +26,6 @@ import orbax.checkpoint as ocp
 from kd_jax import data as kd_data
 from kd_jax.config import validate
 from kd_jax.errors import KDJaxError, Preempted
-from kd_jax.models import conv as kd_conv
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import distributed
 from kd_jax.train import sharding
@@ -51,29 +50,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   metrics of every trained network; the test split is only reported, never used to choose anything.
   """
   validate(config)
-  # The convolution backward is read when the steps are traced, all of which happens inside this call; the
-  # caller's mode is restored afterwards.
-  with kd_conv.conv_backward(kd_conv.conv_backward_for(config)):
-    distributed.initialize(config)  # a no-op when single-process or already done (the CLI does it first)
-    workdir, start_time, mesh = prepare_workdir(workdir), time.time(), sharding.make_mesh()
-    check_inputs(config, mesh)  # bad input is reported as such before any comparison with the workdir
-    manager = ckpt.checkpoint_manager(workdir, config.keep_checkpoints)
-    changes = _check_workdir_config(workdir, config, manager, allow_config_change)
-    run = build_run(config, load_data(config, dataset), workdir, mesh=mesh)
-    state = init_state(run)
-    state, resumed_from = restore(run, manager, state)
-    if distributed.is_main_process():
-      kd_workdir.record_config(workdir, config, changes, resumed_from or 0)
-    writer = MetricWriter(workdir, active=distributed.is_main_process(), resume_step=resumed_from)
-    try:
-      state, val = train_epochs(run, state, manager, writer, os.path.basename(workdir))
-    finally:
-      manager.wait_until_finished()
-      writer.close()
-    state = save_final(run, state, manager)
-    evaluations = evaluate_networks(run, state, val)
-    export_networks(run, state, workdir)
-    return write_results(run, workdir, evaluations, int(jax.device_get(state.step)), time.time() - start_time)
+  distributed.initialize(config)  # a no-op when single-process or already done (the CLI does it first)
+  workdir, start_time, mesh = prepare_workdir(workdir), time.time(), sharding.make_mesh()
+  check_inputs(config, mesh)  # bad input is reported as such before any comparison with the workdir
+  manager = ckpt.checkpoint_manager(workdir, config.keep_checkpoints)
+  changes = _check_workdir_config(workdir, config, manager, allow_config_change)
+  run = build_run(config, load_data(config, dataset), workdir, mesh=mesh)
+  state = init_state(run)
+  state, resumed_from = restore(run, manager, state)
+  if distributed.is_main_process():
+    kd_workdir.record_config(workdir, config, changes, resumed_from or 0)
+  writer = MetricWriter(workdir, active=distributed.is_main_process(), resume_step=resumed_from)
+  try:
+    state, val = train_epochs(run, state, manager, writer, os.path.basename(workdir))
+  finally:
+    manager.wait_until_finished()
+    writer.close()
+  state = save_final(run, state, manager)
+  evaluations = evaluate_networks(run, state, val)
+  export_networks(run, state, workdir)
+  return write_results(run, workdir, evaluations, int(jax.device_get(state.step)), time.time() - start_time)
 
 
 # ---------------------------------------------------------------------------------------------------

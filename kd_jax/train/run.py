@@ -28,13 +28,13 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from kd_jax import backends
 from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax import tasks as kd_tasks
 from kd_jax.config import peer_specs
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.train import distributed
 from kd_jax.train import optim
@@ -64,6 +64,7 @@ class Run:
     output_cache: the teacher-output cache (`config.teacher.cache`) or None.
     teacher_report: calibration and cache reports, for the results.
     discriminator, transfer: the adversarial scheme's modules (None otherwise).
+    kernels: the kernels every network and teacher of the run is built with (`kd_jax.backends.kernels_for`).
   """
 
   config: ml_collections.ConfigDict
@@ -84,6 +85,7 @@ class Run:
   teacher_report: Dict[str, Any] = dataclasses.field(default_factory=dict)
   discriminator: Optional[FeatureDiscriminator] = None
   transfer: Optional[TransferLayer] = None
+  kernels: backends.Kernels = backends.DEFAULT_KERNELS
 
   @property
   def scheme(self) -> str:
@@ -118,9 +120,9 @@ def sample_batch(config: ml_collections.ConfigDict, dataset: kd_data.Dataset) ->
   return kd_data.train_batch(dataset.train, config.batch_size, seed=config.seed, step=0)
 
 
-def create_networks(config: ml_collections.ConfigDict, task: kd_tasks.Task,
-                    dataset: kd_data.Dataset) -> Tuple[Tuple[str, nn.Module], ...]:
-  """The trained networks: the student and, for schemes with several, `config.peers`."""
+def create_networks(config: ml_collections.ConfigDict, task: kd_tasks.Task, dataset: kd_data.Dataset,
+                    kernels: backends.Kernels = backends.DEFAULT_KERNELS) -> Tuple[Tuple[str, nn.Module], ...]:
+  """The trained networks: the student and, for schemes with several, `config.peers`, built with `kernels`."""
   sizes = task.model_kwargs(dataset)
   names = [(STUDENT, config.student.model)]
   if config.scheme != "distill":
@@ -131,7 +133,7 @@ def create_networks(config: ml_collections.ConfigDict, task: kd_tasks.Task,
     if not set(sizes) <= set(takes):
       raise KDJaxError(f"Model {model!r} ({name}) does not fit task {task.name!r}: it is built from "
                        f"{', '.join(takes)}, the task's data gives {', '.join(sizes)}. Choose a {task.name} model.")
-    networks.append((name, kd_models.create_model(model, dtype=config.compute_dtype, **sizes)))
+    networks.append((name, kd_models.create_model(model, dtype=config.compute_dtype, kernels=kernels, **sizes)))
   return tuple(networks)
 
 
@@ -170,7 +172,7 @@ def _network_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return (txs,), (schedules[STUDENT],)
 
 
-def _adversarial_modules(config, networks, task, sample: Dict[str, np.ndarray]):
+def _adversarial_modules(config, networks, task, sample: Dict[str, np.ndarray], kernels: backends.Kernels):
   """The discriminator and, where the networks' maps differ in width (or `transfer_channels` is set), the
   transfer layer to a common width (`transfer_channels`, else the widest map's)."""
   inputs = task.inputs({k: jnp.asarray(v[:1]) for k, v in sample.items()})
@@ -186,8 +188,8 @@ def _adversarial_modules(config, networks, task, sample: Dict[str, np.ndarray]):
       raise KDJaxError(f"config.discriminators.stage={config.discriminators.stage} does not exist in network {name!r}, "
                        f"which has {len(out.stages)} stages.") from e
   channels = config.discriminators.transfer_channels or (max(widths) if len(set(widths)) > 1 else 0)
-  transfer = TransferLayer(channels, dtype=config.compute_dtype) if channels else None
-  disc = FeatureDiscriminator(tuple(config.discriminators.widths), dtype=config.compute_dtype)
+  transfer = TransferLayer(channels, dtype=config.compute_dtype, kernels=kernels) if channels else None
+  disc = FeatureDiscriminator(tuple(config.discriminators.widths), dtype=config.compute_dtype, kernels=kernels)
   return disc, transfer
 
 
@@ -219,7 +221,7 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
       else:
         logits, _ = teacher_logits(teachers, teacher_variables,
                                    kd_data.eval_batches(dataset.train, config.eval_batch_size),
-                                   kd_conv.compiler_options_for(config))
+                                   backends.compiler_options_for(config))
       cache["logits"] = logits[0] / teachers.temperatures[0]
     return cache["logits"]
 
@@ -249,13 +251,13 @@ def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_disti
   return kd_distillers.WeightedSum(tuple(terms.values()))
 
 
-def _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh):
+def _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh, kernels):
   """Frozen teachers (loaded, optionally cached and calibrated) and the distillers prepared with them."""
   teachers, teacher_variables, report, cache = Teachers(), (), {}, None
   if not any(d.needs_teacher for d in distillers):
     return teachers, teacher_variables, report, cache, distillers
   teachers, teacher_variables = load_teachers(config, task.model_kwargs(dataset),
-                                              task.inputs({k: v[:1] for k, v in sample.items()}))
+                                              task.inputs({k: v[:1] for k, v in sample.items()}), kernels)
   if config.teacher.cache:
     if task.name != "classification":
       raise KDJaxError(f"config.teacher.cache caches image classifiers' outputs; task {task.name!r} runs its "
@@ -296,7 +298,8 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   phases, distillers = check_inputs(config, mesh)
   if len(dataset.train) < config.batch_size:
     raise KDJaxError(f"batch_size={config.batch_size} exceeds the {len(dataset.train)} training examples.")
-  networks = create_networks(config, task, dataset)
+  kernels = backends.kernels_for(config)
+  networks = create_networks(config, task, dataset, kernels)
   sample = sample_batch(config, dataset)
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
   total_steps = phases[-1].steps(steps_per_epoch)[1]
@@ -309,18 +312,19 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
                      [prepare_distiller(d, teachers[0], teachers[1], dataset, config, None, p.loss)
                       for d, p in zip(distillers, phases)])
   else:
-    teacher_parts = _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh)
+    teacher_parts = _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh,
+                                  kernels)
   frozen, frozen_variables, report, cache, distillers = teacher_parts
   frozen_variables = sharding.place_params(frozen_variables, mesh, config.sharding.params,
                                            config.sharding.fsdp_min_size)
   disc, transfer = (None, None)
   if config.scheme == "adversarial":
-    disc, transfer = _adversarial_modules(config, networks, task, sample)
+    disc, transfer = _adversarial_modules(config, networks, task, sample, kernels)
   run = Run(config=config, dataset=dataset, task=task, models=networks, teachers=frozen,
             teacher_variables=frozen_variables, phases=phases, distillers=tuple(distillers), optimizers=(),
             schedules=(), steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh,
-            compiler_options=kd_conv.compiler_options_for(config, mesh.devices.flat[0].platform),
-            output_cache=cache, teacher_report=report, discriminator=disc, transfer=transfer)
+            compiler_options=backends.compiler_options_for(config, mesh.devices.flat[0].platform),
+            output_cache=cache, teacher_report=report, discriminator=disc, transfer=transfer, kernels=kernels)
   if config.scheme == "distill":
     init = distill.initializer(networks[0][1], _union_of_terms(distillers), optax.identity(), frozen, task)
     shapes = _fitting(config, lambda: jax.eval_shape(init, jax.random.PRNGKey(0), _device_sample(config, dataset),

@@ -49,10 +49,10 @@ import ml_collections
 import numpy as np
 
 import kd_jax
+from kd_jax import backends
 from kd_jax import data as kd_data
 from kd_jax.distillers import Context, Distiller
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.train import sharding
 from kd_jax.train.distributed import is_main_process
@@ -323,7 +323,7 @@ def open_cache(config: ml_collections.ConfigDict, teachers: Teachers, variables:
         "the limit, or set config.teacher.cache=False.")
   key = fingerprint(teachers, variables, split, layout, config.get("compute_dtype", "float32"))
   entry = os.path.join(directory, key)
-  forward = _forward_fn(teachers, layout, mesh, kd_conv.compiler_options_for(config))
+  forward = _forward_fn(teachers, layout, mesh, backends.compiler_options_for(config))
   placed = sharding.replicate(tuple(variables), mesh)
   built = False
   exists = os.path.isfile(os.path.join(entry, "meta.json"))

@@ -18,9 +18,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from kd_jax import backends
 from kd_jax import models as kd_models
 from kd_jax.errors import KDJaxError
-from kd_jax.models import conv as kd_conv
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.pruning import prune_by_magnitude
 from kd_jax.train import checkpoint as ckpt
@@ -52,7 +52,7 @@ class Teachers:
       else:
         # Distillers reduce the features; the barrier keeps those reductions from taking the teacher's
         # convolutions into YNNPACK on CPU (see the function).
-        out = jax.tree_util.tree_map(kd_conv.ynnpack_fusion_barrier, module.apply(v, images, train=False))
+        out = jax.tree_util.tree_map(backends.fusion_barrier, module.apply(v, images, train=False))
       if temperature != 1.0:
         out = out.replace(prediction=out.prediction / temperature)
       outs.append(jax.lax.stop_gradient(out))
@@ -66,12 +66,14 @@ def teacher_workdirs(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
 
 
 def load_teachers(config: ml_collections.ConfigDict, model_kwargs: Union[int, Mapping[str, Any]],
-                  sample_inputs: Any) -> Tuple[Teachers, Tuple[Any, ...]]:
+                  sample_inputs: Any, kernels: Optional[backends.Kernels] = None) -> Tuple[Teachers, Tuple[Any, ...]]:
   """Teacher modules (uncalibrated) and their frozen variables, from the runs' exported models.
 
   `model_kwargs` is what the task's models are built with (`Task.model_kwargs(dataset)`; an int is a
-  class count); each exported model must have been trained with the same values.
+  class count); each exported model must have been trained with the same values. The modules are built with
+  `kernels` (default: `kd_jax.backends.kernels_for(config)`).
   """
+  kernels = backends.kernels_for(config) if kernels is None else kernels
   model_kwargs = {"num_classes": model_kwargs} if isinstance(model_kwargs, int) else dict(model_kwargs)
   workdirs = teacher_workdirs(config)
   if not config.teacher.workdir:
@@ -86,7 +88,8 @@ def load_teachers(config: ml_collections.ConfigDict, model_kwargs: Union[int, Ma
         what = "classes" if key == "num_classes" else key
         raise KDJaxError(f"The teacher in {workdir!r} has {info[key]} {what} but dataset "
                          f"{config.data.name!r} has {value}.")
-    module = kd_models.create_model(name, dtype=config.get("compute_dtype", "float32"), **model_kwargs)
+    module = kd_models.create_model(name, dtype=config.get("compute_dtype", "float32"), kernels=kernels,
+                                    **model_kwargs)
     modules.append(module)
     variables.append(ckpt.load_exported_model(workdir, module, sample_inputs))
   train_modes = [False] * len(modules)
@@ -103,7 +106,7 @@ def teacher_logits(teachers: Teachers, variables: Sequence[Any], batches,
                    compiler_options: Optional[Dict[str, str]] = None) -> Tuple[np.ndarray, np.ndarray]:
   """Each teacher's (uncalibrated) logits over `batches` (padded eval batches): [K, N, C] and labels [N].
 
-  `compiler_options`: XLA options for the forward pass (`kd_jax.models.conv.compiler_options`)."""
+  `compiler_options`: XLA options for the forward pass (`kd_jax.backends.compiler_options_for`)."""
   forward = jax.jit(lambda v, x: tuple(m.apply(vi, x, train=False).logits for m, vi in zip(teachers.modules, v)),
                     compiler_options=compiler_options)
   logits, labels = [], []
@@ -136,7 +139,7 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
                      "split, which is empty; set config.data.val_fraction > 0.")
   if logits is None:
     logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size),
-                                    kd_conv.compiler_options_for(config))
+                                    backends.compiler_options_for(config))
   else:
     labels = np.asarray(split.labels)
   writes = is_main_process()

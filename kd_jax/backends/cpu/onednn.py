@@ -1,9 +1,8 @@
 """oneDNN's CPU convolutions inside jitted XLA programs, for `config.cpu_conv_kernels='onednn'`.
 
 Why: XLA's own CPU convolution kernels are the largest part of a CIFAR-sized KD step on CPU, and oneDNN's
-(the library PyTorch's CPU convolutions use) are faster: 3x3 convolutions at batch 64 ran at 362-423
-GFLOP/s in oneDNN 2.6 against 229-316 for XLA's on the 2-core machine this project is developed on, and the
-weight gradients gain more (docs/benchmarks.md). XLA calls C++ functions through its FFI: `onednn_conv.cc`
+convolutions (the library PyTorch uses on CPUs) are faster than XLA's CPU kernels, its weight gradients
+much faster (docs/benchmarks.md). XLA calls C++ functions through its FFI: `onednn_conv.cc`
 beside this file defines three handlers (forward, input gradient, weight gradient), and `conv` below binds
 them into one differentiable function with `jax.custom_vjp`:
 

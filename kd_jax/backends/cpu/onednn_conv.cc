@@ -1,8 +1,8 @@
-// oneDNN's convolutions as XLA FFI custom calls for the CPU backend (loaded by kd_jax/models/onednn.py).
+// oneDNN's convolutions as XLA FFI custom calls for the CPU backend (loaded by
+// kd_jax/backends/cpu/onednn.py).
 //
-// Why: XLA's CPU convolution kernels ran 3x3 convolutions at batch 64 at 229-316 GFLOP/s on the 2-core
-// machine this project is developed on, oneDNN's (the library PyTorch uses on CPUs) at 362-423, and
-// XLA's weight gradients far slower still (docs/benchmarks.md). Three handlers, float32 or bfloat16 (all
+// Why: oneDNN's convolutions (the library PyTorch uses on CPUs) are faster than XLA's CPU kernels, its
+// weight gradients much faster (docs/benchmarks.md). Three handlers, float32 or bfloat16 (all
 // operands of a call alike), NHWC activations and HWIO kernels in XLA's default (row-major) layouts:
 //
 //   kd_jax_onednn_conv_fwd           (x [N,H,W,Ci], w [kh,kw,Ci,Co])    -> y  [N,Ho,Wo,Co]
@@ -13,13 +13,13 @@
 // cross-correlation y[n,h,w,o] = sum_{i,j,c} x_pad[n, s_h*h+i, s_w*w+j, c] * w[i,j,c,o] that
 // lax.conv_general_dilated computes. The spatial sizes H, W of dx come from the result's shape.
 //
-// Each distinct (kind, shapes, strides, padding) builds its primitive once (a few ms) and keeps it.
-// oneDNN picks the kernel's weight layout ("any"); the kernel is reordered from HWIO into it for every
-// call (the forward pass and the input gradient) or from it into HWIO (the weight gradient), which is
-// cheap next to the convolution. Scratch memory is the caller's (thread-local buffers), so that
-// primitives may run concurrently from XLA's threads. bfloat16: oneDNN accumulates in float32 and rounds
-// each result once; the weight gradient is computed in float32 and rounded to bfloat16 by the reorder into
-// HWIO, as kd_jax's other CPU forms do.
+// Each distinct (kind, shapes, strides, padding) builds its primitive once (building one generates its
+// kernel's code) and keeps it. oneDNN picks the kernel's weight layout ("any"); the kernel is reordered from
+// HWIO into it for every call (the forward pass and the input gradient) or from it into HWIO (the weight
+// gradient), which is cheap next to the convolution. Scratch memory is the caller's (thread-local buffers),
+// so that primitives may run concurrently from XLA's threads. bfloat16: oneDNN accumulates in float32 and
+// rounds each result once; the weight gradient is computed in float32 and rounded to bfloat16 by the reorder
+// into HWIO, as kd_jax's other CPU forms do.
 
 #include <array>
 #include <cstdint>

@@ -4,7 +4,8 @@ XLA's CPU backend differentiates a convolution into two more convolutions. The i
 stride 1, but the weight gradient becomes a convolution whose "kernel" is the output gradient (e.g. a 16x16
 window over the batch-as-features input, producing a 3x3 output) and which needs its input transposed to
 batch-last first; inside the resnet8x4 train step these two (the odd convolution and the transposes)
-took about half of the step's time. Two CPU backward passes address it, one per CPU kernel setting.
+took about half of the step's time (docs/benchmarks.md). Two CPU backward passes address it, one per CPU
+kernel setting.
 
 The matmul backward ("matmul"; what "auto" runs on CPU with YNNPACK's kernels): the same weight gradient
 is kh·kw ordinary matrix products,
@@ -28,25 +29,23 @@ keeps XLA's convolutions and changes two things about how they are fed:
 - Weight gradient, summed over blocks of the batch: dW = Σ_b conv(x_b, dy_b). XLA's CPU weight-gradient
   convolution reads its input batch-minor ([C, H, W, N]), and XLA computes that copy inside the fusion that
   produces the activation (BatchNorm, ReLU, the residual sum), a loop over the output that reads the NHWC
-  inputs with a stride of H·W·C: every element read costs a cache line, and for each of the C output rows
-  the whole activation streams through the caches again. In profiles of the resnet8x4 train step (batch
-  64, 2-core CPU) these fused transposes took 130-180 ms of a 480 ms step (one, of a 64x32x32x64
-  activation, 78 ms), where the same transpose of a materialised array takes 4 ms. (XLA removes
-  `lax.optimization_barrier`s and carries the layout through loops, so the fusion cannot be stopped from
-  JAX.) Blocks of at most `_BLOCK_POSITIONS` = 16384 positions (N_b·H·W; 16 images at 32x32) keep one
-  block's cache lines (16384 x 64 B = 1 MiB) in the per-core L2 cache, which cut those copies to 55-85 ms.
-  Each block then reaches the convolution batch-minor through a product with the N_b x N_b identity
-  (`_batch_minor`) rather than a transpose: a matrix product's operand is not fused, so XLA stores the
-  activation and the batch-minor copy it still makes reads that stored array, instead of recomputing
-  BatchNorm, ReLU and residual sums with strided reads; the products are cheap (at most 64 multiply-adds
-  per element). Interleaved, ShuffleNetV1's CE step (whose copies recompute concatenated branches and
-  several BatchNorms) became 17-28% faster, resnet8x4's 0-9%, ShuffleNetV2's up to 6% slower and the other
-  students' within noise (docs/benchmarks.md).
-- Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with
-  s-1 zeros between its elements), which its fast CPU path does not take (43 ms against 10 ms for the
-  forward, 3x3 64→128 from 32x32 at batch 64). Instead, each of the s² phases of dx (the rows and columns
-  ≡ (p, q) mod s) is an ordinary stride-1 convolution of dy with the kernel taps w[p::s, q::s], flipped;
-  the phases are interleaved back (14 ms).
+  inputs with a stride of H·W·C: every element read costs a cache line, and for each of the C output rows the
+  whole activation streams through the caches again. In profiles of the resnet8x4 train step these fused
+  transposes took about a third of the step, many times what a plain transpose of the same array, once
+  materialised, costs. (XLA removes `lax.optimization_barrier`s and carries the layout through loops, so the
+  fusion cannot be stopped from JAX.) Blocks of at most `_BLOCK_POSITIONS` = 16384 positions (N_b·H·W; 16
+  images at 32x32) keep one block's cache lines (16384 x 64 B = 1 MiB) in the per-core L2 cache; blocks that
+  fit in L2 roughly halve those copies. Each block then reaches the convolution batch-minor through a product
+  with the N_b x N_b identity (`_batch_minor`) rather than a transpose: a matrix product's operand is not
+  fused, so XLA stores the activation and the batch-minor copy it still makes reads that stored array, instead
+  of recomputing BatchNorm, ReLU and residual sums with strided reads; the products are cheap (at most 64
+  multiply-adds per element). Of the students' CE steps, ShuffleNetV1's (whose copies recompute concatenated
+  branches and several BatchNorms) gained most, resnet8x4's a little, ShuffleNetV2's lost a little, the others
+  within noise (docs/benchmarks.md).
+- Input gradient of a strided convolution, by output phase: XLA's is an lhs-dilated convolution (dy with s-1
+  zeros between its elements), which its fast CPU path does not take (several times the forward's cost).
+  Instead, each of the s² phases of dx (the rows and columns ≡ (p, q) mod s) is an ordinary stride-1
+  convolution of dy with the kernel taps w[p::s, q::s], flipped; the phases are interleaved back.
 
 Both compute the same products as XLA's gradients and sum them in another order (float32
 reassociation); bf16 weight-gradient blocks are summed in float32 and rounded once.
@@ -55,16 +54,17 @@ The switch (`conv_backward`): "xla" is `lax.conv_general_dilated` unchanged; "ma
 use their backward; "auto" (the default) picks the blocked backward when lowering for CPU and "xla" on every
 other platform (GPUs and TPUs keep cuDNN's/XLA's convolutions), via `lax.platform_dependent`; with
 YNNPACK's CPU kernels (`cpu_conv_kernels='ynnpack'`) it picks the matmul backward on CPU instead
-("auto-matmul", what `resolve_conv_backward` gives for that setting). The mode is read
-when a model is traced, so it applies to functions traced after it is set; `config.conv_backward` sets it
-for a training run. JAX caches traces per Python function object: jitting the *same* function object again
-after changing the mode may reuse the earlier trace (the training loop and tools/bench.py build a fresh
-function for every step they jit, so this does not affect them).
+("auto-matmul", what `resolve_conv_backward` gives for that setting). Models pass their mode explicitly
+(`mode=`, from the `kd_jax.backends.Kernels` they are built with, which a run builds from
+`config.conv_backward` and `config.cpu_conv_kernels`). A direct call without `mode` reads this module's
+current mode, which `conv_backward(mode)` sets for a block (the tests of these forms and the kernel
+benchmarks use it); it is read at trace time, and JAX caches traces per Python function object, so
+jitting the *same* function object again after changing it may reuse the earlier trace.
 
 Which CPU kernels run the convolutions (`cpu_conv_kernels`, `compiler_options`): jax 0.10's CPU backend
 hands convolutions, matrix products and reductions to YNNPACK. YNNPACK ran the 64-channel 32x32
-convolutions of the CIFAR ResNets on one of the machine's two cores (54 ms wall = CPU for a 3x3, 64→64
-convolution at batch 64), XLA's own convolution kernels use both (28 ms). 'xla' (the default) compiles
+convolutions of the CIFAR ResNets on one of the machine's two cores, while XLA's own convolution kernels
+use both, about twice as fast there (docs/benchmarks.md). 'xla' (the default) compiles
 every program with `xla_cpu_experimental_ynn_fusion_type` set to matrix products and reductions only, so
 convolutions use XLA's kernels while reductions keep YNNPACK's (XLA's own reductions, which that option
 would otherwise also bring back, made train-mode BatchNorm outputs about 10x further from float64);
@@ -92,17 +92,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from kd_jax.config import CHOICES, one_of
-from kd_jax.errors import KDJaxError
-from kd_jax.models import onednn
+from kd_jax.backends.cpu import onednn
+from kd_jax.errors import KDJaxError, one_of
 
-CONV_BACKWARDS = CHOICES["conv_backward"]
-CPU_CONV_KERNELS = CHOICES["cpu_conv_kernels"]
+# The values of config.conv_backward and config.cpu_conv_kernels (the first is the default); kd_jax.config
+# validates configs against these.
+CONV_BACKWARDS = ("auto", "xla", "matmul", "blocked")
+CPU_CONV_KERNELS = ("xla", "ynnpack", "onednn")
 # "auto" with YNNPACK's CPU kernels: the matmul backward when lowered for CPU, XLA's elsewhere. A resolved
 # mode only (`resolve_conv_backward`), not a config value.
 AUTO_MATMUL = "auto-matmul"
 # "auto" with oneDNN's CPU kernels: float32 and bfloat16 convolutions (forward and both gradients) in oneDNN
-# when lowered for CPU (kd_jax.models.onednn), XLA's convolutions elsewhere. Also a resolved mode only.
+# when lowered for CPU (kd_jax.backends.cpu.onednn), XLA's convolutions elsewhere. Also a resolved mode only.
 AUTO_ONEDNN = "auto-onednn"
 _RESOLVED = (AUTO_MATMUL, AUTO_ONEDNN)
 
@@ -111,6 +112,7 @@ _RESOLVED = (AUTO_MATMUL, AUTO_ONEDNN)
 _YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 _DOT_AND_REDUCE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
+# The mode of direct calls of `conv_general_dilated` that pass none (models always pass theirs).
 _mode = ["auto"]
 
 Padding = Union[str, Sequence[Tuple[int, int]]]
@@ -126,13 +128,13 @@ def validate_conv_backward(mode: Any, resolved: bool = False) -> str:
 
 
 def get_conv_backward() -> str:
-  """The mode models traced from now on use ('auto', 'xla', 'matmul', 'blocked', 'auto-matmul' or
-  'auto-onednn')."""
+  """The mode of calls of `conv_general_dilated` traced from now on without a `mode` ('auto', 'xla',
+  'matmul', 'blocked', 'auto-matmul' or 'auto-onednn')."""
   return _mode[0]
 
 
 def set_conv_backward(mode: str) -> None:
-  """Sets the mode for every model traced from now on (until set again)."""
+  """Sets the mode of calls traced from now on without a `mode` (until set again)."""
   _mode[0] = validate_conv_backward(mode, resolved=True)
 
 
@@ -140,7 +142,7 @@ def validate_cpu_conv_kernels(kernels: Any) -> str:
   if kernels not in CPU_CONV_KERNELS:
     raise KDJaxError(f"cpu_conv_kernels must be {one_of(CPU_CONV_KERNELS)}; got {kernels!r}. "
                      "'xla' runs CPU convolutions with XLA's own kernels, 'ynnpack' with YNNPACK's (XLA's default), "
-                     "'onednn' with oneDNN's (needs the system's oneDNN; kd_jax.models.onednn).")
+                     "'onednn' with oneDNN's (needs the system's oneDNN; kd_jax.backends.cpu.onednn).")
   return kernels
 
 
@@ -191,16 +193,6 @@ def compiler_options(cpu_conv_kernels: str, platform: Optional[str] = None) -> O
   return {_YNN_FUSION_OPTION: _DOT_AND_REDUCE}
 
 
-def conv_backward_for(config: Any) -> str:
-  """`resolve_conv_backward` of a run config's `conv_backward` and `cpu_conv_kernels`."""
-  return resolve_conv_backward(config.get("conv_backward", "auto"), config.get("cpu_conv_kernels", "xla"))
-
-
-def compiler_options_for(config: Any, platform: Optional[str] = None) -> Optional[Dict[str, str]]:
-  """`compiler_options` of a run config's `cpu_conv_kernels`."""
-  return compiler_options(config.get("cpu_conv_kernels", "xla"), platform)
-
-
 def ynnpack_fusion_barrier(x: jax.Array) -> jax.Array:
   """The identity, lowered on CPU so that XLA cannot hand the computation of `x` to YNNPACK together with
   a reduction that reads it.
@@ -225,7 +217,8 @@ def ynnpack_fusion_barrier(x: jax.Array) -> jax.Array:
 
 @contextlib.contextmanager
 def conv_backward(mode: str) -> Iterator[None]:
-  """Within the block, models are traced with `mode`; the previous mode is restored on exit."""
+  """Within the block, calls of `conv_general_dilated` without a `mode` are traced with `mode`; the previous
+  mode is restored on exit."""
   previous = _mode[0]
   set_conv_backward(mode)
   try:
@@ -467,12 +460,11 @@ def _depthwise_conv(x: jax.Array, w: jax.Array, strides: Tuple[int, int],
                     pads: Tuple[Tuple[int, int], ...]) -> jax.Array:
   """A depthwise convolution (w: [kh, kw, 1, C], one filter per channel) as kh·kw shifted multiply-adds.
 
-  Why: XLA's CPU backend runs grouped convolutions on a generic path that is 20-40x slower than this
-  forward pass and 4-10x slower in the backward (a 3x3 depthwise convolution over 64x32x32x96: 160-220 ms
-  forward against 5 ms). Written with slices and multiplies, the whole forward (padding included) fuses into
-  one loop, as does the input gradient; the weight gradient is one variadic reduction of the kh·kw
-  products, over (h, w) and then over the batch (two levels keep the float32 sum within 1e-6 of float64:
-  7e-7 against lax's 4.5e-6 for 65536 terms). Products are accumulated in float32 and rounded once.
+  Why: XLA's CPU backend runs grouped convolutions, forward and backward, on a generic path far slower than
+  this form (docs/benchmarks.md). Written with slices and multiplies, the whole forward (padding included)
+  fuses into one loop, as does the input gradient; the weight gradient is one variadic reduction of the kh·kw
+  products, over (h, w) and then over the batch (two levels keep the float32 sum within 1e-6 of float64: 7e-7
+  against lax's 4.5e-6 for 65536 terms). Products are accumulated in float32 and rounded once.
   """
   out_hw = _depthwise_out_hw(x.shape, w.shape, strides, pads)
   acc = jnp.promote_types(jnp.float32, jnp.result_type(x.dtype, w.dtype))
@@ -517,9 +509,8 @@ def _split_groups(conv: Any, x: jax.Array, w: jax.Array, groups: int) -> jax.Arr
   """A grouped convolution as `groups` ordinary ones: group g maps input channels [g·C_in/G, (g+1)·C_in/G)
   through kernel columns [g·C_out/G, (g+1)·C_out/G), and the outputs are concatenated in that order.
 
-  Why: XLA's CPU backend differentiates a grouped convolution on its generic path, 10-25x slower than g
-  ordinary ones (a 1x1, 240→60, 3-group convolution over 64x16x16: 128 ms against 10 ms for the VJP); the
-  forward values are identical.
+  Why: XLA's CPU backend differentiates a grouped convolution on a generic path far slower than g ordinary
+  ones (docs/benchmarks.md); the forward values are identical.
   """
   if groups == 1:
     return conv(x, w)
@@ -562,19 +553,21 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          lhs_dilation: Optional[Sequence[int]] = None,
                          rhs_dilation: Optional[Sequence[int]] = None, dimension_numbers: Any = None,
                          feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
-                         preferred_element_type: Any = None) -> jax.Array:
-  """`lax.conv_general_dilated` with the same signature and values; its backward pass depends on the mode.
+                         preferred_element_type: Any = None, mode: Optional[str] = None) -> jax.Array:
+  """`lax.conv_general_dilated` with the same signature and values; its backward pass depends on `mode`.
 
-  Mode (`get_conv_backward()`, read at trace time): 'xla' calls `lax.conv_general_dilated` as is;
-  'matmul' computes the weight gradient (and, for strides > 1, the input gradient) with matmuls;
-  'blocked' keeps XLA's convolutions, the weight gradient over batch blocks and strided input gradients
-  by output phase; 'auto' uses 'blocked' when lowered for CPU and 'xla' on other platforms, and
-  AUTO_MATMUL ('auto-matmul') uses 'matmul' on CPU and 'xla' elsewhere. Depthwise convolutions (one filter per channel) are shifted
-  multiply-adds (`_depthwise_conv`) and convolutions of up to `_MAX_SPLIT_GROUPS` groups are split into
-  ordinary ones, wherever the mode would use a CPU form. Unsupported cases (see the module docstring) use
+  `mode` (models pass their `kd_jax.backends.Kernels`' mode; a direct call without one uses
+  `get_conv_backward()`, read at trace time): 'xla' calls `lax.conv_general_dilated` as is; 'matmul' computes
+  the weight gradient (and, for strides > 1, the input gradient) with matmuls; 'blocked' keeps XLA's
+  convolutions, the weight gradient over batch blocks and strided input gradients by output phase; 'auto' uses
+  'blocked' when lowered for CPU and 'xla' on other platforms, AUTO_MATMUL ('auto-matmul') uses 'matmul' on
+  CPU and 'xla' elsewhere, and AUTO_ONEDNN ('auto-onednn') oneDNN on CPU (the blocked backward for operands it
+  does not take, `onednn.supports`) and 'xla' elsewhere. Depthwise convolutions (one filter per channel) are
+  shifted multiply-adds (`_depthwise_conv`) and convolutions of up to `_MAX_SPLIT_GROUPS` groups are split
+  into ordinary ones, wherever the mode would use a CPU form. Unsupported cases (see the module docstring) use
   `lax.conv_general_dilated` in every mode.
   """
-  mode = _mode[0]
+  mode = _mode[0] if mode is None else validate_conv_backward(mode, resolved=True)
   plain = functools.partial(lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation,
                             rhs_dilation, dimension_numbers, feature_group_count, batch_group_count, precision,
                             preferred_element_type)
