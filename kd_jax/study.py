@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import ml_collections
 
 from kd_jax.config import base_config
+from kd_jax.distillers import describe as describe_loss
 from kd_jax.train.loop import prepare_workdir, train_and_evaluate
 
 
@@ -54,20 +55,12 @@ def study_configs(seed: int = 0, quick: bool = False) -> Dict[str, ml_collection
   return configs
 
 
-def _describe_loss(loss: Dict[str, Any]) -> str:
-  parts = []
-  for term, spec in loss.items():
-    extra = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("weight", "distiller"))
-    parts.append(f"{spec['weight']:g}·{term}" + (f"({extra})" if extra else ""))
-  return " + ".join(parts)
-
-
 def results_table(rows: List[Dict[str, Any]]) -> str:
   """A Markdown table of study results (test accuracy is reported, never used for selection)."""
   lines = ["| run | model | loss | val acc | test acc | epochs | wall time |",
            "|---|---|---|---:|---:|---:|---:|"]
   for r in rows:
-    lines.append(f"| {r['run']} | {r['model']} | {_describe_loss(r['loss'])} | {100 * r['val_accuracy']:.2f} | "
+    lines.append(f"| {r['run']} | {r['model']} | {describe_loss(r['loss'])} | {100 * r['val_accuracy']:.2f} | "
                  f"{100 * r['test_accuracy']:.2f} | {r['epochs']:.3g} | {r['wall_time_s']:.1f} s |")
   return "\n".join(lines)
 
@@ -81,7 +74,7 @@ def run_study(workdir: Optional[str] = None, *, seed: int = 0, quick: bool = Fal
   rows = []
   for run, config in configs.items():
     config.progress_bar = progress_bar
-    print(f"[kd_jax] {run}: {config.student.model} with {_describe_loss(config.loss.to_dict())}", flush=True)
+    print(f"[kd_jax] {run}: {config.student.model} with {describe_loss(config.loss.to_dict())}", flush=True)
     results = train_and_evaluate(config, os.path.join(workdir, run))
     rows.append({"run": run, **results})
   table = results_table(rows)

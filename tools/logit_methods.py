@@ -18,7 +18,8 @@ import numpy as np
 
 from kd_jax.config import load_config_file, set_value
 from kd_jax.errors import KDJaxError
-from kd_jax.study import _describe_loss, study_configs
+from kd_jax.distillers import describe as describe_loss
+from kd_jax.study import study_configs
 from kd_jax.train import train_and_evaluate
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
@@ -82,11 +83,11 @@ def run_seed(seed: int, workdir: str, quick: bool, methods: dict = METHODS, teac
     except KDJaxError as e:  # a diverged run is a result too: report it, keep going
       print(f"[{method}, seed {seed}] {e}", flush=True)
       runs[method] = {"test_accuracy": None, "error": str(e)}
-    runs[method]["loss_text"] = _describe_loss(config.loss.to_dict())
+    runs[method]["loss_text"] = describe_loss(config.loss.to_dict())
     if config.phases:  # e.g. "init (4 ep): 1·ab → main: 1·ce"
       runs[method]["loss_text"] = " → ".join(
           f"{p['name']}" + (f" ({p['epochs']} ep)" if "epochs" in p else "") + ": "
-          + _describe_loss(dict(p.get("loss", config.loss.to_dict()))) for p in config.phases)
+          + describe_loss(dict(p.get("loss", config.loss.to_dict()))) for p in config.phases)
     runs[method]["student"] = config.student.model
   return runs
 

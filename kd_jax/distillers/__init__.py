@@ -72,6 +72,15 @@ def make_distiller(name: str, **kwargs: Any) -> Distiller:
     raise KDJaxError(f"Distiller {name!r}: {e}") from e
 
 
+def describe(loss_config: Mapping[str, Mapping[str, Any]]) -> str:
+  """A config's `loss` section as text for tables and logs: `0.1·ce + 0.9·kd(temperature=4.0)`."""
+  parts = []
+  for term, spec in loss_config.items():
+    extra = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("weight", "distiller"))
+    parts.append(f"{spec['weight']:g}·{term}" + (f"({extra})" if extra else ""))
+  return " + ".join(parts)
+
+
 def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
   """Builds the weighted sum described by a config's `loss` section.
 
@@ -95,6 +104,6 @@ def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
 
 __all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller",
            "EnergyKD", "CorrelationEmbed", "EnsembleKD", "FSP", "FitNet", "HEDA", "Forward", "LogitStandardizedKD",
-           "NST", "PKT", "Regressor", "SP", "TrainingData", "WeightedSum", "distiller_names", "from_config", "make_distiller",
+           "NST", "PKT", "Regressor", "SP", "TrainingData", "WeightedSum", "describe", "distiller_names", "from_config", "make_distiller",
            "require_fraction", "require_positive", "split_state", "class_rows", "label_rows", "Supervised", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage",
            "ABF", "FEED", "FEEDTranslator", "FEEDTranslators", "ReviewFusion", "ReviewKD", "CRD", "CRDEmbed"]

@@ -24,7 +24,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from kd_jax import data as kd_data
-from kd_jax.config import validate
+from kd_jax.config import peer_specs, validate
+from kd_jax.distillers import describe as describe_loss
 from kd_jax.errors import KDJaxError, Preempted
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import distributed
@@ -32,7 +33,7 @@ from kd_jax.train import sharding
 from kd_jax.train import workdir as kd_workdir
 from kd_jax.train.run import (Run, build_run, check_inputs, host_batch, init_state, load_data, make_step,
                               model_variables, prepare_distiller, with_fresh_optimizer)
-from kd_jax.train.step import TrainState, eval_step
+from kd_jax.train.step import CLASSIFICATION, TrainState, eval_step
 from kd_jax.train.workdir import prepare_workdir
 from kd_jax.train.writers import MetricWriter, Progress
 
@@ -66,7 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   finally:
     manager.wait_until_finished()
     writer.close()
-  state = save_final(run, state, manager)
+  save_final(run, state, manager)
   evaluations = evaluate_networks(run, state, val)
   export_networks(run, state, workdir)
   return write_results(run, workdir, evaluations, int(jax.device_get(state.step)), time.time() - start_time)
@@ -113,12 +114,12 @@ def save(run: Run, manager: ocp.CheckpointManager, state: TrainState, epoch: int
       "config": json.loads(run.config.to_json_best_effort())})
 
 
-def save_final(run: Run, state: TrainState, manager: ocp.CheckpointManager) -> TrainState:
+def save_final(run: Run, state: TrainState, manager: ocp.CheckpointManager) -> None:
+  """Checkpoints the final state unless its step is saved already (a run resumed when it was complete)."""
   step = int(jax.device_get(state.step))
   if step not in manager.all_steps():
     save(run, manager, state, math.ceil(step / run.steps_per_epoch))
     manager.wait_until_finished()
-  return state
 
 
 class StopRequest:
@@ -291,7 +292,6 @@ def end_epoch(run: Run, state: TrainState, epoch: _Epoch, step: int, phase: int,
 
 def evaluate(eval_fn, variables: Any, split, batch_size: int, mesh, task=None) -> Dict[str, float]:
   """The task's metrics over a whole split (sums reduced on the host once); {} for an empty split."""
-  from kd_jax.train.step import CLASSIFICATION
   task = task or CLASSIFICATION
   if len(split) == 0:
     return {}
@@ -338,16 +338,7 @@ def export_networks(run: Run, state: TrainState, workdir: str) -> None:
 def _model_name(config: ml_collections.ConfigDict, name: str) -> str:
   if name == "student":
     return config.student.model
-  from kd_jax.config import peer_specs
   return {peer: model for peer, model, _ in peer_specs(config)}[name]
-
-
-def _loss_text(loss: Dict[str, Any]) -> str:
-  parts = []
-  for term, spec in loss.items():
-    extra = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("weight", "distiller"))
-    parts.append(f"{spec['weight']:g}·{term}" + (f"({extra})" if extra else ""))
-  return " + ".join(parts)
 
 
 def results_table(rows: Sequence[Dict[str, Any]], metrics: Sequence[str]) -> str:
@@ -356,7 +347,7 @@ def results_table(rows: Sequence[Dict[str, Any]], metrics: Sequence[str]) -> str
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (2 * len(metrics) + 1)]
   for r in rows:
     values = [_fmt(r["val"].get(m), m) for m in metrics] + [_fmt(r["test"].get(m), m) for m in metrics]
-    lines.append(f"| {r['network']} | {r['model']} | {_loss_text(r['loss'])} | " + " | ".join(values) +
+    lines.append(f"| {r['network']} | {r['model']} | {describe_loss(r['loss'])} | " + " | ".join(values) +
                  f" | {r['steps']} |")
   return "\n".join(lines)
 
