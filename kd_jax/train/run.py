@@ -144,8 +144,9 @@ def _optim_config(base: ml_collections.ConfigDict, overrides: Any) -> ml_collect
   return merged
 
 
-def _distill_optimizers(phases, steps_per_epoch: int, trainable_tree: Dict[str, Any]):
-  """Per phase: the student's and distillers' optimizer (masked to the phase's trainable groups)."""
+def _distill_optimizers(phases, steps_per_epoch: int, trainable_tree: Optional[Dict[str, Any]]):
+  """Per phase: the student's and distillers' optimizer (masked to the phase's trainable groups; the tree
+  of `{'student', 'distiller'}` parameter shapes is needed only where a phase freezes some)."""
   schedules = [optim.learning_rate_schedule(p.optim, steps_per_epoch, p.epochs * steps_per_epoch) for p in phases]
   optimizers = [{STUDENT: kd_phases.masked_optimizer(optim.make_optimizer(p.optim, s), trainable_tree, p.trainable)}
                 for p, s in zip(phases, schedules)]
@@ -326,11 +327,14 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
             compiler_options=backends.compiler_options_for(config, mesh.devices.flat[0].platform),
             output_cache=cache, teacher_report=report, discriminator=disc, transfer=transfer, kernels=kernels)
   if config.scheme == "distill":
-    init = distill.initializer(networks[0][1], _union_of_terms(distillers), optax.identity(), frozen, task)
-    shapes = _fitting(config, lambda: jax.eval_shape(init, jax.random.PRNGKey(0), _device_sample(config, dataset),
-                                                     frozen_variables))
-    optimizers, schedules = _distill_optimizers(phases, steps_per_epoch,
-                                                {STUDENT: shapes.params, "distiller": shapes.distiller_params})
+    trainable_tree = None
+    if any(not set(p.trainable) >= set(kd_phases.ALL_TRAINABLE) for p in phases):
+      # A phase that freezes some parameters masks its optimizer by parameter path: trace the state's shapes.
+      init = distill.initializer(networks[0][1], _union_of_terms(distillers), optax.identity(), frozen, task)
+      shapes = _fitting(config, lambda: jax.eval_shape(init, jax.random.PRNGKey(0), _device_sample(config, dataset),
+                                                       frozen_variables))
+      trainable_tree = {STUDENT: shapes.params, "distiller": shapes.distiller_params}
+    optimizers, schedules = _distill_optimizers(phases, steps_per_epoch, trainable_tree)
   else:
     optimizers, schedules = _network_optimizers(config, steps_per_epoch, total_steps)
   return dataclasses.replace(run, optimizers=optimizers, schedules=schedules)
