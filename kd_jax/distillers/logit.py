@@ -18,6 +18,7 @@ from kd_jax import losses
 from kd_jax.distillers.base import Distiller, class_rows, label_rows, require_fraction, require_positive
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
+from kd_jax.tasks import get_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +42,8 @@ class Supervised(Distiller):
   needs_teacher = False
 
   def loss(self, variables, student, teacher, batch, ctx):
-    if ctx.task is None:
-      from kd_jax.tasks import get_task
-      return get_task("classification").loss(student.prediction, batch), {}, {}
-    return ctx.task.loss(student.prediction, batch), {}, {}
+    task = ctx.task or get_task("classification")
+    return task.loss(student.prediction, batch), {}, {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Dict, Mapping
 
 import jax
 
+from kd_jax.errors import KDJaxError
+
 Batch = Mapping[str, jax.Array]
 
 
@@ -39,7 +41,6 @@ class Task:
 
   def check_dataset(self, dataset: Any) -> None:
     """Raises `KDJaxError` saying what to change when `dataset` is not data of this task."""
-    from kd_jax.errors import KDJaxError
     if getattr(dataset, "task", "classification") != self.name:
       raise KDJaxError(f"Dataset {dataset.name!r} holds {dataset.task} data but config.task is {self.name!r}; "
                        f"set config.task={dataset.task!r} (or choose a {self.name} dataset).")

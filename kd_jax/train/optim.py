@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Optional
+
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from kd_jax.errors import KDJaxError
+
+
+def with_overrides(optim: ml_collections.ConfigDict, overrides: Optional[Mapping[str, Any]],
+                   where: str = "optim overrides") -> ml_collections.ConfigDict:
+  """A copy of `optim` with `overrides` (a phase's, a network's, the discriminators') applied; an unknown key
+  raises `KDJaxError` naming `where` and listing the valid keys."""
+  merged = ml_collections.ConfigDict(optim.to_dict())
+  for key, value in dict(overrides or {}).items():
+    if key not in merged:
+      raise KDJaxError(f"{where}: unknown optim key {key!r}. Valid keys: {', '.join(sorted(merged.keys()))}.")
+    merged[key] = tuple(value) if isinstance(value, list) else value
+  return merged
 
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -23,6 +23,7 @@ import optax
 from flax import traverse_util
 
 from kd_jax.errors import KDJaxError
+from kd_jax.train.optim import with_overrides
 
 PHASE_KEYS = {
     "name": "a unique label, used in logs and checkpoints",
@@ -75,12 +76,7 @@ def resolve_phases(config: ml_collections.ConfigDict) -> Tuple[Phase, ...]:
     epochs = spec.get("epochs", config.epochs)
     if not isinstance(epochs, int) or epochs <= 0:
       raise KDJaxError(f"config.phases[{i}] ({name}): epochs must be a positive integer, got {epochs!r}.")
-    optim = ml_collections.ConfigDict(config.optim.to_dict())
-    for key, value in dict(spec.get("optim", {})).items():
-      if key not in optim:
-        raise KDJaxError(f"config.phases[{i}] ({name}): unknown optim key {key!r}. Valid keys: "
-                         f"{', '.join(sorted(optim.keys()))}.")
-      optim[key] = tuple(value) if isinstance(value, list) else value
+    optim = with_overrides(config.optim, spec.get("optim"), f"config.phases[{i}] ({name})")
     trainable = spec.get("trainable", ALL_TRAINABLE)
     trainable = (trainable,) if isinstance(trainable, str) else tuple(trainable)
     for group in trainable:

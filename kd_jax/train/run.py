@@ -137,13 +137,6 @@ def create_networks(config: ml_collections.ConfigDict, task: kd_tasks.Task, data
   return tuple(networks)
 
 
-def _optim_config(base: ml_collections.ConfigDict, overrides: Any) -> ml_collections.ConfigDict:
-  merged = ml_collections.ConfigDict(base.to_dict())
-  for key, value in dict(overrides or {}).items():
-    merged[key] = tuple(value) if isinstance(value, list) else value
-  return merged
-
-
 def _distill_optimizers(phases, steps_per_epoch: int, trainable_tree: Optional[Dict[str, Any]]):
   """Per phase: the student's and distillers' optimizer (masked to the phase's trainable groups; the tree
   of `{'student', 'distiller'}` parameter shapes is needed only where a phase freezes some)."""
@@ -159,15 +152,16 @@ def _network_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int,
   overrides = {STUDENT: config.student.optim, **{name: optim_ for name, _, optim_ in peer_specs(config)}}
   txs, schedules = {}, {}
   for name, extra in overrides.items():
-    settings = _optim_config(config.optim, extra)
+    settings = optim.with_overrides(config.optim, extra, f"the optimizer of {name}")
     schedules[name] = optim.learning_rate_schedule(settings, steps_per_epoch, total)
     txs[name] = optim.make_optimizer(settings, schedules[name])
   if config.scheme == "adversarial":
-    feature = _optim_config(config.optim, config.discriminators.network_optim)
+    feature = optim.with_overrides(config.optim, config.discriminators.network_optim,
+                                   "config.discriminators.network_optim")
     for name in overrides:
       txs[name + adversarial.ADVERSARIAL] = optim.make_optimizer(
           feature, optim.learning_rate_schedule(feature, steps_per_epoch, total))
-    disc = _optim_config(config.optim, config.discriminators.optim)
+    disc = optim.with_overrides(config.optim, config.discriminators.optim, "config.discriminators.optim")
     txs[adversarial.DISCRIMINATORS] = optim.make_optimizer(disc, optim.learning_rate_schedule(disc, steps_per_epoch,
                                                                                                 total))
   return (txs,), (schedules[STUDENT],)
