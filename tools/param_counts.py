@@ -1,12 +1,15 @@
-"""Parameter counts of every registered model, as the Markdown table in docs/models.md.
+"""Parameter counts of every registered model, as the Markdown tables in docs/models.md.
 
 Usage:
   python tools/param_counts.py
 Counts trainable parameters (`variables["params"]`, no BatchNorm running statistics) with
 `kd_jax.models.param_count` on shapes from `jax.eval_shape`, so nothing is compiled or run: CIFAR-100
 (100 classes, 32x32x3 inputs) for every named model, plus the 8x8x1, 10-class digits setting the small
-models are meant for. The generic constructors take their shape as arguments and get no count, nor do
-models of other tasks (the rating model `mf`, whose size follows the data's user and item counts).
+models are meant for. The generic classifiers take their shape as arguments and get no count, nor do
+models of other tasks in the first table (the rating model `mf`, whose size follows the data's user and
+item counts). The super-resolution models (constructors that take `scale`) get a second table: RGB
+images, counted at x2, x3 and x4 (the count does not depend on the image size); the generic `edsr_custom`
+and `rcan_custom` are counted at their defaults.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from kd_jax.models import MODELS, create_model, param_count
+from kd_jax.models import MODELS, create_model, model_arguments, param_count
 
 CIFAR100 = (100, (1, 32, 32, 3))
 DIGITS = (10, (1, 8, 8, 1))
@@ -24,6 +27,19 @@ GENERIC = ("resnet", "wrn", "mlp", "cnn")
 # Models of tasks other than classification: no CIFAR-100 count; the note says what sizes them.
 OTHER_TASKS: Dict[str, str] = {"mf": "rating task: sizes from the data (`num_users`, `num_items`, `dim` 16)"}
 SMALL_PREFIXES = ("mlp", "cnn")
+# Super-resolution: counted per upscaling factor on RGB inputs (the size of the image does not matter).
+SR_SCALES = (2, 3, 4)
+SR_INPUT = (1, 8, 8, 3)
+
+
+def is_super_resolution(name: str) -> bool:
+  """Whether registered model `name` is a super-resolution model (its constructor takes `scale`)."""
+  return "scale" in model_arguments(name)
+
+
+for _name in MODELS:
+  if is_super_resolution(_name):
+    OTHER_TASKS[_name] = "super-resolution: counts at x2, x3, x4 in the super-resolution table"
 
 # CIFAR-100 counts printed in the KD literature for RepDistiller's definitions of the same models.
 REPORTED: Dict[str, str] = {
@@ -32,6 +48,9 @@ REPORTED: Dict[str, str] = {
     "vgg13": "9.46M", "mobilenetv2_half": "0.81M", "shufflenetv1": "0.95M", "shufflenetv2": "1.36M",
     "resnet50": "23.71M",
 }
+# Counts the SR papers print (their tables give one number per model; the EDSR paper's are its x4
+# networks, which the x4 counts here match to that rounding): EDSR paper Table 1, RCAN paper Sec. 4.
+REPORTED_SR: Dict[str, str] = {"edsr_baseline": "1.5M (x4)", "edsr": "43M (x4)", "rcan": "~16M"}
 
 LAYOUT: Dict[str, str] = {
     "resnet": "CIFAR ResNet, any depth 6n+2 (`depth`, `stem_width`, `widths`)",
@@ -53,6 +72,15 @@ LAYOUT: Dict[str, str] = {
     "cnn_tiny": "CNN 8-16-32, 1 conv/stage", "cnn_small": "CNN 16-32-64, 1 conv/stage",
     "cnn_large": "CNN 32-64-128, 2 convs/stage",
     "mf": "biased matrix factorisation, μ + b_u + b_i + p_u·q_i",
+    "edsr": "EDSR, 32 res blocks, 256 channels, res_scale 0.1",
+    "edsr_baseline": "EDSR-baseline, 16 res blocks, 64 channels",
+    "edsr_8x32": "EDSR, 8 res blocks, 32 channels",
+    "edsr_2x16": "EDSR, 2 res blocks, 16 channels",
+    "sr_tiny": "EDSR, 1 res block, 8 channels (tests)",
+    "edsr_custom": "EDSR, any size (`num_blocks`, `features`, `res_scale`)",
+    "rcan": "RCAN, 10 groups x 20 RCABs, 64 channels, reduction 16",
+    "rcan_small": "RCAN, 10 groups x 6 RCABs, 64 channels (FAKD's student)",
+    "rcan_custom": "RCAN, any size (`num_groups`, `num_blocks`, `features`, `reduction`)",
 }
 for _depth in (8, 14, 20, 26, 32, 44, 56, 110):
   _n = (_depth - 2) // 6
@@ -62,6 +90,10 @@ for _depth in (8, 14, 20, 26, 32, 44, 56, 110):
 NOTES: Dict[str, str] = {
     "vgg8": "3.965M, which the tables print as 3.96M",
     "mobilenetv2": "RepDistiller's `mobilenetv2_T_w(6, 1.0)`",
+}
+SR_NOTES: Dict[str, str] = {
+    "edsr_custom": "generic; counted at its defaults (16 blocks, 64 channels: `edsr_baseline`)",
+    "rcan_custom": "generic; counted at its defaults (10 x 20, 64 channels: `rcan`)",
 }
 
 
@@ -104,5 +136,29 @@ def markdown(names: Optional[Sequence[str]] = None) -> str:
   return "\n".join(lines)
 
 
+def count_sr(name: str, scale: int, input_shape: Tuple[int, ...] = SR_INPUT) -> int:
+  """Trainable parameters of the registered super-resolution model `name` at upscaling factor `scale`."""
+  model = create_model(name, scale=scale)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False))
+  return param_count(variables["params"])
+
+
+def sr_markdown_row(name: str, counts: Sequence[int]) -> str:
+  """One row of the super-resolution table; `counts` are the counts at `SR_SCALES`."""
+  cells = " | ".join(f"{c:,}" for c in counts)
+  return f"| `{name}` | {_layout(name)} | {cells} | {REPORTED_SR.get(name, '—')} | {SR_NOTES.get(name, '')} |"
+
+
+def sr_markdown(names: Optional[Sequence[str]] = None) -> str:
+  """The super-resolution table: every registered SR model by default, counted at x2, x3 and x4."""
+  scales = " | ".join(f"params x{s}" for s in SR_SCALES)
+  lines = [f"| model | layout | {scales} | reported | notes |", "|---|---|" + "---:|" * len(SR_SCALES) + "---:|---|"]
+  for name in names if names is not None else [n for n in MODELS if is_super_resolution(n)]:
+    lines.append(sr_markdown_row(name, [count_sr(name, s) for s in SR_SCALES]))
+  return "\n".join(lines)
+
+
 if __name__ == "__main__":
   print(markdown())
+  print()
+  print(sr_markdown())

@@ -11,8 +11,10 @@ collection, so a train-mode call needs `mutable=["batch_stats"]`; eval mode need
 `MODELS` maps a name to a constructor `(num_classes, **kwargs) -> nn.Module`. The named models take only
 `dtype`, `param_dtype` and `kernels`; the generic ones (`resnet`, `wrn`, `mlp`, `cnn`) take their shape as keyword
 arguments, e.g. `create_model("wrn", 100, depth=28, widen_factor=10)`, and `mobilenetv2` optionally takes
-`width_mult` and `expand_ratio`. docs/models.md lists every model with its parameter count
-(`python tools/param_counts.py`).
+`width_mult` and `expand_ratio`. Models of other tasks take their sizes instead of `num_classes`: the
+super-resolution models (`edsr*`, `rcan*`, `sr_tiny`) take `scale` (2, 3 or 4), e.g.
+`create_model("edsr_baseline", scale=4)`, and `mf` the data's user and item counts. docs/models.md lists
+every model with its parameter count (`python tools/param_counts.py`).
 
 `kernels` (a `kd_jax.backends.Kernels`, default `DEFAULT_KERNELS`) is where a model's convolutions and pools
 take their kernels from: a training run passes the one its config selects (`kd_jax.backends.kernels_for`).
@@ -30,7 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
-from kd_jax.models import mobilenetv2, rating, resnet_bottleneck, resnet_cifar, shufflenet, small, vgg, wrn
+from kd_jax.models import (mobilenetv2, rating, resnet_bottleneck, resnet_cifar, shufflenet, small,
+                           super_resolution, vgg, wrn)
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
@@ -40,6 +43,7 @@ from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
 from kd_jax.models.shufflenet import (ShuffleNetV1, ShuffleNetV2, ShuffleV1Block, ShuffleV2Block,
                                       ShuffleV2DownBlock)
 from kd_jax.models.small import CNN, MLP
+from kd_jax.models.super_resolution import EDSR, RCAB, RCAN, EDSRBlock, ResidualGroup, Upsampler
 from kd_jax.models.vgg import VGG
 from kd_jax.models.wrn import PreActBlock, WideResNet
 
@@ -84,6 +88,17 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cnn_large": small.cnn_large,
     # Rating prediction (task 'rating'): biased matrix factorisation on user and item ids.
     "mf": rating.mf,
+    # Super-resolution (constructors take `scale`, 2, 3 or 4): EDSR (Lim et al. 2017) and RCAN
+    # (Zhang et al. 2018); `rcan_small` is FAKD's RCAN student, `sr_tiny` is for tests.
+    "edsr": super_resolution.edsr,
+    "edsr_baseline": super_resolution.edsr_baseline,
+    "edsr_8x32": super_resolution.edsr_8x32,
+    "edsr_2x16": super_resolution.edsr_2x16,
+    "sr_tiny": super_resolution.sr_tiny,
+    "edsr_custom": super_resolution.edsr_custom,
+    "rcan": super_resolution.rcan,
+    "rcan_small": super_resolution.rcan_small,
+    "rcan_custom": super_resolution.rcan_custom,
 }
 
 _DTYPE_KWARGS = ("dtype", "param_dtype")
@@ -161,6 +176,8 @@ __all__ = [
     "BasicBlock",
     "BottleneckBlock",
     "CNN",
+    "EDSR",
+    "EDSRBlock",
     "FeatureDiscriminator",
     "MatrixFactorization",
     "TransferLayer",
@@ -169,6 +186,9 @@ __all__ = [
     "MobileNetV2",
     "ModelOutput",
     "PreActBlock",
+    "RCAB",
+    "RCAN",
+    "ResidualGroup",
     "ResNetBottleneck",
     "ResNetCIFAR",
     "ShuffleNetV1",
@@ -176,6 +196,7 @@ __all__ = [
     "ShuffleV1Block",
     "ShuffleV2Block",
     "ShuffleV2DownBlock",
+    "Upsampler",
     "VGG",
     "WideResNet",
     "create_model",
