@@ -20,6 +20,7 @@ from kd_jax.distillers.logit import (DIST, DKD, KD, CrossEntropy, EnergyKD, Ense
 from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
 from kd_jax.distillers.review import ABF, ReviewFusion, ReviewKD
 from kd_jax.distillers.similarity import CSKD, R2KD
+from kd_jax.distillers.super_resolution import FAKD, LSFD, LocalRegressor, OutputL1
 from kd_jax.errors import KDJaxError
 
 DISTILLERS: dict[str, type[Distiller]] = {
@@ -49,6 +50,9 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "crd": CRD,
     "review_kd": ReviewKD,
     "feed": FEED,
+    "sr_output": OutputL1,
+    "fakd": FAKD,
+    "lsfd": LSFD,
 }
 
 
@@ -106,4 +110,5 @@ __all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DIST",
            "EnergyKD", "CorrelationEmbed", "EnsembleKD", "FSP", "FitNet", "HEDA", "Forward", "LogitStandardizedKD",
            "NST", "PKT", "Regressor", "SP", "TrainingData", "WeightedSum", "describe", "distiller_names", "from_config", "make_distiller",
            "require_fraction", "require_positive", "split_state", "class_rows", "label_rows", "Supervised", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage",
-           "ABF", "FEED", "FEEDTranslator", "FEEDTranslators", "ReviewFusion", "ReviewKD", "CRD", "CRDEmbed"]
+           "ABF", "FEED", "FEEDTranslator", "FEEDTranslators", "ReviewFusion", "ReviewKD", "CRD", "CRDEmbed",
+           "FAKD", "LSFD", "LocalRegressor", "OutputL1"]

@@ -21,11 +21,13 @@ class Regressor(nn.Module):
   NHWC inputs: a conv + BatchNorm + ReLU chosen by the spatial sizes — 3×3 stride 1 when they agree,
   3×3 stride 2 when the student map is twice as large, a 4×4 stride-2 transposed conv when it is half as
   large, otherwise a valid conv of kernel `1 + H_s − H_t` (the student map must then be larger).
-  [B, D] inputs: a Dense layer.
+  [B, D] inputs: a Dense layer. `batch_norm=False, activate=False` leaves the conv alone (with its bias), for
+  features that can be negative (super-resolution).
   """
 
   target_shape: Tuple[int, ...]
   activate: bool = True  # False: no ReLU after the BatchNorm (AB's connector reads pre-activations)
+  batch_norm: bool = True  # False: no BatchNorm after the conv (and no batch_stats collection)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -43,7 +45,8 @@ class Regressor(nn.Module):
     else:
       raise ValueError(f"Regressor: cannot map a student feature of spatial size {(hs, ws)} onto a "
                        f"teacher feature of size {(ht, wt)}; choose stages whose sizes agree or differ by 2×.")
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+    if self.batch_norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
     return nn.relu(x) if self.activate else x
 
 
@@ -57,23 +60,35 @@ class FitNet(Distiller):
   Attributes:
     stage: index into `ModelOutput.stages` for both student and teacher (negative counts from the end).
     teacher_stage: the teacher's stage, if different from `stage`.
+    regressor: "conv_bn_relu" (default; RepDistiller's ConvReg: conv + BatchNorm + ReLU) or "conv" (the conv
+      alone, with bias: no BatchNorm, no ReLU, no batch_stats), for features that can be negative, such as
+      the residual-block outputs of super-resolution networks.
   """
 
   stage: int = 1
   teacher_stage: int | None = None
+  regressor: str = "conv_bn_relu"
+
+  def __post_init__(self):
+    if self.regressor not in ("conv_bn_relu", "conv"):
+      raise ValueError(f"fitnet: regressor must be 'conv_bn_relu' or 'conv', got {self.regressor!r}.")
 
   def _features(self, student, teacher):
     t_stage = self.stage if self.teacher_stage is None else self.teacher_stage
     return (_stage("fitnet", "student", student, self.stage),
             jax.lax.stop_gradient(_stage("fitnet", "teacher", teacher, t_stage)))
 
+  def _regressor(self, target_shape):
+    plain = self.regressor == "conv"
+    return Regressor(target_shape, activate=not plain, batch_norm=not plain)
+
   def init(self, rng, student, teacher, batch):
     s, t = self._features(student, teacher)
-    return dict(Regressor(t.shape).init(rng, s, train=False))
+    return dict(self._regressor(t.shape).init(rng, s, train=False))
 
   def loss(self, variables, student, teacher, batch, ctx):
     s, t = self._features(student, teacher)
-    regressor = Regressor(t.shape)
+    regressor = self._regressor(t.shape)
     if ctx.train and "batch_stats" in variables:
       regressed, state = regressor.apply(variables, s, train=True, mutable=["batch_stats"])
       state = dict(state)

@@ -16,6 +16,7 @@ from kd_jax.losses.contrastive import (crd, crd_available_negatives, crd_memory_
                                        crd_softmax_loss)
 from kd_jax.losses.features import review_kd
 from kd_jax.losses.relations import area_rkd, rkd_angle, rkd_distance, vid
+from kd_jax.losses.super_resolution import feature_affinity, fakd, lsfd, lsfd_attention, output_l1
 from kd_jax.losses.similarity import (cskd, cskd_cswt, cswt_temperatures, r2kd, r2kd_rank_loss,
                                       r2kd_teacher_logits, r2kd_value_loss)
 
@@ -26,4 +27,5 @@ __all__ = ["activation_boundary", "activation_mismatch", "factor_transfer", "are
            "r2kd_rank_loss", "r2kd_teacher_logits", "r2kd_value_loss", "review_kd", "rkd_angle", "rkd_distance",
            "similarity_preserving", "standardize_logits", "vid",
            "crd", "crd_available_negatives", "crd_memory_init", "crd_memory_update", "crd_nce_loss",
-           "crd_normalizer", "crd_sample_indices", "crd_scores", "crd_softmax_loss"]
+           "crd_normalizer", "crd_sample_indices", "crd_scores", "crd_softmax_loss",
+           "fakd", "feature_affinity", "lsfd", "lsfd_attention", "output_l1"]
