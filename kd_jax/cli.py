@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_jax [study|train|list]`.
+"""Command line: `python -m kd_jax [study|sr|train|list]`.
 
 `python -m kd_jax` with no arguments runs the default study on the embedded digits data.
 """
@@ -13,12 +13,14 @@ from kd_jax.errors import KDJaxError, Preempted
 
 EPILOG = """commands:
   study (default)  teacher, CE student and KD student on the embedded digits data; prints a results table
+  sr               SR teacher, L1 student and LSFD student on embedded photos; PSNR/SSIM table, picture
   train            one run from a Python config: --config FILE [--config.KEY=VALUE ...] --workdir DIR;
                    started once per host with --config.distributed.* for multi-process runs (docs/scaling.md)
   list             registered models, distillers and datasets
 
 examples:
   python -m kd_jax
+  python -m kd_jax sr --scale 4
   python -m kd_jax train --config experiments/digits_kd.py --config.loss.kd.temperature=2 --workdir runs/t2
 Config files are Python and are executed: only run configs you trust."""
 
@@ -32,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
   study.add_argument("--seed", type=int, default=0)
   study.add_argument("--quick", action="store_true", help="a few steps per run, for smoke tests")
   study.add_argument("--no-progress", action="store_true", help="hide progress bars")
+  sr = sub.add_parser("sr", help="run the super-resolution study (teacher, L1 student, LSFD student)")
+  sr.add_argument("--workdir", help="run directory (default: runs/sr-<time>-x<scale>-seed<seed>)")
+  sr.add_argument("--seed", type=int, default=0)
+  sr.add_argument("--scale", type=int, default=2, choices=(2, 3, 4), help="upscaling factor")
+  sr.add_argument("--quick", action="store_true", help="a few steps per run, for smoke tests")
+  sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
   train = sub.add_parser("train", help="train one run from a config file",
                          description="Extra --config.KEY=VALUE arguments override config keys.")
   train.add_argument("--config", required=True, help="Python file defining get_config()")
@@ -57,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       from kd_jax import data, distillers, models
       print("models:     ", ", ".join(models.model_names()))
       print("distillers: ", ", ".join(distillers.distiller_names()))
-      print("datasets:   ", ", ".join(data.dataset_names()))
+      print("datasets:   ", ", ".join(data.dataset_names() + list(data.SR_DATASETS)))
     elif args.command == "train":
       from kd_jax.config import apply_overrides, load_config_file
       from kd_jax.train import distributed
@@ -69,6 +77,12 @@ def main(argv: Optional[List[str]] = None) -> int:
       if distributed.is_main_process():
         print("\n" + results["table"] + "\n")
         print(f"Run directory: {results['workdir']} (results.md, results.json, metrics, checkpoints)")
+    elif args.command == "sr":
+      from kd_jax.sr_study import run_sr_study
+      out = run_sr_study(args.workdir, seed=args.seed, scale=args.scale, quick=args.quick,
+                         progress_bar=not args.no_progress)
+      print("\n" + out["table"] + "\n")
+      print(f"Run directory: {out['workdir']} (results.md, results.json, comparison.png, one folder per run)")
     else:
       from kd_jax.study import run_study
       out = run_study(args.workdir, seed=args.seed, quick=args.quick, progress_bar=not args.no_progress)

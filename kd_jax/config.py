@@ -23,7 +23,8 @@ def base_config() -> ml_collections.ConfigDict:
   """Every key a training run reads, with defaults. Keys not listed here are rejected."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # What is learned (kd_jax.tasks): 'classification' or 'rating'; the dataset must hold that task's data.
+  # What is learned (kd_jax.tasks): 'classification', 'rating' or 'super_resolution'; the dataset must hold
+  # that task's data.
   c.task = "classification"
   # What one step trains (kd_jax.train.schemes): 'distill' (frozen teachers, one student, config.loss),
   # 'mutual' (DML: the student and config.peers trained together, each with config.loss against every
@@ -35,7 +36,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ""            # tfds data_dir holding array_record builds; '' = tfds default
   c.data.val_fraction = 0.1       # carved from training data; used for any selection, never the test split
   c.data.crop_pad = 0             # random-crop padding (4 for CIFAR); 0 = no crop
-  c.data.flip = False             # random horizontal flip (True for CIFAR)
+  c.data.flip = False             # random horizontal flip (True for CIFAR; super-resolution: flips and rotations)
+  # Super-resolution (config.task='super_resolution', kd_jax/data/super_resolution.py): data.name 'sr_photos'
+  # (embedded), 'sr_folders' (the folders below) or 'div2k' (tfds in data_dir).
+  c.data.scale = 2                # upscaling factor
+  c.data.tile_size = 48           # LR size of the training tiles cut from every training image
+  c.data.patch_size = 24          # LR patch cut at random from each tile per step (0 = the whole tile)
+  c.data.y_channel = True         # PSNR/SSIM on the Y channel (as SR papers) rather than on RGB
+  c.data.hr_dir = ""              # 'sr_folders': training HR images ...
+  c.data.lr_dir = ""              # ... and their LR images ('' = bicubic downscaling of the HR images)
+  c.data.test_hr_dir = ""         # 'sr_folders': test HR images (e.g. Set5) ...
+  c.data.test_lr_dir = ""         # ... and their LR images
 
   c.student = ml_collections.ConfigDict()
   c.student.model = "cnn_small"
@@ -50,9 +61,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.mutual_update = "sequential"
 
   # The feature-map discriminators of scheme 'adversarial' (AFD, kd_jax/train/schemes/adversarial.py), one
-  # per network, and the optimizers of the adversarial game.
+  # per network and tap, and the optimizers of the adversarial game. With config.teacher.workdir and no
+  # peers the student alone is trained, against the frozen teacher's maps.
   c.discriminators = ml_collections.ConfigDict()
   c.discriminators.stage = -1                 # which stage's feature map they read (-1: the last)
+  c.discriminators.stages = ()                # several stages, one discriminator each (multi-scale); () = stage
+  c.discriminators.teacher_stages = ()        # with a teacher: its stage for each of stages; () = the same
+  c.discriminators.pools = (1,)               # each map also average-pooled by these factors, a discriminator each
   c.discriminators.weight = 1.0               # weight of the networks' adversarial (generator) loss
   c.discriminators.widths = (64, 128)         # conv blocks of each discriminator
   c.discriminators.transfer_channels = 0      # 1x1 transfer layers to this width; 0 = only if widths differ
@@ -232,7 +247,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 # The string-valued settings and the values each accepts (the first is the default); validate() checks them
 # and the modules that read them reuse these tuples. The CPU kernel settings are the backends' own.
 CHOICES = {
-    "task": ("classification", "rating"),
+    "task": ("classification", "rating", "super_resolution"),
     "scheme": ("distill", "mutual", "adversarial"),
     "mutual_update": ("sequential", "simultaneous"),
     "optim.schedule": ("multistep", "cosine", "constant"),
@@ -333,15 +348,22 @@ def _scheme_problems(config: ml_collections.ConfigDict) -> list:
     return [] if not peers else [f"config.peers is for the schemes 'mutual' and 'adversarial'; with scheme "
                                  f"'distill' set config.peers=() or choose a scheme"]
   problems = []
-  if not peers:
+  teacher = config.get("teacher", {})
+  has_teacher = bool(teacher.get("workdir") or teacher.get("extra_workdirs"))
+  if scheme == "adversarial" and has_teacher:
+    if peers:
+      problems.append("scheme 'adversarial' trains either a ring of networks (config.peers) or one student "
+                      "against a frozen teacher (config.teacher.workdir), not both: set config.peers=() or "
+                      "config.teacher.workdir=''")
+  elif not peers:
     problems.append(f"scheme {scheme!r} trains several networks: list the others in config.peers (at least one "
-                    "model name, e.g. config.peers=('cnn_small',))")
+                    "model name, e.g. config.peers=('cnn_small',))"
+                    + (" or give a frozen teacher in config.teacher.workdir" if scheme == "adversarial" else ""))
   else:
     peer_specs(config)
-  if config.get("phases"):
-    problems.append(f"config.phases is for the scheme 'distill'; scheme {scheme!r} runs one phase")
-  teacher = config.get("teacher", {})
-  if teacher.get("workdir") or teacher.get("extra_workdirs"):
+  if peers and has_teacher and scheme == "mutual":
     problems.append(f"scheme {scheme!r} trains its networks from scratch, without frozen teachers: set "
                     "config.teacher.workdir='' (or use scheme 'distill')")
+  if config.get("phases"):
+    problems.append(f"config.phases is for the scheme 'distill'; scheme {scheme!r} runs one phase")
   return problems

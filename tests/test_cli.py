@@ -28,12 +28,30 @@ def test_default_study_quick_runs_and_writes_table(tmp_path):
   assert f"Run directory: {workdir}" in proc.stdout
 
 
+def test_sr_study_quick_runs_and_writes_table_and_picture(tmp_path):
+  """`python -m kd_jax sr`, shrunk: three runs on the embedded photos, the table with bicubic's row, the picture."""
+  workdir = tmp_path / "sr"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  proc = subprocess.run([sys.executable, "-m", "kd_jax", "sr", "--quick", "--no-progress", "--workdir", str(workdir)],
+                        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = (workdir / "results.md").read_text()
+  assert table in proc.stdout and "test PSNR (×2)" in table
+  assert [l.split("|")[1].strip() for l in table.splitlines()[2:]] == ["bicubic", "teacher", "student_l1", "student_lsfd"]
+  from PIL import Image
+  with Image.open(workdir / "comparison.png") as picture:
+    assert picture.size[0] > 4 * picture.size[1]  # five panels side by side
+  assert "bicubic, student_l1, student_lsfd, teacher, ground truth" in (workdir / "comparison.txt").read_text()
+  for run in ("teacher", "student_l1", "student_lsfd"):
+    assert (workdir / run / "model.json").is_file()
+
+
 def test_help_lists_commands(capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(["--help"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  for word in ("study", "train", "list", "--config.KEY=VALUE"):
+  for word in ("study", "sr", "train", "list", "--config.KEY=VALUE"):
     assert word in out
 
 

@@ -150,11 +150,11 @@ def test_afd_discriminator_loss_pairs_each_network_with_its_partner_by_hand(afd3
   assert set(before.params[adversarial.DISCRIMINATORS]) == {"student", "peer1", "peer2"}
   host = kd_data.train_batch(digits.train, 32, seed=0, step=0)
   _, metrics = kd_run.make_step(afd3_run, state, 0)(state, sharding.shard_batch(host, afd3_run.mesh), ())
-  models, disc, transfer = dict(afd3_run.models), afd3_run.discriminator, afd3_run.transfer
+  models, disc, transfer = dict(afd3_run.models), afd3_run.discriminator, afd3_run.transfers
   maps = {}
   for name, model in models.items():
     out, _ = apply_train(model, before.params[name], before.batch_stats[name], jnp.asarray(host["image"]))
-    maps[name] = transfer.apply({"params": before.params[adversarial.TRANSFER][name]}, out.stages[-1])
+    maps[name] = transfer[name].apply({"params": before.params[adversarial.TRANSFER][name]}, out.stages[-1])
 
   def ring_loss(partner_of):
     total = 0.0

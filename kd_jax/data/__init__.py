@@ -15,6 +15,7 @@ from kd_jax.data.datasets import dataset_names
 from kd_jax.data.datasets import from_arrays
 from kd_jax.data.datasets import from_ratings
 from kd_jax.data.datasets import load_dataset
+from kd_jax.data.super_resolution import PairedImages, PatchPairs, SR_DATASETS, from_folders, load_sr_dataset
 from kd_jax.data.pipeline import batch_indices
 from kd_jax.data.pipeline import eval_batches
 from kd_jax.data.pipeline import steps_per_epoch
@@ -22,5 +23,6 @@ from kd_jax.data.pipeline import train_batch
 
 __all__ = [
     "ArraySplit", "DATASETS", "Dataset", "augment_jointly", "from_ratings", "DatasetSpec", "Split", "augment", "cutmix", "cutout", "mixup", "partner_within", "batch_indices", "dataset_names", "eval_batches",
-    "from_arrays", "load_dataset", "steps_per_epoch", "train_batch",
+    "from_arrays", "load_dataset", "steps_per_epoch", "train_batch", "PairedImages", "PatchPairs", "SR_DATASETS",
+    "from_folders", "load_sr_dataset",
 ]

@@ -56,19 +56,32 @@ def train_batch(split: Split, batch_size: int, *, seed: int, step: int) -> Dict[
   return split.get(batch_indices(len(split), batch_size, seed=seed, step=step))
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
+def eval_batches(split: Split, batch_size: int, multiple: int = 1) -> Iterator[Dict[str, np.ndarray]]:
   """Batches covering `split` once, in order, each of exactly `batch_size` examples.
 
   Every batch carries 'mask' (float32 [batch_size]; 1 real, 0 padding). The last batch is padded by
   repeating its first example, so padded rows are valid inputs; weight per-example results by 'mask'.
   An empty split yields nothing.
+
+  A split of examples of different shapes (whole images for super-resolution: it has `shape_groups()`)
+  is covered one shape group at a time, each in batches of `min(batch_size, group size)` rounded up to a
+  multiple of `multiple` (the devices a batch is split over), so a lone image is not padded to a full batch.
   """
   if batch_size < 1:
     raise KDJaxError(f"eval batch_size must be a positive integer, got {batch_size}.")
-  n = len(split)
+  if hasattr(split, "shape_groups"):
+    for group in split.shape_groups():
+      size = min(batch_size, -(-len(group) // multiple) * multiple)
+      yield from _padded_batches(split, group, size)
+    return
+  yield from _padded_batches(split, np.arange(len(split)), batch_size)
+
+
+def _padded_batches(split, positions: np.ndarray, batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
+  n = len(positions)
   for start in range(0, n, batch_size):
-    real = np.arange(start, min(start + batch_size, n))
-    idx = np.concatenate([real, np.full(batch_size - len(real), start, real.dtype)])
+    real = positions[start:start + batch_size]
+    idx = np.concatenate([real, np.full(batch_size - len(real), real[0], real.dtype)])
     batch = split.get(idx)
     mask = np.zeros(batch_size, np.float32)
     mask[:len(real)] = 1.0

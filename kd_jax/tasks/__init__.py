@@ -6,16 +6,18 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 from kd_jax.errors import KDJaxError
 from kd_jax.tasks.base import Task
 from kd_jax.tasks.classification import Classification
 from kd_jax.tasks.rating import Rating
+from kd_jax.tasks.super_resolution import SuperResolution
 
 TASKS: Dict[str, Task] = {
     "classification": Classification(),
     "rating": Rating(),
+    "super_resolution": SuperResolution(),
 }
 
 
@@ -30,4 +32,11 @@ def get_task(name: str) -> Task:
   return TASKS[name]
 
 
-__all__ = ["TASKS", "Classification", "Rating", "Task", "get_task", "task_names"]
+def task_for(config: Any, dataset: Any) -> Task:
+  """The task `config.task` configured for `dataset` and `config.data` (see `Task.configured`)."""
+  task = get_task(config.task)
+  task.check_dataset(dataset)
+  return task.configured(config.data, dataset)
+
+
+__all__ = ["TASKS", "Classification", "Rating", "SuperResolution", "Task", "get_task", "task_for", "task_names"]

@@ -45,6 +45,12 @@ class Task:
       raise KDJaxError(f"Dataset {dataset.name!r} holds {dataset.task} data but config.task is {self.name!r}; "
                        f"set config.task={dataset.task!r} (or choose a {self.name} dataset).")
 
+  def configured(self, data_config: Any, dataset: Any) -> "Task":
+    """This task with the settings it takes from `config.data` and the dataset (super-resolution: the scale
+    and the patch size); raises `KDJaxError` for settings that do not fit. Most tasks have none."""
+    del data_config, dataset
+    return self
+
   def model_kwargs(self, dataset: Any) -> Dict[str, Any]:
     raise NotImplementedError
 

@@ -296,7 +296,7 @@ def evaluate(eval_fn, variables: Any, split, batch_size: int, mesh, task=None) -
   if len(split) == 0:
     return {}
   totals = None
-  for batch in kd_data.eval_batches(split, batch_size):
+  for batch in kd_data.eval_batches(split, batch_size, multiple=mesh.size):
     sums = eval_fn(variables, sharding.shard_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return task.metrics(jax.device_get(totals))
@@ -355,7 +355,9 @@ def results_table(rows: Sequence[Dict[str, Any]], metrics: Sequence[str]) -> str
 def _fmt(value: Optional[float], metric: str) -> str:
   if value is None:
     return "—"
-  return f"{100 * value:.2f}" if metric == "accuracy" else f"{value:.4f}"
+  if metric == "accuracy":
+    return f"{100 * value:.2f}"
+  return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
 
 
 def write_results(run: Run, workdir: str, evaluations: Dict[str, Dict[str, Dict[str, float]]], step: int,

@@ -43,7 +43,7 @@ from kd_jax.train import sharding
 from kd_jax.train import teacher_cache as kd_teacher_cache
 from kd_jax.train.schemes import adversarial, distill, mutual
 from kd_jax.train.step import TrainState
-from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits
+from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits, teacher_workdirs
 
 SCHEMES = {"distill": distill, "mutual": mutual, "adversarial": adversarial}
 STUDENT = "student"
@@ -63,7 +63,8 @@ class Run:
     mesh, compiler_options: where and how the steps compile.
     output_cache: the teacher-output cache (`config.teacher.cache`) or None.
     teacher_report: calibration and cache reports, for the results.
-    discriminator, transfer: the adversarial scheme's modules (None otherwise).
+    discriminator, transfers, taps: the adversarial scheme's discriminator, its transfer layers by tap key
+      and its taps (`adversarial.Tap`: which maps each discriminator compares); None / {} / () otherwise.
     kernels: the kernels every network and teacher of the run is built with (`kd_jax.backends.kernels_for`).
   """
 
@@ -84,7 +85,8 @@ class Run:
   output_cache: Optional[kd_teacher_cache.TeacherCache] = None
   teacher_report: Dict[str, Any] = dataclasses.field(default_factory=dict)
   discriminator: Optional[FeatureDiscriminator] = None
-  transfer: Optional[TransferLayer] = None
+  transfers: Dict[str, TransferLayer] = dataclasses.field(default_factory=dict)
+  taps: Tuple[Any, ...] = ()
   kernels: backends.Kernels = backends.DEFAULT_KERNELS
 
   @property
@@ -109,10 +111,15 @@ class Run:
 
 def load_data(config: ml_collections.ConfigDict, dataset: Optional[kd_data.Dataset] = None) -> kd_data.Dataset:
   """The config's dataset (or `dataset`, data a caller built), checked against the config's task."""
-  if dataset is None:
+  if dataset is None and config.task == "super_resolution":
+    d = config.data
+    dataset = kd_data.load_sr_dataset(d.name, scale=d.scale, tile=d.tile_size, val_fraction=d.val_fraction,
+                                      seed=config.seed, data_dir=d.data_dir, hr_dir=d.hr_dir, lr_dir=d.lr_dir,
+                                      test_hr_dir=d.test_hr_dir, test_lr_dir=d.test_lr_dir)
+  elif dataset is None:
     dataset = kd_data.load_dataset(config.data.name, data_dir=config.data.data_dir or None,
                                    val_fraction=config.data.val_fraction, seed=config.seed)
-  kd_tasks.get_task(config.task).check_dataset(dataset)
+  kd_tasks.task_for(config, dataset)
   return dataset
 
 
@@ -167,25 +174,52 @@ def _network_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return (txs,), (schedules[STUDENT],)
 
 
-def _adversarial_modules(config, networks, task, sample: Dict[str, np.ndarray], kernels: backends.Kernels):
-  """The discriminator and, where the networks' maps differ in width (or `transfer_channels` is set), the
-  transfer layer to a common width (`transfer_channels`, else the widest map's)."""
+def _adversarial_modules(config, networks, task, sample: Dict[str, np.ndarray], kernels: backends.Kernels,
+                         teachers: Teachers, teacher_variables: Any):
+  """The discriminator, the taps (`adversarial.make_taps`: which maps each discriminator compares) and the
+  transfer layers. In the ring, where the networks' maps at a tap differ in width (or `transfer_channels` is
+  set), every network's map there goes through a 1×1 transfer layer to a common width (`transfer_channels`,
+  else the widest); with a teacher, the student's map goes to the teacher's width where they differ."""
+  d = config.discriminators
+  stages = tuple(d.stages) or (d.stage,)
+  taps = adversarial.make_taps([name for name, _ in networks], stages, tuple(d.teacher_stages), tuple(d.pools))
   inputs = task.inputs({k: jnp.asarray(v[:1]) for k, v in sample.items()})
-  widths = []
+  outs = {}
   for name, model in networks:
-    out = jax.eval_shape(lambda m=model: m.apply(m.init(jax.random.PRNGKey(0), inputs, train=False), inputs))
+    outs[name] = jax.eval_shape(lambda m=model: m.apply(m.init(jax.random.PRNGKey(0), inputs, train=False), inputs))
+  teacher_out = None
+  if teachers.modules:
+    teacher_out = jax.eval_shape(lambda: teachers(teacher_variables, inputs))
+    teacher_out = teacher_out[0] if isinstance(teacher_out, tuple) else teacher_out
+    outs["teacher"] = teacher_out
+
+  def width(owner, stage):
+    out = outs[owner]
     if not out.stages:
-      raise KDJaxError(f"config.scheme='adversarial' reads stage feature maps, and network {name!r} "
-                       f"({type(model).__name__}) has none.")
-    try:
-      widths.append(out.stages[config.discriminators.stage].shape[-1])
-    except IndexError as e:
-      raise KDJaxError(f"config.discriminators.stage={config.discriminators.stage} does not exist in network {name!r}, "
-                       f"which has {len(out.stages)} stages.") from e
-  channels = config.discriminators.transfer_channels or (max(widths) if len(set(widths)) > 1 else 0)
-  transfer = TransferLayer(channels, dtype=config.compute_dtype, kernels=kernels) if channels else None
-  disc = FeatureDiscriminator(tuple(config.discriminators.widths), dtype=config.compute_dtype, kernels=kernels)
-  return disc, transfer
+      raise KDJaxError(f"config.scheme='adversarial' reads stage feature maps, and the {owner} network has none.")
+    if not -len(out.stages) <= stage < len(out.stages):
+      raise KDJaxError(f"config.discriminators: stage {stage} does not exist in the {owner} network, which has "
+                       f"{len(out.stages)} stages.")
+    return out.stages[stage].shape[-1]
+
+  transfers = {}
+  if teacher_out is not None:
+    if d.transfer_channels:
+      raise KDJaxError("config.discriminators.transfer_channels sets the common width of the ring's networks; "
+                       "with a teacher the student's maps are mapped to the teacher's width: set it to 0.")
+    for t in taps:
+      target = width("teacher", t.real_stage)
+      if width(t.network, t.stage) != target:
+        transfers[t.key] = TransferLayer(target, dtype=config.compute_dtype, kernels=kernels)
+  else:
+    for j in range(len(taps) // len(networks)):
+      slot = taps[j::len(taps) // len(networks)]
+      widths = [width(t.network, t.stage) for t in slot]
+      channels = d.transfer_channels or (max(widths) if len(set(widths)) > 1 else 0)
+      if channels:
+        transfers.update({t.key: TransferLayer(channels, dtype=config.compute_dtype, kernels=kernels) for t in slot})
+  disc = FeatureDiscriminator(tuple(d.widths), dtype=config.compute_dtype, kernels=kernels)
+  return disc, transfers, taps
 
 
 def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, teacher_variables: Any,
@@ -288,7 +322,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   `teachers` (modules and variables) replaces loading them from `config.teacher.workdir` (benchmarks use
   random teachers); `workdir=None` keeps nothing on disk (prepared constants, caches, calibration plots).
   """
-  task = kd_tasks.get_task(config.task)
+  task = kd_tasks.task_for(config, dataset)
   mesh = mesh or sharding.make_mesh()
   phases, distillers = check_inputs(config, mesh)
   if len(dataset.train) < config.batch_size:
@@ -300,7 +334,12 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   total_steps = phases[-1].steps(steps_per_epoch)[1]
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
-  if config.scheme != "distill":
+  if config.scheme == "adversarial" and teacher_workdirs(config):
+    # Adversarial distillation from a frozen teacher: its discriminators read the teacher whatever the loss.
+    frozen, frozen_variables = load_teachers(config, task.model_kwargs(dataset),
+                                             task.inputs({k: v[:1] for k, v in sample.items()}), kernels)
+    teacher_parts = (frozen, frozen_variables, {}, None, distillers)
+  elif config.scheme != "distill":
     teacher_parts = (Teachers(), (), {}, None, distillers)
   elif teachers is not None:
     teacher_parts = (teachers[0], teachers[1], {}, None,
@@ -312,14 +351,15 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   frozen, frozen_variables, report, cache, distillers = teacher_parts
   frozen_variables = sharding.place_params(frozen_variables, mesh, config.sharding.params,
                                            config.sharding.fsdp_min_size)
-  disc, transfer = (None, None)
+  disc, transfers, taps = None, {}, ()
   if config.scheme == "adversarial":
-    disc, transfer = _adversarial_modules(config, networks, task, sample, kernels)
+    disc, transfers, taps = _adversarial_modules(config, networks, task, sample, kernels, frozen, frozen_variables)
   run = Run(config=config, dataset=dataset, task=task, models=networks, teachers=frozen,
             teacher_variables=frozen_variables, phases=phases, distillers=tuple(distillers), optimizers=(),
             schedules=(), steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh,
             compiler_options=backends.compiler_options_for(config, mesh.devices.flat[0].platform),
-            output_cache=cache, teacher_report=report, discriminator=disc, transfer=transfer, kernels=kernels)
+            output_cache=cache, teacher_report=report, discriminator=disc, transfers=transfers, taps=taps,
+            kernels=kernels)
   if config.scheme == "distill":
     trainable_tree = None
     if any(not set(p.trainable) >= set(kd_phases.ALL_TRAINABLE) for p in phases):
@@ -368,14 +408,16 @@ def _initial_state(run: Run) -> TrainState:
     return _fitting(config, lambda: mutual.create_train_state(rng, run.models, run.distillers[0], run.optimizers[0],
                                                               sample, task=run.task))
   return _fitting(config, lambda: adversarial.create_train_state(
-      rng, run.models, run.discriminator, run.transfer, run.distillers[0], run.optimizers[0], sample, task=run.task,
-      stage=config.discriminators.stage))
+      rng, run.models, run.discriminator, run.transfers, run.distillers[0], run.optimizers[0], sample, task=run.task,
+      taps=run.taps, teachers=run.teachers, teacher_variables=run.teacher_variables))
 
 
 def _fresh_optimizer(run: Run, state: TrainState, index: int) -> TrainState:
   if run.scheme == "distill":
     return distill.init_optimizer(state, run.optimizers[index][STUDENT])
-  return SCHEMES[run.scheme].init_optimizer(state, run.optimizers[index])
+  if run.scheme == "adversarial":
+    return adversarial.init_optimizer(state, run.optimizers[index], run.taps)
+  return mutual.init_optimizer(state, run.optimizers[index])
 
 
 def state_shardings(run: Run, state: TrainState, index: int) -> Any:
@@ -428,8 +470,8 @@ def step_function(run: Run, index: int):
                              txs=run.optimizers[index], schedule=run.schedules[index], update=config.mutual_update,
                              **common)
   return functools.partial(adversarial.train_step, models=run.models, discriminator=run.discriminator,
-                           transfer=run.transfer, distiller=run.distillers[index], txs=run.optimizers[index],
-                           schedule=run.schedules[index], stage=config.discriminators.stage,
+                           transfers=run.transfers, taps=run.taps, teachers=run.teachers,
+                           distiller=run.distillers[index], txs=run.optimizers[index], schedule=run.schedules[index],
                            weight=config.discriminators.weight, **common)
 
 
