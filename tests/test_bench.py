@@ -68,6 +68,32 @@ def test_json_report_on_a_tiny_pair(bench, capsys):
     assert fitnet["distill_step_s"] is None
 
 
+def test_super_resolution_pair_json_report(bench, capsys):
+  """--task super_resolution: (a) is the student with `supervised` (L1) alone, (c) `supervised + distiller`,
+  on LR patches of --image-size and HR patches --scale times larger."""
+  argv = ["--task", "super_resolution", "--teacher", "sr_tiny", "--student", "edsr_2x16", "--image-size", "8",
+          "--batch", "8", "--train-examples", "64", "--steps", "1", "--distillers", "sr_output,fitnet", "--json"]
+  assert bench.main(argv) == 0
+  out, err = capsys.readouterr()
+  report = json.loads(out)
+  assert "| distiller |" in err and "super-resolution ×2" in err
+  assert (report["task"], report["scale"], report["supervised_term"]) == ("super_resolution", 2, "supervised")
+  assert (report["teacher"], report["student"], report["batch"], report["image_shape"]) == ("sr_tiny", "edsr_2x16",
+                                                                                            8, [8, 8, 3])
+  assert report["weights"] == {"supervised": 1.0, "distiller": 1.0} and report["crop_pad"] == 0
+  baseline = report["baselines"]["student_supervised"]
+  assert _positive(baseline["median_s"]) and baseline["recompiles"] == 0 and baseline["donated_fraction"] == 1.0
+  assert _positive(report["baselines"]["teacher_forward/single"]["median_s"])
+  assert [r["distiller"] for r in report["results"]] == ["sr_output", "fitnet"]
+  for row in report["results"]:  # fitnet with the SR defaults: a conv regressor on the last blocks
+    assert row["status"] == "ok", row["reason"]
+    for key in ("student_step_s", "teacher_forward_s", "distill_step_s", "compile_s", "overhead", "flops_per_step"):
+      assert _positive(row[key]), (row["distiller"], key)
+    assert row["recompiles"] == 0 and row["donated_fraction"] == 1.0
+  assert bench.main(argv[:-1] + ["--crop-pad", "4"]) == 2  # an SR batch is already the patch
+  assert "--crop-pad" in capsys.readouterr().err
+
+
 def test_profile_traces_every_measured_program(bench, tmp_path, capsys):
   assert bench.main(TINY + ["--distillers", "kd", "--profile", str(tmp_path), "--json"]) == 0
   json.loads(capsys.readouterr().out)  # the report is unchanged: stdout still holds one JSON object

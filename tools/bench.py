@@ -6,6 +6,8 @@ Usage:
   python tools/bench.py --distillers all --steps 20            # every registered distiller
   python tools/bench.py --distillers kd --conv xla             # XLA's own convolution gradients (ablation)
   python tools/bench.py --distillers kd --profile /tmp/prof    # plus a jax.profiler trace of each program
+  python tools/bench.py --task super_resolution                # EDSR-baseline → edsr_8x32, x2, 48×48 LR, batch 16
+  python tools/bench.py --task super_resolution --distillers sr_output,lsfd --scale 4 --steps 20
 
 For a teacher → student pair, batch size and dtype it measures, after compilation, the median wall time of
   (a) the student's train step with cross-entropy alone (the teacher is not run),
@@ -36,6 +38,22 @@ configs do; their (b) is the forward pass of those teachers.
 A distiller that does not fit the pair, or fails to build, compile or run, is reported as skipped with
 the reason; the run goes on.
 
+Super-resolution (`--task super_resolution`): the same three measurements for an SR pair, with the task's
+supervised term (the distiller `supervised`, L1 to the HR patch) in place of CE: (a) the student step with
+`supervised` alone, (b) the teacher's forward pass on the LR patches, (c) `supervised + distiller`
+(`--ce-weight`, alias `--supervised-weight`, weighs the supervised term). Defaults become `--teacher
+edsr_baseline --student edsr_8x32 --batch 16 --image-size 48 --scale 2` (the issue's EDSR-baseline → small
+EDSR at 48×48 LR patches, batch 16) and `--distillers sr_output,fitnet,at,rkd,fakd,lsfd`, with SR
+hyper-parameters where a distiller's default reads classification features (`TASK_HPARAMS`: FitNet's
+conv regressor on the last block, AT, FAKD and LSFD on the last block of both; `--set` overrides them).
+`--image-size` is the LR patch side (the HR patch is `--scale` times it) and the batch is already the patch
+size: the config's `data.tile_size` is `--image-size`, `data.patch_size` 0 (no crop), `data.crop_pad` 0
+(`--crop-pad` must stay 0), the flips and transposes of the SR task as `--flip`. The pretend split is an
+`sr_dataset` of one random uint8 LR/HR pair whose single tile is repeated `--train-examples` times (a view,
+as for classification); the batch holds random uint8-valued LR and HR patches in [0, 1]. `--num-classes`
+is ignored. The report's baseline is `baselines["student_supervised"]` (classification:
+`baselines["student_ce"]`).
+
 Timing: the first call is compiled and run (its wall time up to `block_until_ready` is `compile_s`), then
 `--warmup` untimed calls, then `--steps` timed calls, each followed by `block_until_ready` on the loss (or
 the logits), nothing read back to the host; the batch is reused, so no host-to-device copy happens in the
@@ -47,8 +65,9 @@ where the backend reports it (also process-wide), `xla_temp_mb` the step's scrat
 (the compiled executable's memory analysis, exact per row).
 
 With `--json` the table goes to stderr and stdout holds exactly one JSON object: `device`, `devices`,
-`platform`, `teacher`, `student`, `batch`, `image_shape`, `num_classes`, `dtype`, `conv_backward`, `steps`,
-`jax_version`,
+`platform`, `task`, `scale` (None for classification), `teacher`, `student`, `batch`, `image_shape` (the
+LR patch for SR), `num_classes` (None for SR), `supervised_term` ('ce' or 'supervised'), `dtype`,
+`conv_backward`, `steps`, `jax_version`,
 `peak_tflops_per_device`, `peak_tflops_source`, `baselines` and `results`, a list with one entry per
 distiller (`distiller`, `status` 'ok' or 'skipped', `reason`, `student_step_s`, `teacher_forward_s`,
 `distill_step_s`, `overhead`, `compile_s`, `recompiles`, `peak_rss_mb`, ...; see docs/benchmarks.md).
@@ -81,7 +100,9 @@ from kd_jax import backends
 from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
+from kd_jax import tasks as kd_tasks
 from kd_jax.config import CHOICES, base_config
+from kd_jax.data import super_resolution as sr_data
 from kd_jax.errors import KDJaxError
 from kd_jax.pruning import prune_by_magnitude
 from kd_jax.train import sharding
@@ -118,7 +139,34 @@ TEACHER_SETUPS = {
     "r2kd": "the teacher and its 10% magnitude-pruned copy on batch statistics (config.teacher.pruned_copy_rate "
             "= 0.1, as experiments/digits_r2kd.py)",
 }
-SKIP_ALWAYS = {"ce": "the cross-entropy baseline (a) itself"}
+TASKS = ("classification", "super_resolution")
+# Per task: the supervised term of (a) and (c), and the defaults of the options left unset on the command line.
+SUPERVISED_TERM = {"classification": "ce", "super_resolution": "supervised"}
+TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "classification": {"teacher": "resnet32x4", "student": "resnet8x4", "batch": 64, "image_size": 32,
+                       "distillers": "all", "crop_pad": 4, "scale": None},
+    # The issue's SR pair: EDSR-baseline → a small EDSR at 48×48 LR patches, batch 16, x2.
+    "super_resolution": {"teacher": "edsr_baseline", "student": "edsr_8x32", "batch": 16, "image_size": 48,
+                         "distillers": "sr_output,fitnet,at,rkd,fakd,lsfd", "crop_pad": 0, "scale": 2},
+}
+# Distiller hyper-parameters for the task where a default reads classification features (as the SR study's
+# configs, `kd_jax.sr_study.SR_METHODS`, set them); `--set` overrides them.
+TASK_HPARAMS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "classification": {},
+    "super_resolution": {
+        "fitnet": {"stage": -1, "teacher_stage": -1, "regressor": "conv"},
+        "at": {"stages": (-1,)},
+        "fakd": {"stages": (-1,), "teacher_stages": (-1,)},
+        "lsfd": {"stages": (-1,), "teacher_stages": (-1,)},
+    },
+}
+# Per task: distillers that are not measured as (c), and why.
+SKIP_ALWAYS: Dict[str, Dict[str, str]] = {
+    "classification": {"ce": "the cross-entropy baseline (a) itself"},
+    "super_resolution": {"supervised": "the supervised (L1) baseline (a) itself",
+                         "ce": "cross-entropy on class labels; an SR batch has none (its supervised term is "
+                               "'supervised', the baseline (a))"},
+}
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compilations = [0]
@@ -146,12 +194,20 @@ def _install_compile_listener() -> None:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--teacher", default="resnet32x4", help="registered model name (default resnet32x4)")
-  parser.add_argument("--student", default="resnet8x4", help="registered model name (default resnet8x4)")
-  parser.add_argument("--batch", type=int, default=64, help="global batch size, split over the devices")
-  parser.add_argument("--image-size", type=int, default=32, help="square images of this side (default 32)")
+  parser.add_argument("--task", default="classification", choices=TASKS,
+                      help="classification (default) or super_resolution; sets the defaults of --teacher, "
+                           "--student, --batch, --image-size, --distillers, --crop-pad and --scale")
+  parser.add_argument("--teacher", default=None,
+                      help="registered model name (default resnet32x4; SR: edsr_baseline)")
+  parser.add_argument("--student", default=None, help="registered model name (default resnet8x4; SR: edsr_8x32)")
+  parser.add_argument("--batch", type=int, default=None,
+                      help="global batch size, split over the devices (default 64; SR: 16)")
+  parser.add_argument("--image-size", type=int, default=None,
+                      help="square images of this side (default 32; SR: the LR patch side, 48)")
+  parser.add_argument("--scale", type=int, default=None,
+                      help="SR only: the upscaling factor, 2, 3 or 4 (default 2)")
   parser.add_argument("--channels", type=int, default=3)
-  parser.add_argument("--num-classes", type=int, default=100)
+  parser.add_argument("--num-classes", type=int, default=100, help="classes (classification only)")
   parser.add_argument("--train-examples", type=int, default=50000,
                       help="size of the pretend training split (CRD's bank, steps per epoch)")
   parser.add_argument("--dtype", default="float32",
@@ -165,17 +221,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="which kernels run CPU convolutions (config.cpu_conv_kernels): xla (XLA's own; "
                            "default), ynnpack (XLA's default in jax 0.10) or onednn (oneDNN's through XLA's FFI; "
                            "needs the system's oneDNN); ignored on GPUs/TPUs")
-  parser.add_argument("--distillers", default="all",
-                      help="comma-separated registered names, or 'all' (default)")
+  parser.add_argument("--distillers", default=None,
+                      help="comma-separated registered names, or 'all' (default; SR: "
+                           f"{TASK_DEFAULTS['super_resolution']['distillers']})")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
   parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the compiling first call")
-  parser.add_argument("--ce-weight", type=float, default=1.0, help="weight of the CE term in (c)")
+  parser.add_argument("--ce-weight", "--supervised-weight", dest="ce_weight", type=float, default=1.0,
+                      help="weight of the supervised term in (c): CE, or SR's L1 `supervised`")
   parser.add_argument("--weight", type=float, default=1.0, help="weight of the distiller term in (c)")
   parser.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
                       help="a distiller hyper-parameter, e.g. --set kd.temperature=2 (repeatable)")
-  parser.add_argument("--crop-pad", type=int, default=4, help="random-crop padding inside the step (CIFAR: 4)")
+  parser.add_argument("--crop-pad", type=int, default=None,
+                      help="random-crop padding inside the step (default 4, CIFAR's; SR: 0, the only value)")
   parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                      help="random horizontal flip inside the step (CIFAR: on)")
+                      help="random horizontal flip inside the step (CIFAR: on; SR: the task's flips and "
+                           "transposes of LR and HR)")
   parser.add_argument("--peak-tflops", type=float, default=None,
                       help="peak TFLOP/s of one device for this dtype (overrides the built-in table)")
   parser.add_argument("--flops-source", default="auto", choices=("auto", "compiled", "lowered"),
@@ -186,7 +246,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                            "(TensorBoard/XProf .xplane.pb and a Perfetto trace); untimed")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", action="store_true", help="one JSON object on stdout, the table on stderr")
-  return parser.parse_args(argv)
+  return with_task_defaults(parser.parse_args(argv))
+
+
+def with_task_defaults(args: argparse.Namespace) -> argparse.Namespace:
+  """`args` with every option left unset (None) given its task's default (`TASK_DEFAULTS`)."""
+  for key, value in TASK_DEFAULTS[args.task].items():
+    if getattr(args, key) is None:
+      setattr(args, key, value)
+  return args
 
 
 def _parse_value(text: str) -> Any:
@@ -205,6 +273,14 @@ def _hparams(settings: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     if not sep or not dot or not name or not field:
       raise KDJaxError(f"--set {item!r} must look like NAME.KEY=VALUE, e.g. --set kd.temperature=2.")
     out.setdefault(name, {})[field] = _parse_value(value)
+  return out
+
+
+def distiller_hparams(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+  """Each distiller's hyper-parameters: the task's (`TASK_HPARAMS`) updated by `--set`."""
+  out = {name: dict(values) for name, values in TASK_HPARAMS[args.task].items()}
+  for name, values in _hparams(args.set).items():
+    out.setdefault(name, {}).update(values)
   return out
 
 
@@ -232,6 +308,14 @@ def validate_args(args: argparse.Namespace) -> None:
                            ("--crop-pad", args.crop_pad, 0)):
     if value < low:
       raise KDJaxError(f"{name} must be >= {low}, got {value}.")
+  if args.task == "super_resolution":
+    if args.scale not in (2, 3, 4):
+      raise KDJaxError(f"--scale must be 2, 3 or 4 (the SR models' factors), got {args.scale}.")
+    if args.crop_pad:
+      raise KDJaxError(f"--crop-pad {args.crop_pad} pads classification images; an SR batch is already the "
+                       "LR patch (--image-size): leave --crop-pad at 0.")
+  elif args.scale is not None:
+    raise KDJaxError("--scale is the SR upscaling factor: use it with --task super_resolution.")
   if args.train_examples < args.batch:
     raise KDJaxError(f"--train-examples ({args.train_examples}) must be at least --batch ({args.batch}).")
   if args.peak_tflops is not None and not args.peak_tflops > 0:
@@ -404,6 +488,11 @@ class Setup:
 
   _teachers: Dict[str, Tuple[Teachers, Any]] = dataclasses.field(default_factory=dict)
 
+  @property
+  def inputs(self) -> jax.Array:
+    """What the models read from the batch (the task's inputs: 'image', or SR's 'lr')."""
+    return kd_tasks.get_task(self.config.task).inputs(self.batch)
+
   def teachers_for(self, name: str) -> Tuple[Teachers, Any]:
     """The teachers a distiller runs with and their (random, replicated) variables."""
     name = name if name in TEACHER_SETUPS else "single"
@@ -457,44 +546,88 @@ def random_variables(module: Any, sample_images: Any, seed: int) -> Any:
 def make_setup(args: argparse.Namespace) -> Setup:
   mesh = sharding.make_mesh()
   sharding.check_batch_size(args.batch, mesh, "--batch")
-  rng = np.random.default_rng(args.seed)
-  batch_np = {
-      "image": rng.standard_normal((args.batch, args.image_size, args.image_size, args.channels), np.float32),
-      "label": rng.integers(0, args.num_classes, args.batch).astype(np.int32),
-      "index": rng.choice(args.train_examples, args.batch, replace=False).astype(np.int32),
-  }
-  # The default optimizer (SGD, momentum, weight decay, multistep schedule over config.epochs) and the
-  # benchmark's settings; each measured run sets config.loss (`build_run_for`).
+  batch_np = pretend_batch(args)
+  config = bench_config(args)
+  dataset = pretend_dataset(args, batch_np)
+  # The teacher's kernels, as a training run builds its teachers (the students' come from build_run), and
+  # its sizes from the task (classes, or the SR scale).
+  task = kd_tasks.task_for(config, dataset)
+  teacher = kd_models.create_model(args.teacher, dtype=args.dtype, kernels=backends.kernels_for(config),
+                                   **task.model_kwargs(dataset))
+  return Setup(args, config, dataset, mesh, teacher, sharding.shard_batch(batch_np, mesh),
+               backends.compiler_options_for(config, mesh.devices.flat[0].platform))
+
+
+def bench_config(args: argparse.Namespace) -> Any:
+  """`base_config()` with the benchmark's task, student, dtype, kernels, batch, augmentation and seed. The
+  default optimizer (SGD, momentum, weight decay, multistep schedule over config.epochs); each measured run
+  sets config.loss (`build_run_for`). SR: the batch is already the patch (`data.tile_size` = --image-size,
+  `data.patch_size` 0: no crop), flips and transposes as --flip, no crop padding."""
   config = base_config()
+  config.task = args.task
   config.seed = args.seed  # the student's and the distillers' initialisation
   config.student.model = args.student
   config.compute_dtype = args.dtype  # compute in args.dtype, parameters in float32
   config.conv_backward, config.cpu_conv_kernels = args.conv, args.cpu_conv_kernels
   config.batch_size = config.eval_batch_size = args.batch
   config.data.crop_pad, config.data.flip = args.crop_pad, args.flip
-  # The teacher's kernels, as a training run builds its teachers (the students' come from build_run).
-  teacher = kd_models.create_model(args.teacher, args.num_classes, dtype=args.dtype,
-                                   kernels=backends.kernels_for(config))
-  return Setup(args, config, pretend_dataset(args, batch_np["image"][0]), mesh, teacher,
-               sharding.shard_batch(batch_np, mesh),
-               backends.compiler_options_for(config, mesh.devices.flat[0].platform))
+  if args.task == "super_resolution":
+    config.data.scale, config.data.tile_size, config.data.patch_size = args.scale, args.image_size, 0
+  return config
+
+
+def pretend_batch(args: argparse.Namespace) -> Dict[str, np.ndarray]:
+  """The host copy of the batch every measured call gets. Classification: random normal images, random
+  labels and indices. SR: random uint8 LR patches [B, s, s, C] and HR patches [B, s·scale, s·scale, C] in
+  [0, 1], as `PatchPairs.get` gives them, and random indices."""
+  rng = np.random.default_rng(args.seed)
+  side, channels = args.image_size, args.channels
+  if args.task == "super_resolution":
+    hr_side = side * args.scale
+    return {
+        "lr": rng.integers(0, 256, (args.batch, side, side, channels), np.uint8).astype(np.float32) / 255.0,
+        "hr": rng.integers(0, 256, (args.batch, hr_side, hr_side, channels), np.uint8).astype(np.float32) / 255.0,
+        "index": rng.choice(args.train_examples, args.batch, replace=False).astype(np.int32),
+    }
+  return {
+      "image": rng.standard_normal((args.batch, side, side, channels), np.float32),
+      "label": rng.integers(0, args.num_classes, args.batch).astype(np.int32),
+      "index": rng.choice(args.train_examples, args.batch, replace=False).astype(np.int32),
+  }
 
 
 def training_data(args: argparse.Namespace) -> kd_distillers.TrainingData:
-  """Random stand-ins for the training split that `Distiller.prepare` reads."""
+  """Random stand-ins for the training split that `Distiller.prepare` reads (SR: no classes, labels 0, as a
+  training run passes an SR split's)."""
   rng = np.random.default_rng(args.seed + 2)
-  labels = rng.integers(0, args.num_classes, args.train_examples).astype(np.int32)
+  num_classes = args.num_classes if args.task == "classification" else 0
+  if num_classes:
+    labels = rng.integers(0, num_classes, args.train_examples).astype(np.int32)
+  else:
+    labels = np.zeros(args.train_examples, np.int32)
   logits = functools.lru_cache(None)(
-      lambda: (3.0 * rng.standard_normal((args.train_examples, args.num_classes))).astype(np.float32))
-  return kd_distillers.TrainingData(logits, labels, args.num_classes)
+      lambda: (3.0 * rng.standard_normal((args.train_examples, num_classes))).astype(np.float32))
+  return kd_distillers.TrainingData(logits, labels, num_classes)
 
 
-def pretend_dataset(args: argparse.Namespace, image: np.ndarray) -> kd_data.Dataset:
-  """The training split the runs are built on: `--train-examples` examples labelled with `training_data`'s
-  labels. Its size sets the steps per epoch (the schedule, the distillers' epoch) and CRD's bank; its labels
-  are what CRD's `prepare` reads. Its images are never trained on (every measured call gets the benchmark
-  batch), so every example is `image`: a broadcast view, which costs no memory (a CIFAR-sized array would
-  add to the `peak_rss_mb` the benchmark reports). Validation and test splits are empty."""
+def pretend_dataset(args: argparse.Namespace, batch: Dict[str, np.ndarray]) -> kd_data.Dataset:
+  """The training split the runs are built on: `--train-examples` examples. Its size sets the steps per
+  epoch (the schedule, the distillers' epoch) and CRD's bank; its labels (`training_data`'s) are what CRD's
+  `prepare` reads. Its images are never trained on (every measured call gets the benchmark `batch`), so
+  every example is the batch's first: a broadcast view, which costs no memory (a CIFAR-sized array would
+  add to the `peak_rss_mb` the benchmark reports). Validation and test splits are empty.
+
+  SR: `kd_jax.data.super_resolution.sr_dataset` of one LR/HR pair (the batch's first patches as uint8,
+  `tile` = --image-size, so it holds one tile), its training split's one tile then repeated
+  `--train-examples` times (a broadcast view of the tile table); `task` 'super_resolution', `info['scale']`
+  --scale."""
+  if args.task == "super_resolution":
+    to_uint8 = lambda x: np.round(x * 255.0).astype(np.uint8)
+    dataset = sr_data.sr_dataset("random", [to_uint8(batch["lr"][0])], [to_uint8(batch["hr"][0])], [], [],
+                                 scale=args.scale, tile=args.image_size, val_fraction=0.0, seed=args.seed)
+    tiles = np.broadcast_to(dataset.train.tiles[:1], (args.train_examples, 3))
+    return dataclasses.replace(dataset, train=dataclasses.replace(dataset.train, tiles=tiles))
+  image = batch["image"][0]
   shape = tuple(int(d) for d in image.shape)
   mean, std = np.zeros(shape[-1], np.float32), np.ones(shape[-1], np.float32)
   empty = kd_data.Split(np.zeros((0,) + shape, np.float32), np.zeros((0,), np.int32), mean, std)
@@ -568,13 +701,14 @@ def measure_step(setup: Setup, terms: Dict[str, Dict[str, Any]], teachers: Teach
 
 def measure_teacher_forward(setup: Setup, teachers: Teachers, teacher_variables: Any,
                             label: str = "teacher_forward") -> Tuple[Timing, Dict[str, Optional[float]]]:
-  """The teachers' forward pass as the train step runs it (`Teachers.__call__`), returning their logits."""
+  """The teachers' forward pass as the train step runs it (`Teachers.__call__`) on the task's inputs,
+  returning their predictions (logits, or SR images)."""
   def forward(variables, images):
     out = teachers(variables, images)
-    return tuple(o.logits for o in (out if isinstance(out, tuple) else (out,)))
+    return tuple(o.prediction for o in (out if isinstance(out, tuple) else (out,)))
 
   fn = jax.jit(forward, compiler_options=setup.compiler_options)
-  images = setup.batch["image"]
+  images = setup.inputs
   timing = time_calls(lambda: fn(teacher_variables, images)[0], fn, setup.args.steps, setup.args.warmup)
   profile_calls(lambda: fn(teacher_variables, images)[0], setup.args.profile, label)
   return timing, cost(fn, teacher_variables, images, source=setup.args.flops_source)
@@ -624,7 +758,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> Dict[str, Any]:
   names = _distiller_list(args.distillers)
-  hparams = _hparams(args.set)
+  hparams = distiller_hparams(args)
+  supervised = SUPERVISED_TERM[args.task]  # the term of (a), and (c)'s first term
+  baseline_key = f"student_{supervised}"
+  skip = SKIP_ALWAYS[args.task]
   _install_compile_listener()
   setup = make_setup(args)
   devices = jax.device_count()
@@ -632,29 +769,31 @@ def _run(args: argparse.Namespace) -> Dict[str, Any]:
   device0 = jax.devices()[0]
   report: Dict[str, Any] = {
       "device": device0.device_kind, "devices": devices, "platform": device0.platform,
-      "host": platform.node(), "teacher": args.teacher, "student": args.student, "batch": args.batch,
-      "image_shape": [args.image_size, args.image_size, args.channels], "num_classes": args.num_classes,
+      "host": platform.node(), "task": args.task, "scale": args.scale, "teacher": args.teacher,
+      "student": args.student, "batch": args.batch, "image_shape": [args.image_size, args.image_size, args.channels],
+      "num_classes": args.num_classes if args.task == "classification" else None, "supervised_term": supervised,
       "train_examples": args.train_examples, "dtype": args.dtype, "conv_backward": args.conv,
       "cpu_conv_kernels": args.cpu_conv_kernels, "compiler_options": setup.compiler_options,
       "steps": args.steps, "warmup": args.warmup,
-      "crop_pad": args.crop_pad, "flip": args.flip, "weights": {"ce": args.ce_weight, "distiller": args.weight},
+      "crop_pad": args.crop_pad, "flip": args.flip, "weights": {supervised: args.ce_weight, "distiller": args.weight},
       "jax_version": jax.__version__, "backend_version": _backend_version(),
       "peak_tflops_per_device": peak, "peak_tflops_source": peak_source, "baselines": {}, "results": []}
 
-  _log(f"{args.teacher} -> {args.student}, batch {args.batch}, {devices} {device0.platform} device(s) "
-       f"({device0.device_kind}); (a) student with CE alone")
-  student_timing, student_costs = measure_step(setup, {"ce": {"weight": 1.0}}, Teachers(), (), label="student_ce")
+  _log(f"{args.teacher} -> {args.student}, {_task_words(report)}batch {args.batch}, {devices} {device0.platform} "
+       f"device(s) ({device0.device_kind}); (a) student with {supervised} alone")
+  student_timing, student_costs = measure_step(setup, {supervised: {"weight": 1.0}}, Teachers(), (),
+                                               label=baseline_key)
   if student_timing.recompiles:
-    _log(f"warning: the CE-only step recompiled {student_timing.recompiles} time(s) after its first call")
-  report["baselines"]["student_ce"] = dict(
+    _log(f"warning: the {supervised}-only step recompiled {student_timing.recompiles} time(s) after its first call")
+  report["baselines"][baseline_key] = dict(
       _row_common(student_timing, student_costs, peak, devices, args.batch),
       donated_fraction=student_timing.donated_fraction, donation_warnings=list(student_timing.donation_warnings))
   jax.clear_caches()
 
   teacher_cache: Dict[str, Dict[str, Any]] = {}
   for name in names:
-    if name in SKIP_ALWAYS:
-      report["results"].append(_skipped(name, SKIP_ALWAYS[name]))
+    if name in skip:
+      report["results"].append(_skipped(name, skip[name]))
       continue
     setup_key = name if name in TEACHER_SETUPS else "single"
     try:
@@ -666,8 +805,8 @@ def _run(args: argparse.Namespace) -> Dict[str, Any]:
         teacher_cache[setup_key] = _row_common(t_timing, t_costs, peak, devices, args.batch)
         report["baselines"][f"teacher_forward/{setup_key}"] = teacher_cache[setup_key]
       teacher_row = teacher_cache[setup_key]
-      _log(f"(c) ce + {name}")
-      terms = {"ce": {"weight": args.ce_weight}, name: {"weight": args.weight, **hparams.get(name, {})}}
+      _log(f"(c) {supervised} + {name}")
+      terms = {supervised: {"weight": args.ce_weight}, name: {"weight": args.weight, **hparams.get(name, {})}}
       timing, costs = measure_step(setup, terms, teachers, teacher_variables, label=name)
     except Exception as e:  # a distiller that does not fit: report it, measure the others
       _log(f"{name}: skipped ({_reason(e)})")
@@ -691,7 +830,7 @@ def _run(args: argparse.Namespace) -> Dict[str, Any]:
     if timing.donation_warnings:
       row["donation_warnings"] = list(timing.donation_warnings)
     if timing.recompiles:
-      _log(f"warning: ce + {name} recompiled {timing.recompiles} time(s) after its first call")
+      _log(f"warning: {supervised} + {name} recompiled {timing.recompiles} time(s) after its first call")
     report["results"].append(row)
     jax.clear_caches()
   report["peak_rss_mb"] = peak_rss_mb()
@@ -716,9 +855,17 @@ def _fmt(value: Optional[float], spec: str, scale: float = 1.0) -> str:
   return format(value * scale, spec)
 
 
+def _task_words(report: Dict[str, Any]) -> str:
+  """'' for classification (its header is unchanged); SR: the factor and the LR → HR patch sides."""
+  if report.get("task", "classification") == "classification":
+    return ""
+  side, scale = report["image_shape"][0], report["scale"]
+  return f"super-resolution ×{scale} ({side}×{side} LR → {side * scale}×{side * scale} HR patches), "
+
+
 def format_table(report: Dict[str, Any]) -> str:
   """The report as Markdown: a header line, the baselines, one row per distiller."""
-  lines = [f"{report['teacher']} → {report['student']}, batch {report['batch']}, "
+  lines = [f"{report['teacher']} → {report['student']}, {_task_words(report)}batch {report['batch']}, "
            f"{'×'.join(map(str, report['image_shape']))}, {report['dtype']}, conv backward "
            f"{report.get('conv_backward', 'auto')}, CPU conv kernels {report.get('cpu_conv_kernels', 'ynnpack')}, "
            f"{report['devices']} × "
@@ -727,8 +874,9 @@ def format_table(report: Dict[str, Any]) -> str:
            f"device ({report['peak_tflops_source']}).", "",
            "| baseline | median ms | images/s | compile s | recompiles | GFLOP/step | TFLOP/s |",
            "|---|---:|---:|---:|---:|---:|---:|"]
+  baseline_labels = {"student_ce": "(a) student, CE alone", "student_supervised": "(a) student, supervised (L1) alone"}
   for key, row in report["baselines"].items():
-    label = "(a) student, CE alone" if key == "student_ce" else f"(b) {key.replace('/', ', ')}"
+    label = baseline_labels.get(key, f"(b) {key.replace('/', ', ')}")
     lines.append(f"| {label} | {_fmt(row['median_s'], '.2f', 1e3)} | {_fmt(row['images_per_s'], '.0f')} | "
                  f"{_fmt(row['compile_s'], '.1f')} | {row['recompiles']} | "
                  f"{_fmt(row['flops_per_step'], '.3g', 1e-9)} | {_fmt(row['achieved_tflops'], '.3g')} |")
