@@ -20,6 +20,9 @@ How it is used (the config switch is added by the training code, not here):
    on top. `T_cal` is a constant (no gradient; the teacher is frozen). Note: a method that standardises
    the teacher logits per example (KD with logit standardisation) cancels any scalar `T_cal`, so there
    the switch changes nothing.
+   A fitted `T_cal` at a bound of the search range is no calibration (a split the teacher classifies
+   perfectly wants `T → 0`, i.e. one-hot targets): `fit_temperature(..., at_bound="raise")` refuses it and
+   the run stops, or keeps `T = 1` and says so in its results (`config.teacher.calibration_at_bound`).
 3. The run records the teacher's calibration before and after, e.g.
    `calibration_metrics(val_logits, val_labels)` and
    `calibration_metrics(val_logits, val_labels, temperature=T_cal)` (ECE, its over-/under-confident
@@ -47,6 +50,22 @@ import numpy as np
 from kd_jax.errors import KDJaxError
 
 ArrayLike = Any  # a NumPy or JAX array (anything np.asarray accepts)
+
+
+class TemperatureAtBoundError(KDJaxError):
+  """`fit_temperature(..., at_bound="raise")`: the NLL is minimised at a bound of the search range.
+
+  Such a temperature is an artefact of the range, not a calibration: at the lower bound the held-out split
+  is classified perfectly (the NLL keeps falling as T → 0, and dividing by T_min turns the soft targets into
+  one-hot labels); at the upper bound the logits carry no information about the labels (T → ∞, uniform
+  targets). Attributes: `temperature` (the bound), `bound` ("lower" or "upper"), `accuracy` (of the
+  held-out logits) and `num_examples`, for callers that reword the message or fall back to T = 1.
+  """
+
+  def __init__(self, message: str, *, temperature: float, bound: str, accuracy: float, num_examples: int):
+    super().__init__(message)
+    self.temperature, self.bound, self.accuracy, self.num_examples = temperature, bound, accuracy, num_examples
+
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618..., the golden-section ratio
 
@@ -116,7 +135,8 @@ def _nll(z: np.ndarray, labels: np.ndarray, temperature: float) -> float:
 
 
 def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, init: float = 1.0, max_iter: int = 100,
-                    tol: float = 1e-6, t_min: float = 1e-3, t_max: float = 1e3) -> float:
+                    tol: float = 1e-6, t_min: float = 1e-3, t_max: float = 1e3,
+                    at_bound: str = "warn") -> float:
   """Temperature scaling: the `T > 0` that minimises the held-out NLL of `softmax(z / T)`.
 
   `T* = argmin_T  -(1/N) Σ_i log softmax(z_i / T)_{y_i}`
@@ -134,7 +154,11 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, init: float = 1.0, 
   search then shrinks the bracket until it is narrower than `tol` (in `log T`, i.e. a relative
   precision of about `tol` on `T`). The search is confined to `[t_min, t_max]`; if the minimum sits at a
   bound (logits that separate the labels perfectly want `T → 0`; logits that carry no information
-  want `T → ∞`), that bound is returned with a warning.
+  want `T → ∞`), the result is the bound, not a calibration: `at_bound` says what happens then. The two
+  cases with no minimiser at all are decided exactly before any search: every label holding its row's
+  largest logit (the NLL falls all the way to T → 0; numerically it underflows to a flat 0 on which a search
+  would stop anywhere), and a non-negative slope `mean_i (mean_c z_ic − z_iy)` of the NLL in β at β = 0 (by
+  convexity it never falls, so T → ∞).
 
   Args:
     logits: [N, C] held-out logits (NumPy or JAX, any float dtype; computed in float64).
@@ -143,6 +167,9 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, init: float = 1.0, 
     max_iter: the most golden-section iterations (each shrinks the bracket by 0.618; ~40 reach 1e-6).
     tol: stop when the bracket on `log T` is narrower than this.
     t_min, t_max: the search range for `T`.
+    at_bound: "warn" (default) returns the bound with a `RuntimeWarning`; "raise" raises
+      `TemperatureAtBoundError` (a `KDJaxError`), which is what a training run uses
+      (`config.teacher.calibration_at_bound`, see `kd_jax.train.teachers.calibrate_teachers`).
 
   Returns:
     The fitted temperature as a Python float.
@@ -155,6 +182,8 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, init: float = 1.0, 
     raise KDJaxError(f"fit_temperature: init must be a finite temperature > 0, got {init}.")
   if max_iter < 1 or not tol > 0.0:
     raise KDJaxError(f"fit_temperature: need max_iter >= 1 and tol > 0, got {max_iter}, {tol}.")
+  if at_bound not in ("warn", "raise"):
+    raise KDJaxError(f"fit_temperature: at_bound must be 'warn' or 'raise', got {at_bound!r}.")
   if np.all(z == z[:, :1]):
     raise KDJaxError("fit_temperature: every row of logits is constant, so softmax(z / T) is uniform "
                      "for every T and the temperature is undefined.")
@@ -167,14 +196,44 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, init: float = 1.0, 
       cache[u] = _nll(z, y, math.exp(u))
     return cache[u]
 
-  a, b = _bracket_unimodal(f, min(max(math.log(init), lo), hi), lo, hi)
-  u = _golden_section(f, a, b, max_iter=max_iter, tol=tol)
-  # The bracket's end points are candidates too: the minimum of a monotone NLL lies at a bound.
-  u = min((u, a, b), key=f)
+  label_logit = z[np.arange(z.shape[0]), y]
+  if np.all(label_logit >= z.max(axis=1)):
+    # Every label holds its row's largest logit: each example's NLL `log Σ_c exp((z_c − z_y)/T)` only falls
+    # as T → 0, so there is no minimiser. Decided here, not by the search: in float64 the NLL of confident
+    # logits underflows to exactly 0 below some T, and on that flat stretch the search would stop at an
+    # arbitrary T inside the range, unnoticed.
+    u = lo
+  elif np.mean(z.mean(axis=1) - label_logit) >= 0.0:
+    # The NLL is convex in β = 1/T with slope mean_i (mean_c z_ic − z_iy) at β = 0: a slope ≥ 0 means it
+    # only rises with β, so the infimum is at T → ∞ (the logits say nothing about the labels).
+    u = hi
+  else:
+    a, b = _bracket_unimodal(f, min(max(math.log(init), lo), hi), lo, hi)
+    u = _golden_section(f, a, b, max_iter=max_iter, tol=tol)
+    # The bracket's end points are candidates too: a minimiser outside the range puts the minimum at a bound.
+    u = min((u, a, b), key=f)
   if u - lo < 2 * tol or hi - u < 2 * tol:
-    warnings.warn(f"fit_temperature: the NLL is minimised at the search bound T = {math.exp(u):.4g} "
-                  f"(range [{t_min:g}, {t_max:g}]); the held-out logits are perfectly separable or "
-                  f"carry no information about the labels.", RuntimeWarning, stacklevel=2)
+    bound = "lower" if u - lo < 2 * tol else "upper"
+    accuracy = float(np.mean(z.argmax(axis=1) == y))
+    if bound == "upper":
+      why = ("the logits carry no information about the labels, so the NLL keeps falling as T → ∞ and T_max "
+             "would make the probabilities uniform")
+    elif accuracy == 1.0:  # every log-probability of the label → 0 as T → 0: no finite minimiser exists
+      why = (f"the logits classify all {len(y)} examples correctly, so the NLL keeps falling as T → 0 and "
+             "T_min would turn the probabilities into one-hot labels")
+    elif np.all(label_logit >= z.max(axis=1)):  # right up to ties, which argmax breaks against the label
+      why = (f"every example's label holds (or ties for) its largest logit, so the NLL keeps falling as T → 0 "
+             "and T_min would turn the probabilities into one-hot labels")
+    else:  # finite minimiser below t_min: logits on a tiny scale
+      why = (f"the NLL still falls at T_min although the logits classify only {accuracy:.1%} of the {len(y)} "
+             "examples correctly (logits on a very small scale?), and T_min would make them nearly one-hot")
+    message = (f"fit_temperature: the NLL is minimised at the {bound} search bound T = {math.exp(u):.4g} "
+               f"(range [{t_min:g}, {t_max:g}]): {why}. These logits give temperature scaling no "
+               "information; fit it on a larger or different held-out split.")
+    if at_bound == "raise":
+      raise TemperatureAtBoundError(message, temperature=float(math.exp(u)), bound=bound, accuracy=accuracy,
+                                    num_examples=len(y))
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
   return float(math.exp(u))
 
 

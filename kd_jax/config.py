@@ -83,6 +83,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.extra_workdirs = ()   # more teachers (ensembles, teacher assistants); models from their runs
   c.teacher.calibrate = False     # divide each teacher's logits by a temperature fitted by NLL ...
   c.teacher.calibration_split = "val"  # ... on this split: 'val' (held out) or 'train'
+  # A temperature fitted at the bound of its search range (T = 0.001 when the teacher gets the whole split
+  # right, T = 1000 when its logits carry no information) is no calibration: 'error' stops the run and says
+  # what to do; 'keep_one' keeps that teacher at T = 1 and records why in the results.
+  c.teacher.calibration_at_bound = "error"
   c.teacher.pruned_copy_rate = 0.0  # > 0 adds a magnitude-pruned copy of the teacher (R2KD: 0.1)
   # Teacher-output cache (kd_jax.train.teacher_cache): the teachers' outputs on every training example are
   # computed once and read back each step instead of running the teachers. Exact only without augmentation
@@ -257,6 +261,7 @@ CHOICES = {
     "cpu_conv_kernels": CPU_CONV_KERNELS,
     "sharding.params": ("replicated", "fsdp"),
     "teacher.calibration_split": ("val", "train"),
+    "teacher.calibration_at_bound": ("error", "keep_one"),
 }
 
 

@@ -1,5 +1,7 @@
-"""Calibration metrics pinned to hand-computed values, and temperature scaling on synthetic logits."""
+"""Calibration metrics pinned to hand-computed values, temperature scaling on synthetic logits, and what a run
+does with a temperature fitted at a bound of its search range."""
 
+import json
 import warnings
 
 import jax.numpy as jnp
@@ -7,6 +9,10 @@ import numpy as np
 import pytest
 
 from kd_jax import calibration
+from kd_jax.config import CHOICES, base_config, set_value, validate
+from kd_jax.data import from_arrays
+from kd_jax.errors import KDJaxError
+from kd_jax.train import train_and_evaluate
 
 
 def softmax(z):
@@ -182,6 +188,103 @@ def test_fit_temperature_warns_when_the_minimum_is_at_a_bound():
   with pytest.warns(RuntimeWarning, match="search bound"):
     t = calibration.fit_temperature(z, z.argmax(-1))  # separable: NLL -> 0 as T -> 0
   assert t == pytest.approx(1e-3)
+
+
+def test_fit_temperature_can_refuse_a_bound_and_says_which_and_why():
+  z, _ = _synthetic(7, n=500)
+  with pytest.raises(calibration.TemperatureAtBoundError, match="lower search bound.*all 500 examples") as e:
+    calibration.fit_temperature(z, z.argmax(-1), at_bound="raise")  # separable: NLL -> 0 as T -> 0
+  assert isinstance(e.value, KDJaxError)
+  assert (e.value.bound, e.value.accuracy, e.value.num_examples) == ("lower", 1.0, 500)
+  assert e.value.temperature == pytest.approx(1e-3)
+  # Logits so confident that the NLL underflows to exactly 0 around T = 1: a search sees a flat function and
+  # once returned T ≈ 1 with no warning; every label holds its row's largest logit, so it is the bound.
+  confident = 800.0 * np.eye(10)[np.arange(50) % 10]
+  assert _nll(confident, np.arange(50) % 10, 1.0) == 0.0
+  with pytest.raises(calibration.TemperatureAtBoundError, match="lower search bound"):
+    calibration.fit_temperature(confident, np.arange(50) % 10, at_bound="raise")
+  # Labels at each row's smallest logit: the NLL's slope in β = 1/T is mean_c z − z_y > 0 at β = 0, so by
+  # convexity it only rises with β and the minimum is at T -> ∞, the upper bound.
+  with pytest.raises(calibration.TemperatureAtBoundError, match="upper search bound.*no information") as e:
+    calibration.fit_temperature(z, z.argmin(-1), at_bound="raise")
+  assert e.value.bound == "upper" and e.value.temperature == pytest.approx(1e3)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a well-posed fit neither warns nor raises
+    z, y = _synthetic(9, n=200)
+    assert calibration.fit_temperature(z, y, at_bound="raise") == pytest.approx(calibration.fit_temperature(z, y))
+  with pytest.raises(KDJaxError, match="at_bound must be 'warn' or 'raise'"):
+    calibration.fit_temperature(z, y, at_bound="ignore")
+
+
+# --- calibration at a bound in a run ------------------------------------------------------------------
+
+
+def _separable_dataset():
+  """Two well-separated Gaussian blobs in 4 dimensions: a teacher gets every validation example right."""
+  rng = np.random.default_rng(0)
+  y = np.arange(280) % 2
+  x = (rng.normal(size=(280, 4)) * 0.3 + np.where(y[:, None] == 1, 2.0, -2.0)).astype(np.float32)
+  return from_arrays(x[:240], y[:240], x_test=x[240:], y_test=y[240:], val_fraction=0.25, seed=0)
+
+
+def _arrays_config(**overrides):
+  c = base_config()
+  c.student.model = "mlp_tiny"
+  c.batch_size, c.eval_batch_size, c.epochs, c.max_steps = 32, 64, 2, 2
+  c.progress_bar, c.optim.schedule = False, "constant"
+  for key, value in overrides.items():
+    set_value(c, key, value)
+  return c
+
+
+@pytest.fixture(scope="module")
+def perfect_teacher(tmp_path_factory):
+  """A teacher run that classifies the whole validation split correctly (its calibration split)."""
+  dataset = _separable_dataset()
+  workdir = str(tmp_path_factory.mktemp("perfect_teacher"))
+  results = train_and_evaluate(_arrays_config(**{"student.model": "mlp_small", "max_steps": 12, "epochs": 2}),
+                               workdir, dataset=dataset)
+  assert results["val_accuracy"] == 1.0  # the premise of the tests below
+  return dataset, workdir
+
+
+def test_config_default_stops_a_run_whose_calibration_temperature_is_at_the_bound(tmp_path, perfect_teacher):
+  dataset, teacher_dir = perfect_teacher
+  config = _arrays_config(**{"loss": {"kd": {"weight": 1.0}}, "teacher.workdir": teacher_dir,
+                             "teacher.calibrate": True})
+  assert config.teacher.calibration_at_bound == "error"
+  workdir = tmp_path / "student"
+  # Why (the bound, the split, a teacher right on every example, one-hot targets) and what to do.
+  with pytest.raises(KDJaxError, match=r"(?s)teacher 0 .*'val' split is at the lower bound of the search range "
+                     r"\(T = 0\.001\).*classifies all 60 examples of that split correctly.*one-hot.*"
+                     r"config\.data\.val_fraction.*calibration_split='train'.*calibrate=False.*"
+                     r"calibration_at_bound='keep_one'"):
+    train_and_evaluate(config, str(workdir), dataset=dataset)
+  assert not (workdir / "teacher_calibration.json").exists()  # refused before anything was written
+  assert not (workdir / "results.json").exists()
+
+
+def test_keep_one_keeps_the_teacher_at_t_1_and_reports_why(tmp_path, perfect_teacher):
+  dataset, teacher_dir = perfect_teacher
+  config = _arrays_config(**{"loss": {"kd": {"weight": 1.0}}, "teacher.workdir": teacher_dir,
+                             "teacher.calibrate": True, "teacher.calibration_at_bound": "keep_one"})
+  workdir = tmp_path / "student"
+  results = train_and_evaluate(config, str(workdir), dataset=dataset)
+  report = results["teacher_calibration"][0]
+  assert report["temperature"] == 1.0 and report["fitted_temperature"] == pytest.approx(1e-3)
+  assert "lower bound" in report["kept_uncalibrated"] and "kept T = 1" in report["kept_uncalibrated"]
+  assert report["accuracy_before"] == 1.0 and report["nll_after"] == report["nll_before"]  # T = 1 both times
+  on_disk = json.loads((workdir / "results.json").read_text())["teacher_calibration"][0]
+  assert on_disk["kept_uncalibrated"] == report["kept_uncalibrated"] and on_disk["temperature"] == 1.0
+  assert json.loads((workdir / "teacher_calibration.json").read_text())[0]["temperature"] == 1.0
+
+
+def test_calibration_at_bound_is_a_checked_config_choice():
+  assert CHOICES["teacher.calibration_at_bound"] == ("error", "keep_one")
+  config = base_config()
+  set_value(config, "teacher.calibration_at_bound", "keep")
+  with pytest.raises(KDJaxError, match="teacher.calibration_at_bound must be 'error' or 'keep_one'"):
+    validate(config)
 
 
 # --- reliability diagram -----------------------------------------------------------------------------

@@ -90,6 +90,28 @@ def test_fitnet_gradient_reaches_student_and_regressor_not_teacher():
     distillers.FitNet(stage=5).init(jax.random.PRNGKey(0), s, t, BATCH)
 
 
+def test_ab_connector_init_is_the_references_fan_out_normal():
+  # bhheo/AB_distillation (models/distillation_module.py) draws each connector conv from
+  # normal_(0, sqrt(2 / n)), n = k·k·out_channels: fan-out, untruncated. A wide 1×1 layer (64 → 1024, 65536
+  # weights) pins the std to ~0.3% (1/sqrt(2N)), far from fan-in He-normal's sqrt(2/64), 4× larger.
+  c_in, c_out = 64, 1024
+  s = _output(jax.random.PRNGKey(0), batch=2, channels=(c_in,), sizes=(2,))
+  t = _output(jax.random.PRNGKey(1), batch=2, channels=(c_out,), sizes=(2,))
+  variables = distillers.make_distiller("ab").init(jax.random.PRNGKey(2), s, t, BATCH)
+  kernel = np.asarray(variables["params"]["stage0"]["Conv_0"]["kernel"], np.float64)
+  assert kernel.shape == (1, 1, c_in, c_out)
+  expected = np.sqrt(2.0 / (1 * 1 * c_out))
+  assert abs(kernel.mean()) < 4 * expected / np.sqrt(kernel.size)
+  assert kernel.std() == pytest.approx(expected, rel=0.02)
+  # Untruncated: 65536 normal draws reach beyond 3.5σ (P(not) ≈ e^-30); JAX's truncated normal stops at ~2.3σ.
+  assert np.abs(kernel).max() > 3.5 * expected
+  np.testing.assert_allclose(variables["params"]["stage0"]["BatchNorm_0"]["scale"], 1.0)
+  np.testing.assert_allclose(variables["params"]["stage0"]["BatchNorm_0"]["bias"], 0.0)
+  # A [B, D] response gets a Dense layer with the same rule.
+  dense = distillers.ABConnector((2, c_out)).init(jax.random.PRNGKey(3), jnp.ones((2, c_in)))
+  assert np.asarray(dense["params"]["Dense_0"]["kernel"]).std() == pytest.approx(expected, rel=0.02)
+
+
 def test_registry_errors_list_valid_names():
   with pytest.raises(KDJaxError, match=r"Registered distillers: (.*, )?ce, .*fitnet, .*kd"):
     distillers.make_distiller("kdd")

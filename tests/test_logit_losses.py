@@ -395,10 +395,16 @@ def test_dkd_warmup_factor_from_epoch():
     value, metrics, _ = run(jnp.asarray(epoch, jnp.int32))
     np.testing.assert_allclose(metrics["warmup"], factor, rtol=1e-6)
     np.testing.assert_allclose(value, factor * full, rtol=1e-5)
-  # No warm-up by default; the parts are reported with their T² factor.
-  value, metrics, _ = distillers.DKD()({}, S, T1, BATCH, rng=None, train=True, step=0)
+  # The default warm-up is mdistiller's CFG.DKD.WARMUP = 20 epochs (make_distiller too); 0 turns it off.
+  # The parts are reported with their T² factor and without the warm-up.
+  assert distillers.DKD().warmup_epochs == distillers.make_distiller("dkd").warmup_epochs == 20
+  for epoch, factor in ((1, 1 / 20), (20, 1.0)):
+    value, metrics, _ = distillers.DKD()({}, S, T1, BATCH, rng=None, train=True, step=0, epoch=epoch)
+    np.testing.assert_allclose(metrics["warmup"], factor, rtol=1e-6)
+    np.testing.assert_allclose(value, factor * full, rtol=1e-5)
+    np.testing.assert_allclose(value, factor * (metrics["tckd"] + 8.0 * metrics["nckd"]), rtol=1e-5)
+  value, _, _ = distillers.DKD(warmup_epochs=0)({}, S, T1, BATCH, rng=None, train=True, step=0)
   np.testing.assert_allclose(value, full, rtol=1e-6)
-  np.testing.assert_allclose(value, metrics["tckd"] + 8.0 * metrics["nckd"], rtol=1e-5)
 
 
 def test_energy_kd_distiller_requires_thresholds_and_reports_group_sizes():

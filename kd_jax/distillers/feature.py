@@ -351,10 +351,19 @@ class FSP(Distiller):
 # ------------------------------------------------------------------------------------------------------
 
 
+# The AB reference's connector init (bhheo/AB_distillation, `models/distillation_module.py`): each connector
+# conv's weight is drawn `normal_(0, sqrt(2 / n))` with `n = k_h·k_w·out_channels`, i.e. an untruncated
+# normal with He's gain over the *fan-out* (the old torchvision ResNet init), not fan-in He-normal.
+AB_CONNECTOR_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
 class ABConnector(nn.Module):
-  """AB's connector onto the teacher response: 1×1 conv (no bias, He-normal) + BatchNorm, no activation
-  (the loss reads pre-activations). Maps of different spatial size go through `Regressor`'s resampling conv
-  instead, without its ReLU (RepDistiller's `ConvReg(use_relu=False)`)."""
+  """AB's connector onto the teacher response: 1×1 conv (no bias) + BatchNorm (scale 1, bias 0), no
+  activation (the loss reads pre-activations), as the original code's `Connect*` layers (Heo et al., AAAI
+  2019, arXiv:1811.03233; bhheo/AB_distillation). The conv kernel is `N(0, 2/(k²·C_out))`, the reference's
+  fan-out init (`AB_CONNECTOR_INIT`); a [B, D] response gets a Dense layer with the same rule (k = 1).
+  Maps of different spatial size go through `Regressor`'s resampling conv instead, without its ReLU
+  (RepDistiller's `ConvReg(use_relu=False)`; the original code has no such case)."""
 
   target_shape: Tuple[int, ...]
 
@@ -363,8 +372,8 @@ class ABConnector(nn.Module):
     if x.ndim == 4 and x.shape[1:3] != tuple(self.target_shape[1:3]):
       return Regressor(self.target_shape, activate=False)(x, train)
     if x.ndim == 2:
-      return nn.Dense(self.target_shape[-1], use_bias=False, kernel_init=nn.initializers.he_normal())(x)
-    x = nn.Conv(self.target_shape[-1], (1, 1), use_bias=False, kernel_init=nn.initializers.he_normal())(x)
+      return nn.Dense(self.target_shape[-1], use_bias=False, kernel_init=AB_CONNECTOR_INIT)(x)
+    x = nn.Conv(self.target_shape[-1], (1, 1), use_bias=False, kernel_init=AB_CONNECTOR_INIT)(x)
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
 
 

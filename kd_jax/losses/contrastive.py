@@ -3,7 +3,8 @@
 Pure functions of arrays: no Flax, no optax, no config. The learnable and stateful parts of CRD enter as
 arguments: the L2-normalised embeddings (after CRD's trainable heads), the two memory banks (one row per
 training example, possibly padded with extra rows that are never sampled) and the normalisation constants Z.
-Everything is computed in float32; the banks and Z are constants for the gradient (`stop_gradient`).
+Everything is computed in float32 (float64 inputs stay float64, `kd_jax.losses.dtypes`); the banks and Z are
+constants for the gradient (`stop_gradient`).
 
 Paper: Tian, Krishnan, Isola, "Contrastive Representation Distillation", ICLR 2020, arXiv:1910.10699.
 Reference code checked: `HobbitLong/RepDistiller` — `crd/criterion.py` (`CRDLoss`, `ContrastLoss`, `Embed`),
@@ -44,6 +45,8 @@ from typing import Literal, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kd_jax.losses.dtypes import at_least_float32
 
 # RepDistiller's `eps` inside both NCE denominators.
 CRD_EPS = 1e-7
@@ -110,8 +113,8 @@ def crd_scores(memory: jax.Array, anchors: jax.Array, sample_indices: jax.Array,
                      "anchors.")
   if not temperature > 0:
     raise ValueError(f"crd: temperature must be > 0, got {temperature}.")
-  memory = jax.lax.stop_gradient(memory).astype(jnp.float32)
-  every_row = jnp.matmul(memory, anchors.astype(jnp.float32).T, precision=_HIGHEST)      # [R, B]
+  memory = at_least_float32(jax.lax.stop_gradient(memory))
+  every_row = jnp.matmul(memory, at_least_float32(anchors).T, precision=_HIGHEST)      # [R, B]
   every_row = _rows_split(every_row, memory)
   columns = jnp.arange(anchors.shape[0])[:, None]
   return every_row[sample_indices, columns] / temperature                                # [B, K+1]
@@ -123,7 +126,7 @@ def crd_normalizer(scores: jax.Array, num_examples: int) -> jax.Array:
   RepDistiller (`ContrastMemory`) computes it once, from the first batch's B·(K+1) scores (positives
   included), and keeps it for the rest of training; one Z per direction.
   """
-  return jax.lax.stop_gradient(num_examples * jnp.mean(jnp.exp(scores.astype(jnp.float32))))
+  return jax.lax.stop_gradient(num_examples * jnp.mean(jnp.exp(at_least_float32(scores))))
 
 
 def crd_nce_loss(scores: jax.Array, normalizer: jax.Array, num_examples: int, *,
@@ -151,7 +154,7 @@ def crd_nce_loss(scores: jax.Array, normalizer: jax.Array, num_examples: int, *,
     raise ValueError(f"crd_nce_loss: num_examples must be ≥ 1, got {num_examples}.")
   k = scores.shape[1] - 1
   noise = k / float(num_examples)  # K · P_n
-  p = jnp.exp(scores.astype(jnp.float32)) / jax.lax.stop_gradient(normalizer)
+  p = jnp.exp(at_least_float32(scores)) / jax.lax.stop_gradient(normalizer)
   log_positive = jnp.log(p[:, 0] / (p[:, 0] + noise + eps))
   log_negative = jnp.log(noise / (p[:, 1:] + noise + eps))
   return -(jnp.sum(log_positive) + jnp.sum(log_negative)) / scores.shape[0]
@@ -166,7 +169,7 @@ def crd_softmax_loss(scores: jax.Array) -> jax.Array:
   """
   if scores.ndim != 2 or scores.shape[1] < 2:
     raise ValueError(f"crd_softmax_loss: scores must be [B, 1+K] with K ≥ 1, got {scores.shape}.")
-  return -jnp.mean(jax.nn.log_softmax(scores.astype(jnp.float32), axis=-1)[:, 0])
+  return -jnp.mean(jax.nn.log_softmax(at_least_float32(scores), axis=-1)[:, 0])
 
 
 def crd_directions(student_embedding: jax.Array, teacher_embedding: jax.Array, student_memory: jax.Array,
@@ -224,7 +227,7 @@ def resolve_normalizers(normalizers: Optional[Tuple[jax.Array, jax.Array]], stud
   estimates = (crd_normalizer(student_scores, num_examples), crd_normalizer(teacher_scores, num_examples))
   if normalizers is None:
     return estimates
-  return tuple(jnp.where(jnp.asarray(z, jnp.float32) > 0, jnp.asarray(z, jnp.float32), e)  # type: ignore[return-value]
+  return tuple(jnp.where(at_least_float32(z) > 0, at_least_float32(z), e)  # type: ignore[return-value]
                for z, e in zip(normalizers, estimates))
 
 

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kd_jax.losses.dtypes import at_least_float32
+
 
 def fitnet(student_feature: jax.Array, teacher_feature: jax.Array) -> jax.Array:
   """FitNet hint loss: mean squared error between the regressed student feature and the teacher's.
@@ -25,7 +27,7 @@ def fitnet(student_feature: jax.Array, teacher_feature: jax.Array) -> jax.Array:
   if student_feature.shape != teacher_feature.shape:
     raise ValueError(f"fitnet: regressed student feature {student_feature.shape} must match the teacher "
                      f"feature {teacher_feature.shape}; pass the student feature through a regressor.")
-  diff = student_feature.astype(jnp.float32) - jax.lax.stop_gradient(teacher_feature).astype(jnp.float32)
+  diff = at_least_float32(student_feature) - at_least_float32(jax.lax.stop_gradient(teacher_feature))
   return jnp.mean(jnp.square(diff))
 
 
@@ -130,8 +132,8 @@ def attention_transfer(student_feature: jax.Array, teacher_feature: jax.Array, *
                      "average-pool the larger map first.")
   if not p > 0:
     raise ValueError(f"attention_transfer: p must be > 0, got {p}.")
-  a_s = _attention_map(student_feature.astype(jnp.float32), p)
-  a_t = _attention_map(jax.lax.stop_gradient(teacher_feature).astype(jnp.float32), p)
+  a_s = _attention_map(at_least_float32(student_feature), p)
+  a_t = _attention_map(at_least_float32(jax.lax.stop_gradient(teacher_feature)), p)
   if form == "paper":
     return 0.5 * jnp.mean(_safe_norm(a_s - a_t, axis=-1))
   return jnp.mean(jnp.square(a_s - a_t))
@@ -159,8 +161,8 @@ def similarity_preserving(student_feature: jax.Array, teacher_feature: jax.Array
     teacher_feature: [B, ...]; treated as a constant (stop_gradient).
   """
   _check_batch("similarity_preserving", student_feature, teacher_feature)
-  g_s = _row_normalized_gram(student_feature.astype(jnp.float32))
-  g_t = _row_normalized_gram(jax.lax.stop_gradient(teacher_feature).astype(jnp.float32))
+  g_s = _row_normalized_gram(at_least_float32(student_feature))
+  g_t = _row_normalized_gram(at_least_float32(jax.lax.stop_gradient(teacher_feature)))
   return jnp.sum(jnp.square(g_s - g_t)) / student_feature.shape[0] ** 2
 
 
@@ -204,8 +206,8 @@ def correlation_congruence(student_embedding: jax.Array, teacher_embedding: jax.
   """
   _check_form("correlation_congruence", form)
   _check_batch("correlation_congruence", student_embedding, teacher_embedding)
-  s = student_embedding.reshape(student_embedding.shape[0], -1).astype(jnp.float32)
-  t = teacher_embedding.reshape(teacher_embedding.shape[0], -1).astype(jnp.float32)
+  s = at_least_float32(student_embedding.reshape(student_embedding.shape[0], -1))
+  t = at_least_float32(teacher_embedding.reshape(teacher_embedding.shape[0], -1))
   if stop_teacher_gradient:
     t = jax.lax.stop_gradient(t)
   if form == "paper":
@@ -258,8 +260,8 @@ def pkt(student_embedding: jax.Array, teacher_embedding: jax.Array, *, eps: floa
   """
   _check_form("pkt", form)
   _check_batch("pkt", student_embedding, teacher_embedding)
-  s = student_embedding.reshape(student_embedding.shape[0], -1).astype(jnp.float32)
-  t = jax.lax.stop_gradient(teacher_embedding).reshape(teacher_embedding.shape[0], -1).astype(jnp.float32)
+  s = at_least_float32(student_embedding.reshape(student_embedding.shape[0], -1))
+  t = at_least_float32(jax.lax.stop_gradient(teacher_embedding).reshape(teacher_embedding.shape[0], -1))
   paper = form == "paper"
   q = _cosine_conditional_probabilities(s, eps, exclude_self=paper)
   p = _cosine_conditional_probabilities(t, eps, exclude_self=paper)
@@ -292,8 +294,8 @@ def nst(student_feature: jax.Array, teacher_feature: jax.Array, *, degree: int =
   """
   _check_nhwc("nst", student_feature=student_feature, teacher_feature=teacher_feature)
   _check_batch("nst", student_feature, teacher_feature)
-  s, t = _pool_to_common_size(student_feature.astype(jnp.float32),
-                              jax.lax.stop_gradient(teacher_feature).astype(jnp.float32))
+  s, t = _pool_to_common_size(at_least_float32(student_feature),
+                              at_least_float32(jax.lax.stop_gradient(teacher_feature)))
 
   def samples(x):  # [B, C, H·W], each channel's map L2-normalised
     b, h, w, c = x.shape
@@ -344,9 +346,9 @@ def fsp(student_pairs: Sequence[tuple[jax.Array, jax.Array]], teacher_pairs: Seq
   for k, ((s1, s2), (t1, t2)) in enumerate(zip(student_pairs, teacher_pairs)):
     _check_nhwc("fsp", student_first=s1, student_second=s2, teacher_first=t1, teacher_second=t2)
     _check_batch("fsp", s1, t1)
-    g_s = _flow_matrix(s1.astype(jnp.float32), s2.astype(jnp.float32))
-    g_t = _flow_matrix(jax.lax.stop_gradient(t1).astype(jnp.float32),
-                       jax.lax.stop_gradient(t2).astype(jnp.float32))
+    g_s = _flow_matrix(at_least_float32(s1), at_least_float32(s2))
+    g_t = _flow_matrix(at_least_float32(jax.lax.stop_gradient(t1)),
+                       at_least_float32(jax.lax.stop_gradient(t2)))
     if g_s.shape != g_t.shape:
       raise ValueError(f"fsp: pair {k}: student flow matrix {g_s.shape[1:]} and teacher flow matrix "
                        f"{g_t.shape[1:]} differ; FSP needs student and teacher stages with equal channel counts.")
@@ -358,7 +360,7 @@ def fsp(student_pairs: Sequence[tuple[jax.Array, jax.Array]], teacher_pairs: Seq
 def _factor(feature: jax.Array, form: str) -> jax.Array:
   """Per-example factor vector, L2-normalised: the flattened map (paper) or the channel mean of squares
   (reference: RepDistiller's `FactorTransfer.factor` with p1 = 2)."""
-  x = feature.astype(jnp.float32)
+  x = at_least_float32(feature)
   if form == "reference":
     x = jnp.mean(jnp.square(x), axis=-1)
   return _l2_normalize(x.reshape(x.shape[0], -1), axis=1)
@@ -418,8 +420,8 @@ def activation_boundary(student_preact: jax.Array, teacher_preact: jax.Array, *,
   if student_preact.shape != teacher_preact.shape:
     raise ValueError(f"activation_boundary: student response {student_preact.shape} must match the teacher's "
                      f"{teacher_preact.shape}; map it with a connector.")
-  r = student_preact.astype(jnp.float32)
-  t = jax.lax.stop_gradient(teacher_preact).astype(jnp.float32)
+  r = at_least_float32(student_preact)
+  t = at_least_float32(jax.lax.stop_gradient(teacher_preact))
   loss = (jnp.square(r + margin) * ((r > -margin) & (t <= 0))
           + jnp.square(r - margin) * ((r <= margin) & (t > 0)))
   return jnp.sum(loss) / r.shape[0]
@@ -477,6 +479,6 @@ def review_kd(student_features: Sequence[jax.Array], teacher_features: Sequence[
     if s.shape != t.shape:
       raise ValueError(f"review_kd: pair {k}: student feature {s.shape} must match the teacher feature "
                        f"{t.shape}; map it with ReviewKD's fusion modules first.")
-    total = total + _hierarchical_context_loss(s.astype(jnp.float32),
-                                               jax.lax.stop_gradient(t).astype(jnp.float32), tuple(levels))
+    total = total + _hierarchical_context_loss(at_least_float32(s),
+                                               at_least_float32(jax.lax.stop_gradient(t)), tuple(levels))
   return total

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kd_jax.losses.dtypes import at_least_float32
+
 Reduction = Literal["batchmean", "mean", "none"]
 
 
@@ -29,7 +31,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: floa
   targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
   if label_smoothing:
     targets = (1.0 - label_smoothing) * targets + label_smoothing / num_classes
-  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  log_p = jax.nn.log_softmax(at_least_float32(logits), axis=-1)
   return -jnp.mean(jnp.sum(targets * log_p, axis=-1))
 
 
@@ -37,11 +39,11 @@ def kl_divergence_per_example(student_logits: jax.Array, teacher_logits: jax.Arr
                               temperature: float = 1.0) -> jax.Array:
   """Per-example `KL(p_t^T || p_s^T) = Σ_c p_t log(p_t / p_s)` with `p^T = softmax(z / T)`; shape [B].
 
-  Computed from log-softmax in float32 so that a high temperature or bf16 logits do not lose the small
-  probabilities that carry the "dark knowledge".
+  Computed from log-softmax in float32 (or float64 for float64 logits, `kd_jax.losses.dtypes`) so that a high
+  temperature or bf16 logits do not lose the small probabilities that carry the "dark knowledge".
   """
-  log_p_s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
-  log_p_t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
+  log_p_s = jax.nn.log_softmax(at_least_float32(student_logits) / temperature, axis=-1)
+  log_p_t = jax.nn.log_softmax(at_least_float32(teacher_logits) / temperature, axis=-1)
   return jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
 
 
@@ -123,8 +125,8 @@ def dkd_parts(student_logits: jax.Array, teacher_logits: jax.Array, *, labels: j
   _check_temperature("dkd", temperature)
   num_classes = student_logits.shape[-1]
   gt = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
-  zs = student_logits.astype(jnp.float32) / temperature
-  zt = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
+  zs = at_least_float32(student_logits) / temperature
+  zt = at_least_float32(jax.lax.stop_gradient(teacher_logits)) / temperature
 
   def binary_log_probs(z):
     log_all = jax.nn.logsumexp(z, axis=-1)
@@ -194,8 +196,8 @@ def dist_relations(student_probs: jax.Array, teacher_probs: jax.Array) -> tuple[
   if student_probs.ndim != 2 or student_probs.shape != teacher_probs.shape:
     raise ValueError(f"dist: student {student_probs.shape} and teacher {teacher_probs.shape} must have the "
                      "same shape [B, C].")
-  ps = student_probs.astype(jnp.float32)
-  pt = jax.lax.stop_gradient(teacher_probs).astype(jnp.float32)
+  ps = at_least_float32(student_probs)
+  pt = at_least_float32(jax.lax.stop_gradient(teacher_probs))
   inter = 1.0 - jnp.mean(pearson_correlation(ps, pt, axis=1))
   intra = 1.0 - jnp.mean(pearson_correlation(ps, pt, axis=0))
   return inter, intra
@@ -233,8 +235,8 @@ def dist(student_logits: jax.Array, teacher_logits: jax.Array, *, beta: float = 
   """
   _check_pair("dist", student_logits, teacher_logits)
   _check_temperature("dist", temperature)
-  ps = jax.nn.softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
-  pt = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature, axis=-1)
+  ps = jax.nn.softmax(at_least_float32(student_logits) / temperature, axis=-1)
+  pt = jax.nn.softmax(at_least_float32(jax.lax.stop_gradient(teacher_logits)) / temperature, axis=-1)
   inter, intra = dist_relations(ps, pt)
   return temperature**2 * (beta * inter + gamma * intra)
 
@@ -246,7 +248,7 @@ def standardize_logits(logits: jax.Array, *, eps: float = 1e-7, ddof: int = 1) -
   `mdistiller/distillers/KD.py`): `torch.std` is the unbiased estimate (ddof = 1) and eps = 1e-7 is added to
   the standard deviation. Apply it before any logit method (KD, DKD, ...) to get its "+LS" variant.
   """
-  z = logits.astype(jnp.float32)
+  z = at_least_float32(logits)
   mean = jnp.mean(z, axis=-1, keepdims=True)
   std = jnp.std(z, axis=-1, keepdims=True, ddof=ddof)
   return (z - mean) / (std + eps)
@@ -289,7 +291,7 @@ def energy_score(logits: jax.Array, temperature: float = 1.0) -> jax.Array:
   Seonghak35/EnergyKD `engine/utils.py::cal_energy` and `distillers/energyKD.py`) [code].
   """
   _check_temperature("energy_score", temperature)
-  return -temperature * jax.nn.logsumexp(logits.astype(jnp.float32) / temperature, axis=-1)
+  return -temperature * jax.nn.logsumexp(at_least_float32(logits) / temperature, axis=-1)
 
 
 def energy_thresholds(energies, low_fraction: float = 0.2, high_fraction: float = 0.2) -> tuple[float, float]:
@@ -372,11 +374,11 @@ def energy_kd(student_logits: jax.Array, teacher_logits: jax.Array, *, energy_lo
                   ("high_energy_temperature", high_energy_temperature),
                   ("energy_temperature", energy_temperature)):
     _check_temperature(f"energy_kd ({name})", t)
-  zt = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
+  zt = at_least_float32(jax.lax.stop_gradient(teacher_logits))
   temps = energy_temperatures(energy_score(zt, energy_temperature), energy_low, energy_high,
                               low_energy_temperature=low_energy_temperature, temperature=temperature,
                               high_energy_temperature=high_energy_temperature)[:, None]
-  log_p_s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temps, axis=-1)
+  log_p_s = jax.nn.log_softmax(at_least_float32(student_logits) / temps, axis=-1)
   log_p_t = jax.nn.log_softmax(zt / temps, axis=-1)
   per_example = jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
   return jnp.mean(per_example * temps[:, 0] ** 2)
@@ -424,12 +426,12 @@ def ensemble_kd(student_logits: jax.Array, teacher_logits_list, temperature: flo
                          f"{list(weights)}.")
     w = jnp.asarray(weights, jnp.float32)
     w = w / jnp.sum(w)
-  teachers = jax.lax.stop_gradient(teachers).astype(jnp.float32) / temperature
+  teachers = at_least_float32(jax.lax.stop_gradient(teachers)) / temperature
   if average == "probs":
     log_w = jnp.log(w)[:, None, None]
     log_q = jax.nn.logsumexp(log_w + jax.nn.log_softmax(teachers, axis=-1), axis=0)
   else:
     log_q = jax.nn.log_softmax(jnp.tensordot(w, teachers, axes=1), axis=-1)
-  log_p_s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  log_p_s = jax.nn.log_softmax(at_least_float32(student_logits) / temperature, axis=-1)
   per_example = jnp.sum(jnp.exp(log_q) * (log_q - log_p_s), axis=-1)
   return temperature**2 * jnp.mean(per_example)

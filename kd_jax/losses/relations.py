@@ -4,7 +4,7 @@ Pure functions of arrays: no Flax, no optax, no config. Embeddings are [B, ...] 
 [B, D] per example, as RepDistiller's `f.view(B, -1)`; student and teacher may have different widths D
 (the relational losses compare structures *within* the batch, never the vectors themselves), but they
 must see the same B examples in the same order. The teacher is a constant for the gradient
-(`stop_gradient`); everything is computed in float32.
+(`stop_gradient`); everything is computed in float32 (float64 inputs stay float64, `kd_jax.losses.dtypes`).
 
 Because they compare examples with each other, the RKD-family losses depend on the batch and its size:
 the distance loss needs B ≥ 2, the angle and area losses B ≥ 3 (with fewer examples every potential is
@@ -32,6 +32,8 @@ from typing import Literal, Tuple
 import jax
 import jax.numpy as jnp
 
+from kd_jax.losses.dtypes import at_least_float32
+
 # RepDistiller's `pdist(..., eps=1e-12)`: squared distances are clamped to 1e-12 before the square root.
 DISTANCE_EPS = 1e-12
 # Difference vectors shorter than this have no direction: their unit vector is 0 (torch's F.normalize
@@ -49,8 +51,8 @@ def _flat_pair(name: str, student: jax.Array, teacher: jax.Array) -> Tuple[jax.A
   if student.ndim < 2 or teacher.ndim < 2 or student.shape[0] != teacher.shape[0]:
     raise ValueError(f"{name}: student {student.shape} and teacher {teacher.shape} embeddings must be [B, ...] "
                      "with the same batch size B (the feature widths may differ).")
-  s = student.reshape(student.shape[0], -1).astype(jnp.float32)
-  t = jax.lax.stop_gradient(teacher).reshape(teacher.shape[0], -1).astype(jnp.float32)
+  s = at_least_float32(student.reshape(student.shape[0], -1))
+  t = at_least_float32(jax.lax.stop_gradient(teacher).reshape(teacher.shape[0], -1))
   return s, t
 
 
@@ -184,7 +186,7 @@ def area_rkd(student_embedding: jax.Array, teacher_embedding: jax.Array, *, eps:
 
 def vid_variance(log_scale: jax.Array, *, eps: float = VID_EPS) -> jax.Array:
   """VID's per-channel variance `σ² = softplus(α) + eps = log(1 + e^α) + eps`."""
-  return jax.nn.softplus(log_scale.astype(jnp.float32)) + eps
+  return jax.nn.softplus(at_least_float32(log_scale)) + eps
 
 
 def vid_log_scale_for_variance(variance: float, *, eps: float = VID_EPS) -> float:
@@ -229,8 +231,8 @@ def vid(student_feature_mapped: jax.Array, teacher_feature: jax.Array, log_scale
                      f"({teacher_feature.shape[-1]},).")
   if reduction not in ("mean", "sum"):
     raise ValueError(f"vid: reduction must be 'mean' or 'sum', got {reduction!r}.")
-  mu = student_feature_mapped.astype(jnp.float32)
-  t = jax.lax.stop_gradient(teacher_feature).astype(jnp.float32)
+  mu = at_least_float32(student_feature_mapped)
+  t = at_least_float32(jax.lax.stop_gradient(teacher_feature))
   var = vid_variance(log_scale, eps=eps)
   nll = 0.5 * (jnp.log(var) + jnp.square(t - mu) / var)
   if reduction == "mean":

@@ -9,7 +9,7 @@ reference codes write it (ε added to the product of the norms, not a clamp).
 Because the column (class-wise) terms compare vectors over the batch, these losses depend on the batch
 and its size; with B = 1 a column is a single positive number and its cosine is 1, so the class-wise term
 is ~0. The teacher logits are constants for the gradient (`stop_gradient`), as in `kd_jax.losses.kd`.
-Logits are promoted to float32.
+Logits are promoted to float32 (float64 stays float64, `kd_jax.losses.dtypes`).
 
 Papers:
 - CSKD: Ham, Kim, Lee, Lee, Kim, "Cosine Similarity Knowledge Distillation for Individual Class
@@ -28,6 +28,8 @@ from typing import Dict, Literal, Optional, Tuple, Union
 import jax
 import jax.numpy as jnp
 
+from kd_jax.losses.dtypes import at_least_float32
+
 RankMode = Literal["reference", "soft", "none"]
 
 COSINE_EPS = 1e-8  # both reference codes: |a·b| / (‖a‖·‖b‖ + 1e-8)
@@ -40,8 +42,8 @@ def _check_shapes(name: str, student_logits: jax.Array, teacher_logits: jax.Arra
 
 
 def _prepare(student_logits: jax.Array, teacher_logits: jax.Array) -> Tuple[jax.Array, jax.Array]:
-  return (student_logits.astype(jnp.float32),
-          jax.lax.stop_gradient(teacher_logits).astype(jnp.float32))
+  return (at_least_float32(student_logits),
+          at_least_float32(jax.lax.stop_gradient(teacher_logits)))
 
 
 def abs_cosine_similarity(a: jax.Array, b: jax.Array, *, axis: int = -1,
@@ -307,5 +309,5 @@ def r2kd_teacher_logits(teacher_logits: jax.Array, pruned_teacher_logits: jax.Ar
   if teacher_logits.shape != pruned_teacher_logits.shape:
     raise ValueError(f"r2kd_teacher_logits: teacher logits {teacher_logits.shape} and pruned-teacher logits "
                      f"{pruned_teacher_logits.shape} must have the same shape.")
-  blended = weight * teacher_logits.astype(jnp.float32) + (1.0 - weight) * pruned_teacher_logits.astype(jnp.float32)
+  blended = weight * at_least_float32(teacher_logits) + (1.0 - weight) * at_least_float32(pruned_teacher_logits)
   return jax.lax.stop_gradient(blended)

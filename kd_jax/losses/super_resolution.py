@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kd_jax.losses.dtypes import at_least_float32
+
 FAKD_EPS = 1e-7  # added to each position's channel norm, as `spatial_similarity` in the FAKD reference code
 # The affinity matmul runs in full float32 (no TF32/bf16 passes on GPUs/TPUs): near convergence the L1 between
 # student and teacher affinities is small, and TF32 rounding (~1e-3 on each cosine) would put a floor under it.
@@ -43,7 +45,7 @@ def output_l1(sr_student: jax.Array, sr_teacher: jax.Array) -> jax.Array:
   if sr_student.shape != sr_teacher.shape:
     raise ValueError(f"output_l1: student output {sr_student.shape} must match the teacher output "
                      f"{sr_teacher.shape}; teacher and student must share the scale factor and the LR batch.")
-  diff = sr_student.astype(jnp.float32) - jax.lax.stop_gradient(sr_teacher).astype(jnp.float32)
+  diff = at_least_float32(sr_student) - at_least_float32(jax.lax.stop_gradient(sr_teacher))
   return jnp.mean(jnp.abs(diff))
 
 
@@ -82,7 +84,7 @@ def feature_affinity(f: jax.Array, *, eps: float = FAKD_EPS) -> jax.Array:
   """
   _check_nhwc("feature_affinity", f=f)
   b, h, w, c = f.shape
-  x = f.astype(jnp.float32).reshape(b, h * w, c)
+  x = at_least_float32(f).reshape(b, h * w, c)
   x = x / (_safe_norm(x, axis=-1) + eps)
   return jnp.einsum("bpc,bqc->bpq", x, x, precision=_HIGHEST)
 
@@ -126,7 +128,7 @@ def fakd(f_s: jax.Array, f_t: jax.Array, *, p: int = 1, eps: float = FAKD_EPS) -
 
 def _lsfd_errors(f_s_regressed: jax.Array, f_t: jax.Array) -> jax.Array:
   """[B, H, W]: `mean_c |F_t − R(F_s)|`, differentiable in the student."""
-  diff = f_s_regressed.astype(jnp.float32) - jax.lax.stop_gradient(f_t).astype(jnp.float32)
+  diff = at_least_float32(f_s_regressed) - at_least_float32(jax.lax.stop_gradient(f_t))
   return jnp.mean(jnp.abs(diff), axis=-1)
 
 

@@ -129,29 +129,52 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
   cache already holds them. Writes `teacher_calibration.json` and
   reliability diagrams (`calibration/teacher<k>_{before,after}.png`) into `workdir` (process 0 only; every
   process of a multi-process run fits the same temperatures from the same logits).
+
+  A temperature fitted at the bound of its search range (`calibration.TemperatureAtBoundError`: the teacher
+  classifies the whole split correctly, so the NLL wants T → 0 and one-hot targets; or its logits carry no
+  information) is never applied. `config.teacher.calibration_at_bound` = 'error' (default) stops the run
+  with a `KDJaxError` saying why and what to do, before anything is written; 'keep_one' keeps that teacher
+  at T = 1 and its report says so (`temperature` 1.0, `fitted_temperature` the bound, `kept_uncalibrated`
+  with the reason), which reaches results.json.
   """
   from kd_jax import calibration
   from kd_jax import data as kd_data
 
-  split = getattr(dataset, config.teacher.calibration_split)
+  split_name = config.teacher.calibration_split
+  at_bound = config.teacher.get("calibration_at_bound", "error")
+  split = getattr(dataset, split_name)
   if len(split) == 0:
-    raise KDJaxError(f"config.teacher.calibrate fits the temperature on the {config.teacher.calibration_split!r} "
+    raise KDJaxError(f"config.teacher.calibrate fits the temperature on the {split_name!r} "
                      "split, which is empty; set config.data.val_fraction > 0.")
   if logits is None:
     logits, labels = teacher_logits(teachers, variables, kd_data.eval_batches(split, config.eval_batch_size),
                                     backends.compiler_options_for(config))
   else:
     labels = np.asarray(split.labels)
+  workdirs = teacher_workdirs(config)
+  # Every temperature is fitted (and every refusal raised) before anything is written.
+  temperatures, reports = [], []
+  for k, z in enumerate(logits[:len(workdirs)]):
+    report = {"teacher": workdirs[k], "split": split_name, "examples": int(len(labels))}
+    try:
+      t = float(calibration.fit_temperature(z, labels, at_bound="raise"))
+    except calibration.TemperatureAtBoundError as e:
+      if at_bound != "keep_one":
+        raise KDJaxError(_at_bound_message(k, workdirs[k], split_name, e)) from e
+      # The bound is an artefact of the search range, not a calibration: the teacher stays as trained.
+      t = 1.0
+      report.update(fitted_temperature=e.temperature, kept_uncalibrated=(
+          f"the temperature fitted on the {split_name!r} split is at the {e.bound} bound of the search range "
+          f"(T = {e.temperature:.4g}; the teacher classifies {e.accuracy:.1%} of its {e.num_examples} examples "
+          "correctly), which carries no calibration; config.teacher.calibration_at_bound='keep_one' kept T = 1"))
+    report["temperature"] = t
+    temperatures.append(t)
+    reports.append(report)
   writes = is_main_process()
   if writes:
     os.makedirs(os.path.join(workdir, "calibration"), exist_ok=True)
-  temperatures, reports = [], []
-  workdirs = teacher_workdirs(config)
-  for k, z in enumerate(logits[:len(workdirs)]):
-    t = float(calibration.fit_temperature(z, labels))
-    report = {"teacher": workdirs[k], "temperature": t, "split": config.teacher.calibration_split,
-              "examples": int(len(labels))}
-    for when, temperature in (("before", 1.0), ("after", t)):
+  for k, (z, report) in enumerate(zip(logits, reports)):
+    for when, temperature in (("before", 1.0), ("after", report["temperature"])):
       metrics = calibration.calibration_metrics(z, labels, temperature=temperature)
       report.update({f"{name}_{when}": value for name, value in metrics.items()})
       if writes:
@@ -159,11 +182,32 @@ def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, co
             calibration.softmax(z, temperature), labels,
             os.path.join(workdir, "calibration", f"teacher{k}_{when}.png"),
             title=f"teacher {k}, {when} temperature scaling (T={temperature:.3f})")
-    temperatures.append(t)
-    reports.append(report)
   # A pruned copy of the first teacher shares its temperature.
   temperatures += temperatures[:1] * (len(teachers.modules) - len(workdirs))
   if writes:
     with open(os.path.join(workdir, "teacher_calibration.json"), "w") as f:
       json.dump(reports, f, indent=2)
   return dataclasses.replace(teachers, temperatures=tuple(temperatures)), {"teacher_calibration": reports}
+
+
+def _at_bound_message(k: int, workdir: str, split_name: str, error) -> str:
+  """The run-level refusal of a temperature fitted at a search bound: why, and the config keys that help."""
+  if error.bound == "lower" and error.accuracy == 1.0:
+    why = (f"the teacher classifies all {error.num_examples} examples of that split correctly, so the NLL keeps "
+           "falling as T → 0, and dividing its logits by that T would turn its soft targets into one-hot labels "
+           "(KD would silently become cross-entropy on the teacher's argmax)")
+  elif error.bound == "lower":
+    why = (f"the NLL still falls there although the teacher classifies {error.accuracy:.1%} of the "
+           f"{error.num_examples} examples of that split correctly (logits on a very small scale, or ties?), and "
+           "dividing its logits by that T would make its soft targets nearly one-hot")
+  else:
+    why = ("the teacher's logits carry no information about that split's labels (an untrained teacher, or one "
+           "trained on other labels?), so the NLL keeps falling as T → ∞, and dividing by that T would make "
+           "its soft targets uniform")
+  return (f"config.teacher.calibrate: teacher {k} ({workdir}): the temperature that minimises the NLL on the "
+          f"{split_name!r} split is at the {error.bound} bound of the search range (T = {error.temperature:.4g}): "
+          f"{why}. That split gives temperature scaling no information. Calibrate on a larger or different "
+          "split (raise config.data.val_fraction, or config.teacher.calibration_split='train' if the teacher "
+          "makes mistakes there), turn calibration off (config.teacher.calibrate=False), or set "
+          "config.teacher.calibration_at_bound='keep_one' to keep T = 1 for such a teacher and record why in "
+          "the results.")
