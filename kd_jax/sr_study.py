@@ -34,15 +34,16 @@ TEACHER_WORKDIR = "runs/sr_teacher"  # where experiments/sr_teacher.py's launch 
 
 def sr_base_config(scale: int = 2, seed: int = 0) -> ml_collections.ConfigDict:
   """The training settings every run of the SR study shares (and the `experiments/sr_*.py` configs start
-  from): the embedded photos at `scale`, 24-pixel LR patches from 48-pixel tiles with flips and rotations,
-  batch 16, Adam (no weight decay, as EDSR) with a cosine schedule, L1."""
+  from): the embedded photos at `scale` cut into 96-pixel HR tiles (48 LR pixels at ×2, 24 at ×4), LR
+  patches of 24 pixels (the whole tile at ×4) with flips and rotations, batch 16, Adam (no weight decay, as
+  EDSR) with a cosine schedule, L1."""
   c = base_config()
   c.seed = seed
   c.task = "super_resolution"
   c.data.name = "sr_photos"
   c.data.scale = scale
-  c.data.tile_size = 48
-  c.data.patch_size = 24
+  c.data.tile_size = 96 // scale
+  c.data.patch_size = min(24, 96 // scale)
   c.data.flip = True
   c.data.val_fraction = 0.1
   c.student.model = STUDENT
@@ -64,17 +65,22 @@ def sr_base_config(scale: int = 2, seed: int = 0) -> ml_collections.ConfigDict:
 STUDENT_STAGES, TEACHER_STAGES = (0,), (7,)
 
 # The SR methods compared (METHODS.md items 2 and 18): each a config.loss, and for 'adversarial' the scheme.
+# Feature-term weights were chosen on seed 0's validation PSNR among the values docs/methods.md lists
+# ("Super-resolution"): at the classification codes' weights (FitNet 100, AT 1000) and RKD on the pooled
+# output the student collapses.
 SR_METHODS: Dict[str, Dict[str, Any]] = {
     "l1": {"supervised": {"weight": 1.0}},
     # KD on the output (the FAKD reference's α = 0.5 split between the HR and the teacher's SR image).
     "output": {"supervised": {"weight": 0.5}, "sr_output": {"weight": 0.5}},
     "fitnet": {"supervised": {"weight": 1.0},
-               "fitnet": {"weight": 1.0, "stage": -1, "teacher_stage": -1, "regressor": "conv"}},
-    "at": {"supervised": {"weight": 1.0}, "at": {"weight": 1000.0, "stages": (-1,)}},
-    "rkd": {"supervised": {"weight": 1.0}, "rkd": {"weight": 0.1}},
-    "rkd_output": {"supervised": {"weight": 0.5}, "sr_output": {"weight": 0.5}, "rkd": {"weight": 0.1}},
+               "fitnet": {"weight": 0.1, "stage": -1, "teacher_stage": -1, "regressor": "conv"}},
+    "at": {"supervised": {"weight": 1.0}, "at": {"weight": 10.0, "stages": (-1,)}},
+    # RKD on the flattened block outputs: on the pooled ones (a few near-identical 8-vectors per batch) the
+    # distance normalisation blows up and training diverges.
+    "rkd": {"supervised": {"weight": 1.0}, "rkd": {"weight": 0.01, "stage": -1}},
+    "rkd_output": {"supervised": {"weight": 0.5}, "sr_output": {"weight": 0.5}, "rkd": {"weight": 0.01, "stage": -1}},
     "fakd": {"supervised": {"weight": 0.5}, "sr_output": {"weight": 0.5},
-             "fakd": {"weight": 0.1, "stages": STUDENT_STAGES, "teacher_stages": TEACHER_STAGES}},
+             "fakd": {"weight": 0.01, "stages": STUDENT_STAGES, "teacher_stages": TEACHER_STAGES}},
     "lsfd": {"supervised": {"weight": 1.0},
              "lsfd": {"weight": 0.1, "stages": STUDENT_STAGES, "teacher_stages": TEACHER_STAGES}},
     "adversarial": {"supervised": {"weight": 1.0}},
@@ -103,6 +109,10 @@ def sr_method_config(method: str, seed: int = 0, scale: int = 2,
     c.discriminators.pools = (1, 2)
     c.discriminators.widths = (32, 64)
     c.discriminators.weight = 0.01
+    # The adversarial update runs on its own Adam, which normalises the gradient's scale: its learning rate,
+    # not the weight, sets how far the student moves. At AFD's 2e-4 the student fell below bicubic
+    # (docs/methods.md); 2e-5 was the better of the two on seed 0's validation PSNR.
+    c.discriminators.network_optim.lr = 2e-5
   return c
 
 
