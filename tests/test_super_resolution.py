@@ -260,3 +260,25 @@ def test_bad_sr_inputs_exit_with_code_2_and_say_what_to_do(tmp_path, capsys):
   assert "super-resolution dataset" in capsys.readouterr().err
   assert cli.main(base + ["--config.student.model=resnet20"]) == 2
   assert "does not fit task 'super_resolution'" in capsys.readouterr().err
+
+
+def test_div2k_reads_tfds_pairs_through_data_source():
+  """`data.name='div2k'`: tfds' train pairs tiled for training, its validation pairs whole for testing (tfds'
+  mock data source stands in for a prepared build)."""
+  import tensorflow_datasets as tfds
+  rng = np.random.default_rng(3)
+  hr = _smooth_images(rng, 3, 32)
+  examples = [{"hr": image, "lr": bicubic_downscale(image, 2)} for image in hr]
+
+  def source(self, split, **kwargs):
+    del self, kwargs
+    return examples if split == "train" else examples[:1]
+
+  with tfds.testing.mock_data(as_data_source_fn=source):
+    dataset = sr.load_div2k(scale=2, tile=8, val_fraction=0.0)
+  assert dataset.name == "div2k" and len(dataset.train) == 3 * 4 and len(dataset.test) == 1
+  np.testing.assert_array_equal(dataset.test.hr[0], hr[0])
+  with pytest.raises(KDJaxError, match="not prepared"):
+    sr.load_div2k(scale=2, data_dir="/nonexistent")
+  with pytest.raises(KDJaxError, match="scales 2, 3, 4 and 8"):
+    sr.load_div2k(scale=5)
