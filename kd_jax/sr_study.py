@@ -78,7 +78,8 @@ SR_METHODS: Dict[str, Dict[str, Any]] = {
     # RKD on the flattened block outputs: on the pooled ones (a few near-identical 8-vectors per batch) the
     # distance normalisation blows up and training diverges.
     "rkd": {"supervised": {"weight": 1.0}, "rkd": {"weight": 0.01, "stage": -1}},
-    "rkd_output": {"supervised": {"weight": 0.5}, "sr_output": {"weight": 0.5}, "rkd": {"weight": 0.01, "stage": -1}},
+    "rkd_output": {"supervised": {"weight": 0.5}, "sr_output": {"weight": 0.5},
+                   "rkd": {"weight": 0.01, "stage": -1}},
     "fakd": {"supervised": {"weight": 0.5}, "sr_output": {"weight": 0.5},
              "fakd": {"weight": 0.01, "stages": STUDENT_STAGES, "teacher_stages": TEACHER_STAGES}},
     "lsfd": {"supervised": {"weight": 1.0},
@@ -192,7 +193,8 @@ def run_sr_study(workdir: Optional[str] = None, *, seed: int = 0, scale: int = 2
   configs["student_lsfd"].teacher.workdir = os.path.join(workdir, "teacher")
   dataset = sr_data.load_photos(scale=scale, tile=configs["teacher"].data.tile_size,
                                 val_fraction=configs["teacher"].data.val_fraction, seed=seed)
-  rows = [{"run": "bicubic", "model": "—", "loss": "—", **{f"test_{k}": v for k, v in bicubic_row(dataset, scale).items()}}]
+  floor = bicubic_row(dataset, scale)
+  rows = [{"run": "bicubic", "model": "—", "loss": "—", **{f"test_{k}": v for k, v in floor.items()}}]
   for run, config in configs.items():
     config.progress_bar = progress_bar
     print(f"[kd_jax] {run}: {config.student.model} with {describe_loss(config.loss.to_dict())}", flush=True)

@@ -76,7 +76,7 @@ LAYOUT: Dict[str, str] = {
     "edsr_baseline": "EDSR-baseline, 16 res blocks, 64 channels",
     "edsr_8x32": "EDSR, 8 res blocks, 32 channels",
     "edsr_2x16": "EDSR, 2 res blocks, 16 channels",
-    "sr_tiny": "EDSR, 1 res block, 8 channels (tests)",
+    "sr_tiny": "EDSR, 1 res block, 8 channels (the SR study's student; tests)",
     "edsr_custom": "EDSR, any size (`num_blocks`, `features`, `res_scale`)",
     "rcan": "RCAN, 10 groups x 20 RCABs, 64 channels, reduction 16",
     "rcan_small": "RCAN, 10 groups x 6 RCABs, 64 channels (FAKD's student)",

@@ -89,7 +89,7 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     # Rating prediction (task 'rating'): biased matrix factorisation on user and item ids.
     "mf": rating.mf,
     # Super-resolution (constructors take `scale`, 2, 3 or 4): EDSR (Lim et al. 2017) and RCAN
-    # (Zhang et al. 2018); `rcan_small` is FAKD's RCAN student, `sr_tiny` is for tests.
+    # (Zhang et al. 2018); `rcan_small` is FAKD's RCAN student, `sr_tiny` the SR study's.
     "edsr": super_resolution.edsr,
     "edsr_baseline": super_resolution.edsr_baseline,
     "edsr_8x32": super_resolution.edsr_8x32,

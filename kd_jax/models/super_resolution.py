@@ -402,11 +402,11 @@ edsr = _named("edsr", edsr_custom, "EDSR as in the paper: 32 blocks, 256 channel
 edsr_baseline = _named("edsr_baseline", edsr_custom,
                        "EDSR-baseline: 16 blocks, 64 channels, res_scale 1 (EDSR-PyTorch's default).",
                        num_blocks=16, features=64, res_scale=1.0)
-edsr_8x32 = _named("edsr_8x32", edsr_custom, "EDSR, 8 blocks, 32 channels, res_scale 1 (a small student).",
+edsr_8x32 = _named("edsr_8x32", edsr_custom, "EDSR, 8 blocks, 32 channels, res_scale 1 (the SR study's teacher).",
                    num_blocks=8, features=32, res_scale=1.0)
 edsr_2x16 = _named("edsr_2x16", edsr_custom, "EDSR, 2 blocks, 16 channels, res_scale 1 (a tiny student).",
                    num_blocks=2, features=16, res_scale=1.0)
-sr_tiny = _named("sr_tiny", edsr_custom, "EDSR, 1 block, 8 channels: for tests.",
+sr_tiny = _named("sr_tiny", edsr_custom, "EDSR, 1 block, 8 channels: the SR study's student.",
                  num_blocks=1, features=8, res_scale=1.0)
 rcan = _named("rcan", rcan_custom, "RCAN as in the paper: 10 groups x 20 RCABs, 64 channels, reduction 16.",
               num_groups=10, num_blocks=20, features=64, reduction=16)
