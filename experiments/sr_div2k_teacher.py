@@ -35,14 +35,11 @@ def get_config():
   c.data.patch_size = 48
   c.data.val_fraction = 0.01
   c.student.model = "rcan"
-  c.optim.name = "adamw"
-  c.optim.lr = 1e-4
-  c.optim.weight_decay = 0.0
+  c.optim.lr = 1e-4  # Adam without weight decay and batch 16 come from sr_base_config
   c.optim.schedule = "multistep"
   c.optim.milestones = (57,)
   c.optim.gamma = 0.5
   c.epochs = 85
-  c.batch_size = 16
   c.eval_batch_size = 8
   c.log_every_steps = 200
   c.checkpoint_every_epochs = 1
