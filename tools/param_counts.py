@@ -23,7 +23,7 @@ from kd_jax.models import MODELS, create_model, model_arguments, param_count
 
 CIFAR100 = (100, (1, 32, 32, 3))
 DIGITS = (10, (1, 8, 8, 1))
-GENERIC = ("resnet", "wrn", "mlp", "cnn")
+GENERIC = ("resnet", "wrn", "mlp", "cnn", "plain_cnn")
 # Models of tasks other than classification: no CIFAR-100 count; the note says what sizes them.
 OTHER_TASKS: Dict[str, str] = {"mf": "rating task: sizes from the data (`num_users`, `num_items`, `dim` 16)"}
 SMALL_PREFIXES = ("mlp", "cnn")

@@ -9,12 +9,13 @@ collection, so a train-mode call needs `mutable=["batch_stats"]`; eval mode need
     out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
 
 `MODELS` maps a name to a constructor `(num_classes, **kwargs) -> nn.Module`. The named models take only
-`dtype`, `param_dtype` and `kernels`; the generic ones (`resnet`, `wrn`, `mlp`, `cnn`) take their shape as keyword
-arguments, e.g. `create_model("wrn", 100, depth=28, widen_factor=10)`, and `mobilenetv2` optionally takes
-`width_mult` and `expand_ratio`. Models of other tasks take their sizes instead of `num_classes`: the
-super-resolution models (`edsr*`, `rcan*`, `sr_tiny`) take `scale` (2, 3 or 4), e.g.
-`create_model("edsr_baseline", scale=4)`, and `mf` the data's user and item counts. docs/models.md lists
-every model with its parameter count (`python tools/param_counts.py`).
+`dtype`, `param_dtype` and `kernels`; the generic ones (`resnet`, `wrn`, `mlp`, `cnn`, `plain_cnn`) take
+their shape as keyword arguments, e.g. `create_model("wrn", 100, depth=28, widen_factor=10)` (`wrn` also
+takes `kernel`, e.g. "1x3") or `create_model("plain_cnn", 10, layers=("Conv16", "MaxPool", "FC10"))`, and
+`mobilenetv2` optionally takes `width_mult` and `expand_ratio`. Models of other tasks take their sizes
+instead of `num_classes`: the super-resolution models (`edsr*`, `rcan*`, `sr_tiny`) take `scale` (2, 3 or
+4), e.g. `create_model("edsr_baseline", scale=4)`, and `mf` the data's user and item counts. docs/models.md
+lists every model with its parameter count (`python tools/param_counts.py`).
 
 `kernels` (a `kd_jax.backends.Kernels`, default `DEFAULT_KERNELS`) is where a model's convolutions and pools
 take their kernels from: a training run passes the one its config selects (`kd_jax.backends.kernels_for`).
@@ -32,11 +33,12 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
-from kd_jax.models import (mobilenetv2, rating, resnet_bottleneck, resnet_cifar, shufflenet, small,
-                           super_resolution, vgg, wrn)
+from kd_jax.models import (mobilenetv2, plain_cnn, rating, resnet_bottleneck, resnet_cifar, shufflenet,
+                           small, super_resolution, vgg, wrn)
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
+from kd_jax.models.plain_cnn import PlainCNN
 from kd_jax.models.rating import MatrixFactorization
 from kd_jax.models.resnet_bottleneck import BottleneckBlock, ResNetBottleneck
 from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
@@ -45,7 +47,7 @@ from kd_jax.models.shufflenet import (ShuffleNetV1, ShuffleNetV2, ShuffleV1Block
 from kd_jax.models.small import CNN, MLP
 from kd_jax.models.super_resolution import EDSR, RCAB, RCAN, EDSRBlock, ResidualGroup, Upsampler
 from kd_jax.models.vgg import VGG
-from kd_jax.models.wrn import PreActBlock, WideResNet
+from kd_jax.models.wrn import FactorisedConv, PreActBlock, WideResNet
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     # CIFAR ResNets (He et al. 2016), RepDistiller conventions.
@@ -68,6 +70,14 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "wrn_16_2": wrn.wrn_16_2,
     "wrn_40_1": wrn.wrn_40_1,
     "wrn_40_2": wrn.wrn_40_2,
+    # Pacemaker KD (Son et al. 2020): teacher WRN-40-4; variants with every 3x3 conv replaced (`kernel`).
+    "wrn_40_4": wrn.wrn_40_4,
+    "wrn_40_4_2x3": wrn.wrn_40_4_2x3,
+    "wrn_40_4_3x1_1x3": wrn.wrn_40_4_3x1_1x3,
+    "wrn_40_4_1x3": wrn.wrn_40_4_1x3,
+    "wrn_16_2_2x3": wrn.wrn_16_2_2x3,
+    "wrn_16_2_3x1_1x3": wrn.wrn_16_2_3x1_1x3,
+    "wrn_16_2_1x3": wrn.wrn_16_2_1x3,
     # VGG with BatchNorm (Simonyan & Zisserman 2015), RepDistiller's `vgg8`/`vgg11`/`vgg13`.
     "vgg8": vgg.vgg8,
     "vgg11": vgg.vgg11,
@@ -78,6 +88,13 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     # CIFAR ShuffleNets (Zhang et al. 2018, Ma et al. 2018), RepDistiller's `ShuffleV1`/`ShuffleV2`.
     "shufflenetv1": shufflenet.shufflenetv1,
     "shufflenetv2": shufflenet.shufflenetv2,
+    # TAKD's plain CNNs (Mirzadeh et al. 2020; also DGKD): `plain_cnn` takes a layer spec, `planeN` its books.
+    "plain_cnn": plain_cnn.plain_cnn,
+    "plane2": plain_cnn.plane2,
+    "plane4": plain_cnn.plane4,
+    "plane6": plain_cnn.plane6,
+    "plane8": plain_cnn.plane8,
+    "plane10": plain_cnn.plane10,
     # Small models for the 8x8 digits data and tests.
     "mlp": small.mlp,
     "mlp_tiny": small.mlp_tiny,
@@ -178,6 +195,7 @@ __all__ = [
     "CNN",
     "EDSR",
     "EDSRBlock",
+    "FactorisedConv",
     "FeatureDiscriminator",
     "MatrixFactorization",
     "TransferLayer",
@@ -185,6 +203,7 @@ __all__ = [
     "MLP",
     "MobileNetV2",
     "ModelOutput",
+    "PlainCNN",
     "PreActBlock",
     "RCAB",
     "RCAN",

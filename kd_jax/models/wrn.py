@@ -6,20 +6,43 @@ so parameter counts match the KD tables (CIFAR-100: wrn_40_2 2.26M, wrn_16_2 0.7
 No dropout (RepDistiller's drop rate is 0 for every KD model).
 
 Submodules are named after the PyTorch reference (`conv1`, `block1_layer0`, ..., `bn1`, `fc`).
+
+Kernel variants (`kernel`, for Pacemaker KD: Son, Kim, Song, Moon, Hwang, "Knowledge Distillation with
+a Pacemaker", arXiv:2003.03944, whose students replace the 3x3 filters by 1xN ones with a "pacemaker" of
+intermediate shape in between; no public code). Every 3x3 convolution (the stem `conv1` and both convs
+of every block) becomes, keeping its name, its stride and the output size of the 3x3 conv:
+  - '3x3': the reference network, unchanged (same parameter tree, so existing checkpoints load);
+  - '2x3': one 2x3 kernel (height 2, width 3), padding ((0, 1), (1, 1)) (assumed: the paper gives none);
+  - '3x1_1x3': a 3x1 conv (padding ((1, 1), (0, 0)), stride (s, 1)) followed directly by a 1x3 conv
+    (padding ((0, 0), (1, 1)), stride (1, s)), both with the output width, no BN or ReLU between them
+    (assumed), i.e. a factorised 3x3; they are the children `conv_3x1` and `conv_1x3` of a module with the
+    3x3 conv's name (`params["conv1"]["conv_3x1"]["kernel"]`, ...);
+  - '1x3': one 1x3 kernel, padding ((0, 0), (1, 1)).
+The 1x1 projection shortcuts stay 1x1.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Tuple, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kd_jax.backends import DEFAULT_KERNELS, Kernels
-from kd_jax.errors import KDJaxError
+from kd_jax.errors import KDJaxError, one_of
 from kd_jax.models.outputs import ModelOutput
-from kd_jax.models.resnet_cifar import Dtype, batch_norm, classifier, conv1x1, conv3x3, global_avg_pool
+from kd_jax.models.resnet_cifar import (Dtype, batch_norm, classifier, conv1x1, conv3x3, conv_init,
+                                        global_avg_pool)
+
+# The kernel shapes a WRN's 3x3 convolutions can be replaced by (see the module docstring).
+WRN_KERNELS = ("3x3", "2x3", "3x1_1x3", "1x3")
+# kernel name -> (kernel size, padding) of the single-conv variants other than 3x3.
+_SINGLE_KERNELS = {
+    "2x3": ((2, 3), ((0, 1), (1, 1))),
+    "1x3": ((1, 3), ((0, 0), (1, 1))),
+}
+_KERNEL_WORDS = {"2x3": "a 2x3 conv", "3x1_1x3": "a 3x1 then a 1x3 conv", "1x3": "a 1x3 conv"}
 
 
 def wrn_blocks_per_stage(depth: int) -> int:
@@ -29,14 +52,24 @@ def wrn_blocks_per_stage(depth: int) -> int:
   return (depth - 4) // 6
 
 
-class PreActBlock(nn.Module):
-  """Pre-activation basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, plus the shortcut; no activation at the end.
+def validate_kernel(kernel: str) -> str:
+  """`kernel` if it is one of `WRN_KERNELS`, else a KDJaxError listing them."""
+  if kernel not in WRN_KERNELS:
+    raise KDJaxError(f"WRN kernel must be {one_of(WRN_KERNELS)}; got kernel={kernel!r}.")
+  return kernel
 
-  When the input and output shapes agree the shortcut is the raw input. Otherwise the shortcut is a 1x1
-  conv (with the block's stride) applied to the *activated* input relu(bn1(x)), as in the reference.
-  Returns `(out, normed)` where `normed = bn1(x)` is the block's input after its first BN and before the
-  ReLU: the WRN uses it as the pre-activation feature of the previous stage.
-  """
+
+def _conv(features: int, size: Tuple[int, int], strides: Tuple[int, int], padding, dtype: Dtype,
+          param_dtype: Dtype, name: str, kernels: Kernels) -> nn.Conv:
+  return nn.Conv(features, size, strides=strides, padding=padding, use_bias=False, kernel_init=conv_init,
+                 dtype=dtype, param_dtype=param_dtype, conv_general_dilated=kernels.conv_general_dilated,
+                 name=name)
+
+
+class FactorisedConv(nn.Module):
+  """A 3x1 conv (stride (s, 1)) then a 1x3 conv (stride (1, s)), both `features` wide and without a bias,
+  with nothing between them: the '3x1_1x3' replacement of a 3x3 conv (same output size). The children are
+  `conv_3x1` and `conv_1x3`."""
 
   features: int
   stride: int = 1
@@ -45,13 +78,55 @@ class PreActBlock(nn.Module):
   kernels: Kernels = DEFAULT_KERNELS
 
   @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    f, s, dt, pdt, k = self.features, self.stride, self.dtype, self.param_dtype, self.kernels
+    x = _conv(f, (3, 1), (s, 1), ((1, 1), (0, 0)), dt, pdt, "conv_3x1", k)(x)
+    return _conv(f, (1, 3), (1, s), ((0, 0), (1, 1)), dt, pdt, "conv_1x3", k)(x)
+
+
+def kernel_conv(kernel: str, features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: str, *,
+                kernels: Kernels) -> Union[nn.Conv, FactorisedConv]:
+  """The module that replaces a 3x3 conv (padding 1, no bias) for `kernel` in `WRN_KERNELS`, named `name`:
+  `conv3x3` itself for '3x3', a single 2x3 or 1x3 `nn.Conv`, or a `FactorisedConv` for '3x1_1x3'. Every
+  variant keeps the 3x3 conv's output size, (H - 1) // stride + 1 by (W - 1) // stride + 1.
+
+  Raises:
+    KDJaxError: `kernel` is not one of `WRN_KERNELS` (the message lists them).
+  """
+  validate_kernel(kernel)
+  if kernel == "3x3":
+    return conv3x3(features, stride, dtype, param_dtype, name, kernels=kernels)
+  if kernel == "3x1_1x3":
+    return FactorisedConv(features, stride, dtype, param_dtype, kernels, name=name)
+  size, padding = _SINGLE_KERNELS[kernel]
+  return _conv(features, size, (stride, stride), padding, dtype, param_dtype, name, kernels)
+
+
+class PreActBlock(nn.Module):
+  """Pre-activation basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, plus the shortcut; no activation at the end.
+
+  When the input and output shapes agree the shortcut is the raw input. Otherwise the shortcut is a 1x1
+  conv (with the block's stride) applied to the *activated* input relu(bn1(x)), as in the reference.
+  Returns `(out, normed)` where `normed = bn1(x)` is the block's input after its first BN and before the
+  ReLU: the WRN uses it as the pre-activation feature of the previous stage. `kernel` replaces both 3x3
+  convs (`kernel_conv`; '3x3' is the reference block).
+  """
+
+  features: int
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
+  kernel: str = "3x3"
+
+  @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
     dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     normed = batch_norm(train, dt, pdt, "bn1")(x)
     act = nn.relu(normed)
-    y = conv3x3(self.features, self.stride, dt, pdt, "conv1", kernels=k)(act)
+    y = kernel_conv(self.kernel, self.features, self.stride, dt, pdt, "conv1", kernels=k)(act)
     y = nn.relu(batch_norm(train, dt, pdt, "bn2")(y))
-    y = conv3x3(self.features, 1, dt, pdt, "conv2", kernels=k)(y)
+    y = kernel_conv(self.kernel, self.features, 1, dt, pdt, "conv2", kernels=k)(y)
     if self.stride == 1 and x.shape[-1] == self.features:
       shortcut = x
     else:
@@ -80,6 +155,8 @@ class WideResNet(nn.Module):
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
     kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
+    kernel: what replaces every 3x3 conv, one of `WRN_KERNELS` ('3x3': the reference network; see the
+      module docstring).
   """
 
   num_classes: int
@@ -88,18 +165,20 @@ class WideResNet(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   kernels: Kernels = DEFAULT_KERNELS
+  kernel: str = "3x3"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     n = wrn_blocks_per_stage(self.depth)
+    kernel = validate_kernel(self.kernel)
     dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     widths = (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
-    x = conv3x3(16, 1, dt, pdt, "conv1", kernels=k)(x)
+    x = kernel_conv(kernel, 16, 1, dt, pdt, "conv1", kernels=k)(x)
     stages, preacts = [], []
     for s, width in enumerate(widths):
       for b in range(n):
         stride = 2 if (s > 0 and b == 0) else 1
-        x, normed = PreActBlock(width, stride, dt, pdt, k, name=f"block{s + 1}_layer{b}")(x, train)
+        x, normed = PreActBlock(width, stride, dt, pdt, k, kernel, name=f"block{s + 1}_layer{b}")(x, train)
         if s > 0 and b == 0:
           preacts.append(normed)  # bn1 of this stage's first block applied to the previous stage's output
       stages.append(x)
@@ -111,24 +190,29 @@ class WideResNet(nn.Module):
                        embedding=embedding)
 
 
-def wrn(num_classes: int, *, depth: int, widen_factor: int, dtype: Dtype = jnp.float32,
+def wrn(num_classes: int, *, depth: int, widen_factor: int, kernel: str = "3x3", dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
-  """Any WRN-d-k: depth d = 6n+4, widen factor k >= 1."""
+  """Any WRN-d-k: depth d = 6n+4, widen factor k >= 1, `kernel` one of `WRN_KERNELS` (default '3x3')."""
   wrn_blocks_per_stage(depth)
   if widen_factor < 1:
     raise KDJaxError(f"WRN widen_factor must be a positive integer; got widen_factor={widen_factor}.")
   return WideResNet(num_classes=num_classes, depth=depth, widen_factor=widen_factor, dtype=dtype,
-                    param_dtype=param_dtype, kernels=kernels)
+                    param_dtype=param_dtype, kernels=kernels, kernel=validate_kernel(kernel))
 
 
-def _named(depth: int, widen_factor: int):
+def _named(depth: int, widen_factor: int, kernel: str = "3x3", doc: str = ""):
+  validate_kernel(kernel)
+
   def constructor(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
                   kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
     return WideResNet(num_classes=num_classes, depth=depth, widen_factor=widen_factor, dtype=dtype,
-                      param_dtype=param_dtype, kernels=kernels)
+                      param_dtype=param_dtype, kernels=kernels, kernel=kernel)
 
-  constructor.__name__ = constructor.__qualname__ = f"wrn_{depth}_{widen_factor}"
-  constructor.__doc__ = f"WRN-{depth}-{widen_factor} for CIFAR (RepDistiller's `{constructor.__name__}`)."
+  suffix = "" if kernel == "3x3" else f"_{kernel}"
+  name = constructor.__name__ = constructor.__qualname__ = f"wrn_{depth}_{widen_factor}{suffix}"
+  if kernel != "3x3":
+    doc = f"WRN-{depth}-{widen_factor}, every 3x3 conv replaced by {_KERNEL_WORDS[kernel]} (Pacemaker KD)"
+  constructor.__doc__ = (doc or f"WRN-{depth}-{widen_factor} for CIFAR (RepDistiller's `{name}`)") + "."
   return constructor
 
 
@@ -136,3 +220,11 @@ wrn_16_1 = _named(16, 1)
 wrn_16_2 = _named(16, 2)
 wrn_40_1 = _named(40, 1)
 wrn_40_2 = _named(40, 2)
+# Pacemaker KD (arXiv:2003.03944): teacher WRN-40-4; students and pacemakers with other kernel shapes.
+wrn_40_4 = _named(40, 4, doc="WRN-40-4 for CIFAR (the Pacemaker KD teacher)")
+wrn_40_4_2x3 = _named(40, 4, "2x3")
+wrn_40_4_3x1_1x3 = _named(40, 4, "3x1_1x3")
+wrn_40_4_1x3 = _named(40, 4, "1x3")
+wrn_16_2_2x3 = _named(16, 2, "2x3")
+wrn_16_2_3x1_1x3 = _named(16, 2, "3x1_1x3")
+wrn_16_2_1x3 = _named(16, 2, "1x3")
