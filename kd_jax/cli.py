@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_jax [study|sr|train|list]`.
+"""Command line: `python -m kd_jax [study|sr|train|pipeline|list]`.
 
 `python -m kd_jax` with no arguments runs the default study on the embedded digits data.
 """
@@ -16,12 +16,16 @@ EPILOG = """commands:
   sr               SR teacher, L1 student and LSFD student on embedded photos; PSNR/SSIM table, picture
   train            one run from a Python config: --config FILE [--config.KEY=VALUE ...] --workdir DIR;
                    started once per host with --config.distributed.* for multi-process runs (docs/scaling.md)
+  pipeline         a chain of runs (teacher, assistants, student) from a file defining get_pipeline():
+                   --config FILE --workdir DIR [--config.KEY=VALUE ...] (overrides apply to every stage);
+                   running it again skips finished stages and resumes the interrupted one
   list             registered models, distillers and datasets
 
 examples:
   python -m kd_jax
   python -m kd_jax sr --scale 4
   python -m kd_jax train --config experiments/digits_kd.py --config.loss.kd.temperature=2 --workdir runs/t2
+  python -m kd_jax pipeline --config experiments/digits_dgkd.py --config.seed=1 --workdir runs/dgkd_s1
 Config files are Python and are executed: only run configs you trust."""
 
 
@@ -47,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("--allow-config-change", action="store_true",
                      help="resume a run whose checkpoints were trained with a config that differs in what it "
                           "computes (otherwise refused, listing the differences)")
+  pipeline = sub.add_parser("pipeline", help="run a chain of runs from a file defining get_pipeline()",
+                            description="Extra --config.KEY=VALUE arguments override config keys of every stage.")
+  pipeline.add_argument("--config", required=True, help="Python file defining get_pipeline()")
+  pipeline.add_argument("--workdir", required=True, help="pipeline directory, one run directory per stage; "
+                                                         "finished stages are skipped, an interrupted one resumed")
+  pipeline.add_argument("--no-progress", action="store_true", help="hide progress bars")
   sub.add_parser("list", help="list models, distillers and datasets")
   return parser
 
@@ -58,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   args, extra = _parser().parse_known_args(argv)
   overrides = [a[len("--config."):] for a in extra if a.startswith("--config.")]
   unknown = [a for a in extra if not a.startswith("--config.")]
-  if unknown or (overrides and args.command != "train"):
+  if unknown or (overrides and args.command not in ("train", "pipeline")):
     _parser().error(f"unrecognized arguments: {' '.join(unknown or extra)}")
   try:
     if args.command == "list":
@@ -77,6 +87,15 @@ def main(argv: Optional[List[str]] = None) -> int:
       if distributed.is_main_process():
         print("\n" + results["table"] + "\n")
         print(f"Run directory: {results['workdir']} (results.md, results.json, metrics, checkpoints)")
+    elif args.command == "pipeline":
+      from kd_jax.train.pipeline import load_pipeline_file, run_pipeline
+      out = run_pipeline(load_pipeline_file(args.config), args.workdir, overrides=overrides,
+                         progress_bar=False if args.no_progress else None)
+      print("\n" + out["table"] + "\n")
+      print(f"Pipeline directory: {out['workdir']} (results.md, results.json, one run directory per stage)")
+      for stage, why in out["failed"].items():
+        print(f"error: stage {stage!r} {why}", file=sys.stderr)
+      return 2 if out["failed"] else 0
     elif args.command == "sr":
       from kd_jax.sr_study import run_sr_study
       out = run_sr_study(args.workdir, seed=args.seed, scale=args.scale, quick=args.quick,

@@ -166,8 +166,8 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """Executes a Python config file and returns its `get_config()`."""
+def load_python_file(path: str, function: str):
+  """Executes a Python experiment file and returns its function `function` (e.g. `get_config`)."""
   if not os.path.isfile(path):
     raise KDJaxError(f"Config file {path!r} does not exist.")
   spec = importlib.util.spec_from_file_location("kd_jax_user_config", path)
@@ -178,9 +178,14 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)  # configs are Python and are executed: only run configs you trust
   finally:
     sys.path.pop(0)
-  if not hasattr(module, "get_config"):
-    raise KDJaxError(f"Config file {path!r} defines no get_config().")
-  config = module.get_config()
+  if not hasattr(module, function):
+    raise KDJaxError(f"Config file {path!r} defines no {function}().")
+  return getattr(module, function)
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Executes a Python config file and returns its `get_config()`."""
+  config = load_python_file(path, "get_config")()
   validate(config)
   return config
 

@@ -1,4 +1,4 @@
-"""Super-resolution metrics: PSNR and SSIM on the Y channel, computed the way SR papers report them.
+"""Metrics beyond accuracy: PSNR and SSIM as SR papers report them, and DGKD's error overlap (at the end).
 
 The published numbers of SR methods (EDSR, RCAN, SwinIR, and the KD-for-SR papers that distil them) come
 from BasicSR's `basicsr/metrics/psnr_ssim.py` (`calculate_psnr`, `calculate_ssim`, `_ssim`) or the MATLAB
@@ -262,3 +262,29 @@ def _ssim(sr: jax.Array, hr: jax.Array, scale: int, y_channel: bool) -> jax.Arra
 
 
 __all__ = ["psnr", "quantize", "rgb_to_y", "shave", "ssim"]
+
+
+def error_overlap(student_wrong: np.ndarray, others_wrong: np.ndarray) -> dict:
+  """How many of the student's test errors its teachers also make (DGKD's "error avalanche" measure).
+
+  Son et al., "Densely Guided Knowledge Distillation using Multiple Teacher Assistants", ICCV 2021,
+  arXiv:2009.08825, explain DGKD's gain over TAKD by errors passed down a chain: a student that learns from
+  one assistant inherits that assistant's mistakes, one that learns from every larger model less so. The
+  paper's exact normalisation is not in the sources kd_jax was built from [assume]; here, with `E_s` the
+  examples the student gets wrong and `E_k` those model k gets wrong:
+    - `per_model[k] = |E_s ∩ E_k| / |E_s|`, the fraction of the student's errors model k shares;
+    - `any = |E_s ∩ ∪_k E_k| / |E_s|` and `all = |E_s ∩ ∩_k E_k| / |E_s|`.
+  All are NaN when the student makes no error.
+
+  Args:
+    student_wrong: [N] booleans, True where the student's prediction is wrong.
+    others_wrong: [K, N] booleans for the K other models (teacher, assistants), same examples.
+  """
+  student_wrong = np.asarray(student_wrong, bool)
+  others_wrong = np.asarray(others_wrong, bool).reshape(-1, student_wrong.shape[0])
+  errors = int(student_wrong.sum())
+  rate = (lambda shared: float(shared) / errors) if errors else (lambda shared: float("nan"))
+  return {"student_errors": errors,
+          "per_model": [rate((student_wrong & wrong).sum()) for wrong in others_wrong],
+          "any": rate((student_wrong & others_wrong.any(0)).sum()),
+          "all": rate((student_wrong & others_wrong.all(0)).sum())}

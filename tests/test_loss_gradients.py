@@ -41,6 +41,7 @@ NOT_DIFFERENTIABLE = {
     "crd_memory_update",        # the memory-bank update after a step: state, not a loss
     "crd_sample_indices",       # the negative sampler: integer bank rows
     "energy_thresholds",        # NumPy on the host, once before training: quantiles of sorted energies
+    "teacher_keep_mask",        # stochastic DGKD's 0/1 mask over teachers, drawn from a PRNG key
 }
 
 
@@ -163,6 +164,14 @@ def _ensemble_kd_cases(rng):
   t2 = _normal(rng, 4, 5, scale=2.0)
   return [Case(lambda s, t1, t2, a=a: losses.ensemble_kd(s, [t1, t2], 4.0, average=a, weights=[1.0, 3.0]),
                (s,), (t1, t2)) for a in ("probs", "logits")]
+
+
+def _dgkd_cases(rng):
+  s, t1 = _logit_pair(rng)
+  t2 = _normal(rng, 4, 5, scale=2.0)
+  keep = jnp.array([0.0, 1.0])
+  return [Case(lambda s, t1, t2, r=r, k=k: losses.dgkd(s, [t1, t2], 5.0, keep=k, reduction=r), (s,), (t1, t2))
+          for r, k in (("batchmean", None), ("mean", keep))]
 
 
 def _cskd_cases(rng):
@@ -382,6 +391,7 @@ CASES = {
     "energy_score": _energy_score_cases,
     "energy_temperatures": _energy_temperatures_cases,
     "ensemble_kd": _ensemble_kd_cases,
+    "dgkd": _dgkd_cases,
     "factor_transfer": _ft_cases,
     "fakd": _fakd_cases,
     "feature_affinity": _feature_affinity_cases,

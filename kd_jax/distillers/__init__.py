@@ -15,7 +15,7 @@ from kd_jax.distillers.base import (Context, Distiller, Forward, TrainingData, W
 from kd_jax.distillers.feed import FEED, FEEDTranslator, FEEDTranslators
 from kd_jax.distillers.feature import (AB, AT, CC, FSP, FT, NST, PKT, SP, ABConnector, CorrelationEmbed, FitNet,
                                        Paraphraser, Regressor)
-from kd_jax.distillers.logit import (DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD,
+from kd_jax.distillers.logit import (DGKD, DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD,
                                      Supervised)
 from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
 from kd_jax.distillers.review import ABF, ReviewFusion, ReviewKD
@@ -39,6 +39,7 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "ls_kd": LogitStandardizedKD,
     "energy_kd": EnergyKD,
     "ensemble_kd": EnsembleKD,
+    "dgkd": DGKD,
     "cskd": CSKD,
     "r2kd": R2KD,
     "he_da": HEDA,
@@ -88,25 +89,40 @@ def describe(loss_config: Mapping[str, Mapping[str, Any]]) -> str:
 def from_config(loss_config: Mapping[str, Mapping[str, Any]]) -> WeightedSum:
   """Builds the weighted sum described by a config's `loss` section.
 
-  Each entry is `term_name: {weight: w, distiller: registry name (defaults to term_name), **hparams}`,
-  e.g. `{'ce': {'weight': 0.1}, 'kd': {'weight': 0.9, 'temperature': 4.0}}`.
+  Each entry is `term_name: {weight: w, distiller: registry name (defaults to term_name), teacher: which
+  teacher(s) it reads (optional: an index, or a tuple of indices, into config.teacher.workdir followed by
+  config.teacher.extra_workdirs; default all), **hparams}`, e.g.
+  `{'ce': {'weight': 0.1}, 'kd': {'weight': 0.9, 'temperature': 4.0}}`.
   """
   if not loss_config:
     raise KDJaxError("config.loss is empty: give at least one term, e.g. "
                      "config.loss = {'ce': {'weight': 1.0}}. Registered distillers: "
                      f"{', '.join(distiller_names())}.")
-  terms = []
+  terms, picks = [], []
   for term, spec in loss_config.items():
     spec = dict(spec)
     if "weight" not in spec:
       raise KDJaxError(f"config.loss.{term} needs a 'weight'.")
     weight = float(spec.pop("weight"))
     name = spec.pop("distiller", term)
+    if "teacher" in spec:
+      picks.append((term, _teacher_pick(term, spec.pop("teacher"))))
     terms.append((term, weight, make_distiller(name, **spec)))
-  return WeightedSum(tuple(terms))
+  return WeightedSum(tuple(terms), tuple(picks))
 
 
-__all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller",
+def _teacher_pick(term: str, pick: Any):
+  """A term's `teacher` value checked: an index >= 0 or a non-empty tuple of distinct ones."""
+  index = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+  if index(pick):
+    return int(pick)
+  if isinstance(pick, (list, tuple)) and pick and all(index(v) for v in pick) and len(set(pick)) == len(pick):
+    return tuple(int(v) for v in pick)
+  raise KDJaxError(f"config.loss.{term}.teacher must be a teacher index (0 = config.teacher.workdir, 1, 2, ... = "
+                   f"config.teacher.extra_workdirs in order) or a tuple of distinct indices; got {pick!r}.")
+
+
+__all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DGKD", "DIST", "DISTILLERS", "DKD", "KD", "R2KD", "Context", "CrossEntropy", "Distiller",
            "EnergyKD", "CorrelationEmbed", "EnsembleKD", "FSP", "FitNet", "HEDA", "Forward", "LogitStandardizedKD",
            "NST", "PKT", "Regressor", "SP", "TrainingData", "WeightedSum", "describe", "distiller_names", "from_config", "make_distiller",
            "require_fraction", "require_positive", "split_state", "class_rows", "label_rows", "Supervised", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage",

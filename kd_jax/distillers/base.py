@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 
 Variables = Dict[str, Any]
@@ -163,16 +164,40 @@ class WeightedSum(Distiller):
   parameters under `params`. Metrics are reported per term as `name/<metric>`, with the term's unweighted
   loss as `name/loss`.
 
+  A term may read only some of the run's teachers (`teacher_picks`; the config's `teacher` key of a term):
+  an index gives it that one teacher's output, a tuple of indices a tuple of outputs, in the order of
+  `config.teacher.workdir` then `config.teacher.extra_workdirs`. Pacemaker KD's sequential phases (first
+  the pacemaker, then the teacher) and any term that should not see every teacher use it.
+
   Attributes:
     terms: `(name, weight, distiller)` triples; names must be unique.
+    teacher_picks: `(name, index or tuple of indices)` for the terms that read a subset of the teachers.
   """
 
   terms: Tuple[Tuple[str, float, Distiller], ...] = ()
+  teacher_picks: Tuple[Tuple[str, Union[int, Tuple[int, ...]]], ...] = ()
 
   def __post_init__(self):
     names = [name for name, _, _ in self.terms]
     if len(set(names)) != len(names):
       raise ValueError(f"WeightedSum: term names must be unique, got {names}.")
+    unknown = sorted({name for name, _ in self.teacher_picks} - set(names))
+    if unknown:
+      raise ValueError(f"WeightedSum: teacher_picks names terms {unknown} that are not in the sum {names}.")
+
+  def teacher_for(self, name: str, teacher: TeacherOutput) -> TeacherOutput:
+    """The teacher output(s) term `name` reads: all of them, or its pick."""
+    pick = dict(self.teacher_picks).get(name)
+    if pick is None or teacher is None:
+      return teacher
+    teachers = (teacher,) if isinstance(teacher, ModelOutput) else tuple(teacher)
+    indices = (pick,) if isinstance(pick, int) else tuple(pick)
+    bad = [i for i in indices if not 0 <= i < len(teachers)]
+    if bad:
+      raise KDJaxError(f"config.loss.{name}.teacher={pick!r} names teacher(s) {bad}, but the run has "
+                       f"{len(teachers)} teacher(s), numbered from 0 in the order config.teacher.workdir, "
+                       "config.teacher.extra_workdirs.")
+    return teachers[pick] if isinstance(pick, int) else tuple(teachers[i] for i in indices)
 
   @property
   def needs_teacher(self) -> bool:  # type: ignore[override]
@@ -204,7 +229,8 @@ class WeightedSum(Distiller):
   def init(self, rng, student, teacher, batch):
     variables: Variables = {}
     for i, (name, _, distiller) in enumerate(self.terms):
-      for col, tree in distiller.init(jax.random.fold_in(rng, i), student, teacher, batch).items():
+      term_teacher = self.teacher_for(name, teacher)
+      for col, tree in distiller.init(jax.random.fold_in(rng, i), student, term_teacher, batch).items():
         variables.setdefault(col, {})[name] = tree
     return variables
 
@@ -214,8 +240,8 @@ class WeightedSum(Distiller):
     new_state: Variables = {}
     for i, (name, weight, distiller) in enumerate(self.terms):
       term_ctx = dataclasses.replace(ctx, rng=None if ctx.rng is None else jax.random.fold_in(ctx.rng, i))
-      value, term_metrics, term_state = distiller.loss(self._sub(variables, name), student, teacher, batch,
-                                                       term_ctx)
+      value, term_metrics, term_state = distiller.loss(self._sub(variables, name), student,
+                                                       self.teacher_for(name, teacher), batch, term_ctx)
       total = total + weight * value
       metrics[f"{name}/loss"] = value
       metrics.update({f"{name}/{k}": v for k, v in term_metrics.items()})

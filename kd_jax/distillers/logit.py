@@ -248,3 +248,50 @@ class EnsembleKD(Distiller):
     value = losses.ensemble_kd(class_rows(student.logits), [class_rows(t.logits) for t in teachers], self.temperature,
                                average=self.average, weights=self.weights)
     return value, {}, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class DGKD(Distiller):
+  """Densely guided KD from every teacher the run has, optionally with stochastic teaching. See
+  `losses.dgkd` and `losses.teacher_keep_mask`.
+
+  The teachers are the run's (`config.teacher.workdir`, then `extra_workdirs`): for DGKD the original
+  teacher and every teacher assistant trained before this model. `drop_num` > 0 drops that many KD terms per
+  step (the reference code's form, used for the final student), `survival` < 1 keeps each term with that
+  probability (the paper's); the step's key decides which, so a resumed run drops the same ones.
+  Metrics: `kept`, the number of teachers whose term counted this step, and `kept/teacher<k>` (1 or 0) for
+  each.
+  """
+
+  temperature: float = 5.0
+  reduction: str = "batchmean"
+  drop_num: int = 0
+  survival: float = 1.0
+
+  def __post_init__(self):
+    require_positive("dgkd", temperature=self.temperature)
+    if self.reduction not in ("batchmean", "mean"):
+      raise ValueError(f"dgkd: reduction must be 'batchmean' or 'mean', got {self.reduction!r}.")
+    if isinstance(self.drop_num, bool) or not isinstance(self.drop_num, int) or self.drop_num < 0:
+      raise ValueError(f"dgkd: drop_num must be an integer >= 0, got {self.drop_num!r}.")
+    if not 0.0 < self.survival <= 1.0:
+      raise ValueError(f"dgkd: survival must be in (0, 1], got {self.survival}.")
+    if self.drop_num and self.survival < 1.0:
+      raise ValueError("dgkd: give drop_num (the code's form) or survival (the paper's), not both.")
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    teachers = (teacher,) if isinstance(teacher, ModelOutput) else tuple(teacher)
+    if self.drop_num >= len(teachers):
+      raise ValueError(f"dgkd: drop_num={self.drop_num} would drop every one of the {len(teachers)} teacher(s); "
+                       "it must be smaller than the number of teachers (config.teacher.workdir plus "
+                       "config.teacher.extra_workdirs).")
+    keep = None
+    if (self.drop_num or self.survival < 1.0) and ctx.train:
+      if ctx.rng is None:
+        raise ValueError("dgkd: stochastic teaching needs the step's key (ctx.rng).")
+      keep = losses.teacher_keep_mask(ctx.rng, len(teachers), drop_num=self.drop_num, survival=self.survival)
+    value = losses.dgkd(class_rows(student.logits), [class_rows(t.logits) for t in teachers], self.temperature,
+                        keep=keep, reduction=self.reduction)
+    if keep is None:
+      keep = jnp.ones((len(teachers),), jnp.float32)
+    return value, {"kept": jnp.sum(keep), **{f"kept/teacher{k}": keep[k] for k in range(len(teachers))}}, {}

@@ -8,7 +8,7 @@ from kd_jax.losses.features import (activation_boundary, activation_mismatch, at
                                     correlation_congruence, factor_transfer, fitnet, fsp, nst, pkt,
                                     similarity_preserving)
 from kd_jax.losses.logits import (cross_entropy, dist, dist_relations, dkd, dkd_parts, energy_kd, energy_score,
-                                  energy_temperatures, energy_thresholds, ensemble_kd, kd,
+                                  energy_temperatures, energy_thresholds, ensemble_kd, kd, dgkd, teacher_keep_mask,
                                   kl_divergence_per_example, logit_standardized_kd,
                                   pearson_correlation, standardize_logits)
 from kd_jax.losses.contrastive import (crd, crd_available_negatives, crd_memory_init, crd_memory_update,
@@ -22,7 +22,7 @@ from kd_jax.losses.similarity import (cskd, cskd_cswt, cswt_temperatures, r2kd, 
 
 __all__ = ["activation_boundary", "activation_mismatch", "factor_transfer", "area_rkd", "attention_transfer", "correlation_congruence", "cross_entropy", "cskd", "cskd_cswt",
            "cswt_temperatures", "dist", "dist_relations", "dkd", "dkd_parts", "energy_kd", "energy_score",
-           "energy_temperatures", "energy_thresholds", "ensemble_kd", "fitnet", "fsp", "kd",
+           "energy_temperatures", "energy_thresholds", "ensemble_kd", "dgkd", "teacher_keep_mask", "fitnet", "fsp", "kd",
            "kl_divergence_per_example", "logit_standardized_kd", "nst", "pearson_correlation", "pkt", "r2kd",
            "r2kd_rank_loss", "r2kd_teacher_logits", "r2kd_value_loss", "review_kd", "rkd_angle", "rkd_distance",
            "similarity_preserving", "standardize_logits", "vid",

@@ -1,4 +1,4 @@
-"""Losses on logits: cross-entropy, Hinton KD, DKD, DIST, logit-standardized KD, Energy KD, ensemble KD.
+"""Losses on logits: cross-entropy, Hinton KD, DKD, DIST, logit-standardized KD, Energy KD, ensemble KD, DGKD.
 
 Pure functions of arrays: no Flax, no optax, no config. Conventions used throughout kd_jax:
 logits are [B, C]; a loss is a scalar, averaged over the batch unless a docstring says otherwise.
@@ -435,3 +435,80 @@ def ensemble_kd(student_logits: jax.Array, teacher_logits_list, temperature: flo
   log_p_s = jax.nn.log_softmax(at_least_float32(student_logits) / temperature, axis=-1)
   per_example = jnp.sum(jnp.exp(log_q) * (log_q - log_p_s), axis=-1)
   return temperature**2 * jnp.mean(per_example)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Dense guidance from several teachers (DGKD) and its stochastic teaching.
+# ------------------------------------------------------------------------------------------------------
+
+
+def dgkd(student_logits: jax.Array, teacher_logits_list, temperature: float = 5.0, *, keep=None,
+         reduction: Reduction = "batchmean") -> jax.Array:
+  """Densely guided KD: `T² · Σ_k m_k · KL(softmax(z_k/T) || softmax(z_s/T))`, one term per teacher.
+
+  Son, Na, Choi, Hwang, "Densely Guided Knowledge Distillation using Multiple Teacher Assistants", ICCV
+  2021, arXiv:2009.08825; reference code wonchulSon/DGKD (`train.py`): the student distils from the teacher
+  and from every teacher assistant trained before it, and the code's loss is
+  `(1−λ)·CE + λ·T²·Σ_k KLDivLoss(log_softmax(z_s/T), softmax(z_k/T))` with T = 5 — the KD terms are summed,
+  not averaged (CE is a separate term of the run's weighted sum). `keep` is stochastic DGKD's mask: a
+  dropped teacher's term is multiplied by 0 (`teacher_keep_mask`). With one teacher and no mask this is
+  `kd` exactly.
+
+  Args:
+    student_logits: [B, C].
+    teacher_logits_list: K arrays [B, C] or one array [K, B, C]; constants for the gradient.
+    temperature: T > 0 (the reference's default is 5).
+    keep: optional [K] mask of 0/1 (or weights) per teacher; None keeps every term.
+    reduction: as `kd`: "batchmean" (textbook, default) or "mean" (÷ B·C, the reference's
+      `nn.KLDivLoss()` default reduction).
+  """
+  if reduction not in ("batchmean", "mean"):
+    raise ValueError(f"dgkd: reduction must be 'batchmean' or 'mean', got {reduction!r}.")
+  _check_temperature("dgkd", temperature)
+  teachers = jnp.stack([jnp.asarray(t) for t in teacher_logits_list]) if isinstance(
+      teacher_logits_list, (list, tuple)) else jnp.asarray(teacher_logits_list)
+  if teachers.ndim != 3 or teachers.shape[1:] != student_logits.shape:
+    raise ValueError(f"dgkd: teacher logits {teachers.shape} must be K arrays shaped like the student logits "
+                     f"{student_logits.shape}.")
+  per_teacher = jax.vmap(lambda t: jnp.mean(kl_divergence_per_example(
+      student_logits, jax.lax.stop_gradient(t), temperature)))(teachers)  # [K], mean over the batch
+  if reduction == "mean":
+    per_teacher = per_teacher / student_logits.shape[-1]
+  if keep is not None:
+    keep = jnp.asarray(keep)
+    if keep.shape != per_teacher.shape:
+      raise ValueError(f"dgkd: keep has shape {keep.shape}, expected ({teachers.shape[0]},) (one per teacher).")
+    per_teacher = per_teacher * keep.astype(per_teacher.dtype)
+  return temperature**2 * jnp.sum(per_teacher)
+
+
+def teacher_keep_mask(rng: jax.Array, num_teachers: int, *, drop_num: int = 0,
+                      survival: float = 1.0) -> jax.Array:
+  """Stochastic DGKD's per-step mask over K teachers: float32 [K] of 0/1 with at least one 1.
+
+  Two forms (Son et al., ICCV 2021, arXiv:2009.08825):
+    - `drop_num` > 0 (the reference code's `--drop-num`, default 1 there): exactly `drop_num` of the K terms,
+      chosen uniformly at random without replacement, are dropped each step; needs `drop_num < K` so that
+      at least one teacher remains (the code's `list.remove(random.choice(...))` would empty the list).
+    - `survival` < 1 (the paper's form, p = 0.75): each term survives independently with probability p;
+      when every term is dropped, one teacher chosen uniformly at random is kept [assume: the paper does not
+      say what happens then; an empty sum would leave the student with no guidance that step].
+  With neither, every term is kept. Deterministic in `rng` (the train step folds its step number in, so a
+  resumed run drops the same terms at the same steps).
+  """
+  if drop_num and survival < 1.0:
+    raise ValueError("teacher_keep_mask: give drop_num (drop exactly that many) or survival (Bernoulli), not both.")
+  if not 0 <= drop_num < max(num_teachers, 1):
+    raise ValueError(f"teacher_keep_mask: drop_num must be in [0, {num_teachers}) for {num_teachers} teachers so "
+                     f"that one is kept, got {drop_num}.")
+  if not 0.0 < survival <= 1.0:
+    raise ValueError(f"teacher_keep_mask: survival must be in (0, 1], got {survival}.")
+  if drop_num:
+    dropped = jax.random.permutation(rng, num_teachers)[:drop_num]
+    return jnp.ones((num_teachers,), jnp.float32).at[dropped].set(0.0)
+  if survival < 1.0:
+    bernoulli_rng, fallback_rng = jax.random.split(rng)
+    keep = jax.random.bernoulli(bernoulli_rng, survival, (num_teachers,))
+    fallback = jax.nn.one_hot(jax.random.randint(fallback_rng, (), 0, num_teachers), num_teachers) > 0
+    return jnp.where(jnp.any(keep), keep, fallback).astype(jnp.float32)
+  return jnp.ones((num_teachers,), jnp.float32)

@@ -37,7 +37,8 @@ from kd_jax.train.step import CLASSIFICATION, TrainState, eval_step
 from kd_jax.train.workdir import prepare_workdir
 from kd_jax.train.writers import MetricWriter, Progress
 
-__all__ = ["StopRequest", "evaluate", "prepare_distiller", "prepare_workdir", "results_table", "train_and_evaluate"]
+__all__ = ["StopRequest", "evaluate", "format_metric", "prepare_distiller", "prepare_workdir", "results_table",
+           "train_and_evaluate"]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -346,13 +347,14 @@ def results_table(rows: Sequence[Dict[str, Any]], metrics: Sequence[str]) -> str
   head = ["network", "model", "loss"] + [f"val {m}" for m in metrics] + [f"test {m}" for m in metrics] + ["steps"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (2 * len(metrics) + 1)]
   for r in rows:
-    values = [_fmt(r["val"].get(m), m) for m in metrics] + [_fmt(r["test"].get(m), m) for m in metrics]
+    values = [format_metric(r[split].get(m), m) for split in ("val", "test") for m in metrics]
     lines.append(f"| {r['network']} | {r['model']} | {describe_loss(r['loss'])} | " + " | ".join(values) +
                  f" | {r['steps']} |")
   return "\n".join(lines)
 
 
-def _fmt(value: Optional[float], metric: str) -> str:
+def format_metric(value: Optional[float], metric: str) -> str:
+  """A metric as results tables show it: accuracy in percent, PSNR in dB with two decimals."""
   if value is None:
     return "—"
   if metric == "accuracy":
@@ -382,8 +384,13 @@ def write_results(run: Run, workdir: str, evaluations: Dict[str, Dict[str, Dict[
   metric_names = list(dict.fromkeys(list(evaluations[student]["test"]) or [run.task.headline]))
   results["table"] = results_table(rows, metric_names)
   if distributed.is_main_process():
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-      f.write(results["table"] + "\n")
+    # results.json marks a finished run (pipelines skip such stages): written whole, then renamed.
+    _write_atomically(os.path.join(workdir, "results.md"), results["table"] + "\n")
+    _write_atomically(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
   return results
+
+
+def _write_atomically(path: str, text: str) -> None:
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)

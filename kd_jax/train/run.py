@@ -270,14 +270,17 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
 def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_distillers.WeightedSum:
   """Every phase's terms once, by name: the distiller whose `init` builds the run's shared variables."""
   terms: Dict[str, Tuple[str, float, kd_distillers.Distiller]] = {}
+  picks: Dict[str, Any] = {}
   for distiller in distillers:
+    for name, pick in distiller.teacher_picks:
+      picks.setdefault(name, pick)
     for name, weight, term in distiller.terms:
       if name in terms and type(terms[name][2]) is not type(term):
         raise KDJaxError(f"config.phases: term {name!r} is a {type(terms[name][2]).__name__} in one phase and a "
                          f"{type(term).__name__} in another; a name shared by phases shares its parameters, so "
                          "give different distillers different names.")
       terms.setdefault(name, (name, weight, term))
-  return kd_distillers.WeightedSum(tuple(terms.values()))
+  return kd_distillers.WeightedSum(tuple(terms.values()), tuple(picks.items()))
 
 
 def _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh, kernels):
