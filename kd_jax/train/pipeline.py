@@ -137,7 +137,7 @@ def run_pipeline(stages: Sequence[Stage], workdir: str, *, overrides: Sequence[s
       config.progress_bar = progress_bar
     stage_dir = os.path.join(workdir, stage.name)
     row = {"stage": stage.name, "model": config.student.model, "teachers": list(stage.teachers),
-           "loss": {k: dict(v) for k, v in config.loss.items()}}
+           "loss": {k: dict(v) for k, v in config.loss.items()}, "objective": describe_objective(config)}
     blocked = [t for t in stage.teachers if t in failed]
     results = None if blocked else finished(stage_dir, config)
     if blocked:
@@ -148,7 +148,7 @@ def run_pipeline(stages: Sequence[Stage], workdir: str, *, overrides: Sequence[s
       print(f"[kd_jax] pipeline: {stage.name} finished earlier; skipped", flush=True)
       row["status"] = "done"
     else:
-      print(f"[kd_jax] pipeline: {stage.name}: {config.student.model} with {describe_loss(row['loss'])}"
+      print(f"[kd_jax] pipeline: {stage.name}: {config.student.model} with {row['objective']}"
             + (f", teachers {', '.join(stage.teachers)}" if stage.teachers else ""), flush=True)
       try:
         results = train_and_evaluate(config, stage_dir)
@@ -174,6 +174,13 @@ def run_pipeline(stages: Sequence[Stage], workdir: str, *, overrides: Sequence[s
   return {"workdir": workdir, "table": table, "rows": rows, "failed": failed}
 
 
+def describe_objective(config: ml_collections.ConfigDict) -> str:
+  """The run's loss as text, phase by phase (`name: loss → name: loss`) when it has phases."""
+  if not config.phases:
+    return describe_loss(config.loss.to_dict())
+  return " → ".join(f"{p['name']}: {describe_loss(dict(p.get('loss', config.loss)))}" for p in config.phases)
+
+
 def pipeline_table(rows: Sequence[Dict[str, Any]]) -> str:
   """One Markdown row per stage: model, teachers, loss, the headline metric on validation and test, status.
 
@@ -185,7 +192,7 @@ def pipeline_table(rows: Sequence[Dict[str, Any]]) -> str:
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (2 * len(metrics) + 1) + "---|"]
   for r in rows:
     values = [format_metric(r.get(split, {}).get(m), m) for split in ("val", "test") for m in metrics]
-    lines.append(f"| {r['stage']} | {r['model']} | {', '.join(r['teachers']) or '—'} | {describe_loss(r['loss'])} | "
+    lines.append(f"| {r['stage']} | {r['model']} | {', '.join(r['teachers']) or '—'} | {r['objective']} | "
                  + " | ".join(values) + f" | {r.get('steps', '—')} | {r['status']} |")
   return "\n".join(lines)
 
