@@ -3,6 +3,7 @@
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,6 +89,13 @@ def test_a_chain_runs_with_earlier_stages_as_teachers_and_finished_stages_are_sk
   monkeypatch.undo()
   out = run_pipeline(changed, str(tmp_path))
   assert out["rows"][2]["status"] == "failed" and "different config" in out["failed"]["student"]
+  # A teacher stage retrained with another config (its directory deleted): the stages that learnt from the
+  # old one are refused, not skipped.
+  shutil.rmtree(tmp_path / "teacher")
+  retrained = [_stage("teacher", "cnn_small", **{"optim.lr": 0.1})] + stages[1:]
+  out = run_pipeline(retrained, str(tmp_path))
+  assert [r["status"] for r in out["rows"]] == ["done", "failed", "not started"]
+  assert "learnt from 'teacher' as configured before" in out["failed"]["assistant"]
 
 
 def test_error_overlap_counts_the_students_errors_that_the_others_share():

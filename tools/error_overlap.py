@@ -33,18 +33,10 @@ def _run_config(workdir: str) -> ml_collections.ConfigDict:
   if stored is None or not os.path.isfile(os.path.join(workdir, "results.json")):
     raise KDJaxError(f"{workdir!r} is not a finished kd_jax run (no config.json/results.json): train it first.")
   config = base_config()
-  config.update_from_flattened_dict({k: v for k, v in _flat(stored).items() if not k.startswith("loss.")})
+  config.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in kd_workdir.flatten_config(stored).items()
+                                     if not k.startswith(("loss.", "phases", "peers"))})
   return config
-
-
-def _flat(tree, prefix=""):
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict) and key != "loss":
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-  return out
 
 
 def error_overlap_of_runs(student: str, others: Sequence[str]) -> Dict[str, object]:

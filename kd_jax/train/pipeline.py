@@ -15,7 +15,8 @@ Running the command again skips the stages that finished (their `results.json` e
 config is the stage's), resumes the one that was interrupted from its last checkpoint (bit-identically, as a
 single run resumes), and ends with the same table. A stage that fails (bad input, a non-finite loss) is
 recorded; the stages that learn from it, directly or through another stage, are not started, and the
-others still run.
+others still run. A stage whose teacher stage was retrained with another config (its directory deleted and
+the pipeline changed) is refused rather than skipped or resumed with the old teacher's knowledge.
 """
 
 from __future__ import annotations
@@ -118,6 +119,32 @@ def finished(stage_dir: str, config: ml_collections.ConfigDict) -> Optional[Dict
     return json.load(f)
 
 
+TEACHERS_RECORD = "pipeline_teachers.json"
+
+
+def teacher_record(workdir: str, stage: Stage) -> Dict[str, Any]:
+  """What a stage learnt from: each teacher stage's stored config (the keys that change what it computes)."""
+  record = {}
+  for name in stage.teachers:
+    stored = kd_workdir.stored_config(os.path.join(workdir, name)) or {}
+    record[name] = {k: v for k, v in kd_workdir.flatten_config(stored).items() if not kd_workdir.is_bookkeeping(k)}
+  return record
+
+
+def stale_teachers(stage_dir: str, record: Dict[str, Any]) -> List[str]:
+  """The teachers that changed since the stage in `stage_dir` started learning from them (a teacher stage
+  retrained with another config after its directory was deleted): the stage would otherwise be skipped or
+  resumed with knowledge of the old ones. Records the teachers on a stage's first start."""
+  path = os.path.join(stage_dir, TEACHERS_RECORD)
+  if not os.path.isfile(path):
+    os.makedirs(stage_dir, exist_ok=True)
+    _write_json(path, record)
+    return []
+  with open(path) as f:
+    started_with = json.load(f)
+  return [name for name in record if started_with.get(name) != record[name]]
+
+
 def run_pipeline(stages: Sequence[Stage], workdir: str, *, overrides: Sequence[str] = (),
                  progress_bar: Optional[bool] = None) -> Dict[str, Any]:
   """Runs the stages in order in `workdir/<stage>`, skipping finished ones, and writes the table.
@@ -139,11 +166,17 @@ def run_pipeline(stages: Sequence[Stage], workdir: str, *, overrides: Sequence[s
     row = {"stage": stage.name, "model": config.student.model, "teachers": list(stage.teachers),
            "loss": {k: dict(v) for k, v in config.loss.items()}, "objective": describe_objective(config)}
     blocked = [t for t in stage.teachers if t in failed]
-    results = None if blocked else finished(stage_dir, config)
+    stale = [] if blocked else stale_teachers(stage_dir, teacher_record(workdir, stage))
+    results = None if blocked or stale else finished(stage_dir, config)
     if blocked:
       failed[stage.name] = (f"not started: its teacher stage {blocked[0]!r} did not finish "
                             f"({failed[blocked[0]]})")
       row["status"] = "not started"
+    elif stale:
+      failed[stage.name] = (f"failed: it learnt from {', '.join(repr(t) for t in stale)} as configured before, "
+                            "and that stage has been retrained with another config since; delete "
+                            f"{stage_dir} to train this stage again from the new teacher(s)")
+      row["status"] = "failed"
     elif results is not None:
       print(f"[kd_jax] pipeline: {stage.name} finished earlier; skipped", flush=True)
       row["status"] = "done"

@@ -41,11 +41,12 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
-def _flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+def flatten_config(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  """A config as JSON (nested dicts) flattened to `{dotted key: value}`."""
   if isinstance(tree, dict):
     flat = {}
     for key, value in tree.items():
-      flat.update(_flatten(value, f"{prefix}{key}."))
+      flat.update(flatten_config(value, f"{prefix}{key}."))
     return flat if flat or not prefix else {prefix[:-1]: {}}
   return {prefix[:-1]: tree}
 
@@ -54,8 +55,8 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tu
   """`{dotted key: (old, new)}` for every key whose value differs (a missing key reads as None). A key the
   old config lacks because an older kd_jax did not have it is no difference while it holds its default."""
   from kd_jax.config import base_config
-  a, b = _flatten(old), _flatten(new)
-  defaults = _flatten(_as_json(base_config()))
+  a, b = flatten_config(old), flatten_config(new)
+  defaults = flatten_config(_as_json(base_config()))
   return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
           if a.get(k) != b.get(k) and not (k not in a and k in defaults and b.get(k) == defaults[k])}
 
