@@ -75,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       from kd_jax import data, distillers, models
       print("models:     ", ", ".join(models.model_names()))
       print("distillers: ", ", ".join(distillers.distiller_names()))
-      print("datasets:   ", ", ".join(data.dataset_names() + list(data.SR_DATASETS)))
+      print("datasets:   ", ", ".join(data.dataset_names() + list(data.SR_DATASETS) + list(data.REGRESSION_DATASETS)))
     elif args.command == "train":
       from kd_jax.config import apply_overrides, load_config_file
       from kd_jax.train import distributed

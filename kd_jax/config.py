@@ -23,8 +23,8 @@ def base_config() -> ml_collections.ConfigDict:
   """Every key a training run reads, with defaults. Keys not listed here are rejected."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # What is learned (kd_jax.tasks): 'classification', 'rating' or 'super_resolution'; the dataset must hold
-  # that task's data.
+  # What is learned (kd_jax.tasks): 'classification', 'rating', 'super_resolution' or 'regression'; the dataset
+  # must hold that task's data.
   c.task = "classification"
   # What one step trains (kd_jax.train.schemes): 'distill' (frozen teachers, one student, config.loss),
   # 'mutual' (DML: the student and config.peers trained together, each with config.loss against every
@@ -47,6 +47,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.lr_dir = ""              # ... and their LR images ('' = bicubic downscaling of the HR images)
   c.data.test_hr_dir = ""         # 'sr_folders': test HR images (e.g. Set5) ...
   c.data.test_lr_dir = ""         # ... and their LR images
+  # Regression (config.task='regression', kd_jax/data/regression.py): data.name 'diabetes' (embedded),
+  # 'trajectories' (embedded, synthetic 8 -> 12 positions) or 'regression_files' (data_dir/train.npz and
+  # optionally test.npz, arrays 'x' and 'y').
+  c.data.labeled_fraction = 1.0   # in (0, 1]: share of the training split whose targets may be used
+  c.data.regression_loss = "l2"   # the supervised loss: 'l2' (mean squared error) or 'l1', on labeled examples
+  # Seed of the regression data's validation carve and labeled subset; -1 = config.seed. Teachers whose
+  # predictions a student reads must share its split: give them the student's split seed and vary config.seed.
+  c.data.split_seed = -1
 
   c.student = ml_collections.ConfigDict()
   c.student.model = "cnn_small"
@@ -256,7 +264,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 # The string-valued settings and the values each accepts (the first is the default); validate() checks them
 # and the modules that read them reuse these tuples. The CPU kernel settings are the backends' own.
 CHOICES = {
-    "task": ("classification", "rating", "super_resolution"),
+    "task": ("classification", "rating", "super_resolution", "regression"),
+    "data.regression_loss": ("l2", "l1"),
     "scheme": ("distill", "mutual", "adversarial"),
     "mutual_update": ("sequential", "simultaneous"),
     "optim.schedule": ("multistep", "cosine", "constant"),
@@ -325,6 +334,9 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   val = config.get("data", {}).get("val_fraction", 0.0)
   if not 0.0 <= val < 1.0:
     problems.append(f"data.val_fraction must be in [0, 1), got {val}")
+  labeled = config.get("data", {}).get("labeled_fraction", 1.0)
+  if not 0.0 < labeled <= 1.0:
+    problems.append(f"data.labeled_fraction must be in (0, 1], got {labeled}")
   problems += _scheme_problems(config)
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")

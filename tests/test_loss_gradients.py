@@ -174,6 +174,22 @@ def _dgkd_cases(rng):
           for r, k in (("batchmean", None), ("mean", keep))]
 
 
+def _nkd_cases(rng):
+  s, t = _logit_pair(rng)
+  return [Case(lambda s, t, T=T, g=g: losses.nkd(s, t, _labels(), temperature=T, gamma=g), (s,), (t,))
+          for T, g in ((1.0, 1.5), (3.0, 3.5), (2.0, 0.0))]
+
+
+def _ttm_cases(rng):
+  s, t = _logit_pair(rng)
+  return [Case(lambda s, t, l=l: losses.ttm(s, t, l), (s,), (t,)) for l in (0.1, 0.5, 1.0)]
+
+
+def _wttm_cases(rng):
+  s, t = _logit_pair(rng)
+  return [Case(lambda s, t, l=l: losses.wttm(s, t, l), (s,), (t,)) for l in (0.2, 0.5)]
+
+
 def _cskd_cases(rng):
   s, t = _logit_pair(rng, b=6)
   return [Case(lambda s, t: losses.cskd(s, t, 4.0), (s,), (t,))]
@@ -368,6 +384,18 @@ def _lsfd_attention_cases(rng):
   return [Case(losses.lsfd_attention, (), (s, t))]
 
 
+def _pseudo_label_cases(rng):
+  s, t = _pair_off_by(rng, 4, 3)  # |s − t| ≥ 0.3: the L1 form is smooth there
+  w, m = jnp.asarray(rng.uniform(0.2, 1.0, 4)), jnp.asarray([1.0, 0.0, 1.0, 1.0])
+  dense_s, dense_t = _pair_off_by(rng, 2, 3, 3, 1)
+  return [Case(lambda s, t, w, n=n: losses.pseudo_label_loss(s, t, norm=n, weights=w, mask=m), (s,), (t, w))
+          for n in ("l2", "l1")] + [Case(losses.pseudo_label_loss, (dense_s,), (dense_t,))]
+
+
+def _ensemble_confidence_cases(rng):
+  return [Case(lambda p: losses.ensemble_confidence(p, 0.5), (), (_normal(rng, 3, 4, 2),))]
+
+
 CASES = {
     "activation_boundary": _ab_cases,
     "activation_mismatch": _mismatch_cases,
@@ -390,6 +418,7 @@ CASES = {
     "energy_kd": _energy_kd_cases,
     "energy_score": _energy_score_cases,
     "energy_temperatures": _energy_temperatures_cases,
+    "ensemble_confidence": _ensemble_confidence_cases,
     "ensemble_kd": _ensemble_kd_cases,
     "dgkd": _dgkd_cases,
     "factor_transfer": _ft_cases,
@@ -402,10 +431,12 @@ CASES = {
     "logit_standardized_kd": _ls_kd_cases,
     "lsfd": _lsfd_cases,
     "lsfd_attention": _lsfd_attention_cases,
+    "nkd": _nkd_cases,
     "nst": _nst_cases,
     "output_l1": _output_l1_cases,
     "pearson_correlation": _pearson_cases,
     "pkt": _pkt_cases,
+    "pseudo_label_loss": _pseudo_label_cases,
     "r2kd": _r2kd_cases,
     "r2kd_rank_loss": _r2kd_rank_cases,
     "r2kd_teacher_logits": _r2kd_teacher_cases,
@@ -415,7 +446,9 @@ CASES = {
     "rkd_distance": _rkd_distance_cases,
     "similarity_preserving": _sp_cases,
     "standardize_logits": _standardize_cases,
+    "ttm": _ttm_cases,
     "vid": _vid_cases,
+    "wttm": _wttm_cases,
 }
 
 

@@ -42,6 +42,9 @@ METHODS = {
     "R2KD": ("digits_r2kd.py", {}),
     "R2KD, lr 0.01": ("digits_r2kd.py", {"optim.lr": 0.01}),
     "Ensemble KD (2 teachers)": ("digits_ensemble_kd.py", {"teacher.extra_workdirs": ("@teacher_b",)}),
+    "NKD": ("digits_nkd.py", {}),
+    "TTM": ("digits_ttm.py", {}),
+    "WTTM": ("digits_wttm.py", {}),
 }
 # teacher run name -> (model, seed offset); "@name" in a method's overrides is that teacher's workdir.
 TEACHERS = {"teacher": ("cnn_large", 0), "teacher_b": ("cnn_large", 100)}

@@ -7,7 +7,7 @@ Counts trainable parameters (`variables["params"]`, no BatchNorm running statist
 (100 classes, 32x32x3 inputs) for every named model, plus the 8x8x1, 10-class digits setting the small
 models are meant for. The generic classifiers take their shape as arguments and get no count, nor do
 models of other tasks in the first table (the rating model `mf`, whose size follows the data's user and
-item counts). The super-resolution models (constructors that take `scale`) get a second table: RGB
+item counts; the regression models, whose output width follows the targets). The super-resolution models (constructors that take `scale`) get a second table: RGB
 images, counted at x2, x3 and x4 (the count does not depend on the image size); the generic `edsr_custom`
 and `rcan_custom` are counted at their defaults.
 """
@@ -40,6 +40,8 @@ def is_super_resolution(name: str) -> bool:
 for _name in MODELS:
   if is_super_resolution(_name):
     OTHER_TASKS[_name] = "super-resolution: counts at x2, x3, x4 in the super-resolution table"
+  elif "num_outputs" in model_arguments(_name):
+    OTHER_TASKS[_name] = "regression task: output width `num_outputs` from the data (counts in kd_jax/models/regression.py)"
 
 # CIFAR-100 counts printed in the KD literature for RepDistiller's definitions of the same models.
 REPORTED: Dict[str, str] = {
@@ -72,6 +74,11 @@ LAYOUT: Dict[str, str] = {
     "cnn_tiny": "CNN 8-16-32, 1 conv/stage", "cnn_small": "CNN 16-32-64, 1 conv/stage",
     "cnn_large": "CNN 32-64-128, 2 convs/stage",
     "mf": "biased matrix factorisation, μ + b_u + b_i + p_u·q_i",
+    "regression_mlp": "MLP regressor (`hidden_sizes`)", "regression_mlp_large": "MLP regressor 256-256",
+    "regression_mlp_small": "MLP regressor 16", "gru_trajectory": "GRU encoder + linear head (`hidden`)",
+    "gru_trajectory_large": "GRU(64) encoder + linear head", "gru_trajectory_small": "GRU(16) encoder + linear head",
+    "fcn_regressor": "fully convolutional regressor (`widths`)",
+    "fcn_regressor_small": "conv3x3-ReLU x2 (16), 1x1 head", "fcn_regressor_large": "conv3x3-ReLU x3 (32), 1x1 head",
     "edsr": "EDSR, 32 res blocks, 256 channels, res_scale 0.1",
     "edsr_baseline": "EDSR-baseline, 16 res blocks, 64 channels",
     "edsr_8x32": "EDSR, 8 res blocks, 32 channels",

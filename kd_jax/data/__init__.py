@@ -1,6 +1,7 @@
 """Input pipelines: datasets as random-access splits, batches as pure functions of (seed, step), augmentation in JAX.
 
-`load_dataset` / `from_arrays` give a `Dataset` of train / val / test `Split`s (val carved from training
+`load_dataset` / `from_arrays` (and `from_ratings`, `load_sr_dataset`, `load_regression_dataset` /
+`from_regression_arrays` for the other tasks) give a `Dataset` of train / val / test `Split`s (val carved from training
 data); `train_batch` and `eval_batches` cut batches from a split; `augment` is applied inside the jitted
 train step. See `datasets.py` and `pipeline.py` for the determinism guarantees.
 """
@@ -15,6 +16,8 @@ from kd_jax.data.datasets import dataset_names
 from kd_jax.data.datasets import from_arrays
 from kd_jax.data.datasets import from_ratings
 from kd_jax.data.datasets import load_dataset
+from kd_jax.data.regression import (REGRESSION_DATASETS, from_regression_arrays, load_regression_dataset,
+                                    trajectory_arrays)
 from kd_jax.data.super_resolution import PairedImages, PatchPairs, SR_DATASETS, from_folders, load_sr_dataset
 from kd_jax.data.pipeline import batch_indices
 from kd_jax.data.pipeline import eval_batches
@@ -24,5 +27,6 @@ from kd_jax.data.pipeline import train_batch
 __all__ = [
     "ArraySplit", "DATASETS", "Dataset", "augment_jointly", "from_ratings", "DatasetSpec", "Split", "augment", "cutmix", "cutout", "mixup", "partner_within", "batch_indices", "dataset_names", "eval_batches",
     "from_arrays", "load_dataset", "steps_per_epoch", "train_batch", "PairedImages", "PatchPairs", "SR_DATASETS",
-    "from_folders", "load_sr_dataset",
+    "from_folders", "load_sr_dataset", "REGRESSION_DATASETS", "from_regression_arrays", "load_regression_dataset",
+    "trajectory_arrays",
 ]

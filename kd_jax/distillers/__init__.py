@@ -17,6 +17,8 @@ from kd_jax.distillers.feature import (AB, AT, CC, FSP, FT, NST, PKT, SP, ABConn
                                        Paraphraser, Regressor)
 from kd_jax.distillers.logit import (DGKD, DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD,
                                      Supervised)
+from kd_jax.distillers.logit import NKD, TTM, WTTM
+from kd_jax.distillers.regression import PseudoLabel
 from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
 from kd_jax.distillers.review import ABF, ReviewFusion, ReviewKD
 from kd_jax.distillers.similarity import CSKD, R2KD
@@ -40,6 +42,9 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "energy_kd": EnergyKD,
     "ensemble_kd": EnsembleKD,
     "dgkd": DGKD,
+    "nkd": NKD,
+    "ttm": TTM,
+    "wttm": WTTM,
     "cskd": CSKD,
     "r2kd": R2KD,
     "he_da": HEDA,
@@ -54,6 +59,7 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "sr_output": OutputL1,
     "fakd": FAKD,
     "lsfd": LSFD,
+    "pseudo_label": PseudoLabel,
 }
 
 
@@ -127,4 +133,5 @@ __all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DGKD",
            "NST", "PKT", "Regressor", "SP", "TrainingData", "WeightedSum", "describe", "distiller_names", "from_config", "make_distiller",
            "require_fraction", "require_positive", "split_state", "class_rows", "label_rows", "Supervised", "AreaRKD", "RKD", "VID", "VIDRegressor", "VIDStage",
            "ABF", "FEED", "FEEDTranslator", "FEEDTranslators", "ReviewFusion", "ReviewKD", "CRD", "CRDEmbed",
-           "FAKD", "LSFD", "LocalRegressor", "OutputL1"]
+           "FAKD", "LSFD", "LocalRegressor", "OutputL1", "PseudoLabel"]
+__all__ += ["NKD", "TTM", "WTTM"]

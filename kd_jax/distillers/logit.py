@@ -1,5 +1,5 @@
-"""Distillers that read logits: cross-entropy, Hinton KD, DKD, DIST, LS-KD, Energy KD and ensemble KD, and
-the task's own supervised loss.
+"""Distillers that read logits: cross-entropy, Hinton KD, DKD, DIST, LS-KD, Energy KD, ensemble KD, DGKD, NKD,
+TTM and WTTM, and the task's own supervised loss.
 
 Each reads `class_rows(out.logits)`: classification logits [B, C] as they are, per-pixel logits
 [B, H, W, C] with every pixel as an example (their means then run over pixels and batch).
@@ -36,7 +36,8 @@ class CrossEntropy(Distiller):
 @dataclasses.dataclass(frozen=True)
 class Supervised(Distiller):
   """The task's supervised loss on the student's prediction (`ctx.task.loss`): cross-entropy for
-  classification, mean squared error for ratings; reads no teacher. `ce` is the classification one with
+  classification, mean squared error for ratings, L2 or L1 on the labeled examples for regression, L1 for
+  super-resolution; reads no teacher. `ce` is the classification one with
   label smoothing as an option."""
 
   needs_teacher = False
@@ -295,3 +296,61 @@ class DGKD(Distiller):
     if keep is None:
       keep = jnp.ones((len(teachers),), jnp.float32)
     return value, {"kept": jnp.sum(keep), **{f"kept/teacher{k}": keep[k] for k in range(len(teachers))}}, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class NKD(Distiller):
+  """Normalized KD, `−mean p_t,y·log p_s,y + γ·T²·(non-target cross-entropy)`. See `kd_jax.losses.nkd`
+  (arXiv:2303.13005; reference yzd-v/cls_KD `mmcls/models/dis_losses/nkd.py`).
+
+  Defaults T = 1, γ = 1.5 are `NKDLoss`'s and the reference's ImageNet configs'; its CIFAR-100 config uses
+  T = 3, γ = 3.5. The reference trains with `CE + NKD` (both weight 1; CE is a separate `ce` term here).
+  Metrics: `target` and `non_target`, the two parts of the value (the latter with its γ·T²).
+  """
+
+  temperature: float = 1.0
+  gamma: float = 1.5
+
+  def __post_init__(self):
+    require_positive("nkd", temperature=self.temperature)
+    if self.gamma < 0:
+      raise ValueError(f"nkd: gamma must be >= 0, got {self.gamma}.")
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    zs, zt, labels = class_rows(student.logits), class_rows(teacher.logits), label_rows(batch["label"])
+    value = losses.nkd(zs, zt, labels, temperature=self.temperature, gamma=self.gamma)
+    target = losses.nkd(zs, zt, labels, temperature=self.temperature, gamma=0.0)
+    return value, {"target": target, "non_target": value - target}, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TTM(Distiller):
+  """Transformed teacher matching, `mean_b KL(p_t^l / Σ p_t^l ‖ softmax(z_s))`. See `kd_jax.losses.ttm`
+  (arXiv:2402.11148; reference zkxufo/TTM `distiller_zoo/ttm.py`). The reference trains with
+  `CE + β·TTM`; its README example is l = 0.1, β = 45 (vgg13 → vgg8 on CIFAR-100)."""
+
+  exponent: float = 0.1
+
+  def __post_init__(self):
+    require_positive("ttm", exponent=self.exponent)
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    return losses.ttm(class_rows(student.logits), class_rows(teacher.logits), self.exponent), {}, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class WTTM(Distiller):
+  """Weighted TTM, `mean_b (Σ_c p_t,c^l)·KL(p̃_t ‖ softmax(z_s))`. See `kd_jax.losses.wttm`
+  (arXiv:2402.11148; reference zkxufo/TTM `distiller_zoo/wttm.py`). The reference trains with `CE + β·WTTM`.
+  Metric: `weight`, the batch mean of the per-example weight `Σ_c p_t,c^l` (1 for a one-hot teacher,
+  `C^(1−l)` for a uniform one)."""
+
+  exponent: float = 0.2
+
+  def __post_init__(self):
+    require_positive("wttm", exponent=self.exponent)
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    zt = jax.lax.stop_gradient(class_rows(teacher.logits)).astype(jnp.float32)
+    weight = jnp.mean(jnp.exp(jax.nn.logsumexp(self.exponent * jax.nn.log_softmax(zt, axis=-1), axis=-1)))
+    return losses.wttm(class_rows(student.logits), class_rows(teacher.logits), self.exponent), {"weight": weight}, {}

@@ -11,10 +11,12 @@ from kd_jax.losses.logits import (cross_entropy, dist, dist_relations, dkd, dkd_
                                   energy_temperatures, energy_thresholds, ensemble_kd, kd, dgkd, teacher_keep_mask,
                                   kl_divergence_per_example, logit_standardized_kd,
                                   pearson_correlation, standardize_logits)
+from kd_jax.losses.logits import nkd, ttm, wttm
 from kd_jax.losses.contrastive import (crd, crd_available_negatives, crd_memory_init, crd_memory_update,
                                        crd_nce_loss, crd_normalizer, crd_sample_indices, crd_scores,
                                        crd_softmax_loss)
 from kd_jax.losses.features import review_kd
+from kd_jax.losses.regression import ensemble_confidence, pseudo_label_loss
 from kd_jax.losses.relations import area_rkd, rkd_angle, rkd_distance, vid
 from kd_jax.losses.super_resolution import feature_affinity, fakd, lsfd, lsfd_attention, output_l1
 from kd_jax.losses.similarity import (cskd, cskd_cswt, cswt_temperatures, r2kd, r2kd_rank_loss,
@@ -28,4 +30,6 @@ __all__ = ["activation_boundary", "activation_mismatch", "factor_transfer", "are
            "similarity_preserving", "standardize_logits", "vid",
            "crd", "crd_available_negatives", "crd_memory_init", "crd_memory_update", "crd_nce_loss",
            "crd_normalizer", "crd_sample_indices", "crd_scores", "crd_softmax_loss",
-           "fakd", "feature_affinity", "lsfd", "lsfd_attention", "output_l1"]
+           "fakd", "feature_affinity", "lsfd", "lsfd_attention", "output_l1",
+           "nkd", "ttm", "wttm",
+           "ensemble_confidence", "pseudo_label_loss"]

@@ -1,4 +1,5 @@
-"""Losses on logits: cross-entropy, Hinton KD, DKD, DIST, logit-standardized KD, Energy KD, ensemble KD, DGKD.
+"""Losses on logits: cross-entropy, Hinton KD, DKD, DIST, logit-standardized KD, Energy KD, ensemble KD, DGKD,
+NKD, TTM and WTTM.
 
 Pure functions of arrays: no Flax, no optax, no config. Conventions used throughout kd_jax:
 logits are [B, C]; a loss is a scalar, averaged over the batch unless a docstring says otherwise.
@@ -512,3 +513,149 @@ def teacher_keep_mask(rng: jax.Array, num_teachers: int, *, drop_num: int = 0,
     fallback = jax.nn.one_hot(jax.random.randint(fallback_rng, (), 0, num_teachers), num_teachers) > 0
     return jnp.where(jnp.any(keep), keep, fallback).astype(jnp.float32)
   return jnp.ones((num_teachers,), jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Normalized KD (NKD) and transformed teacher matching (TTM, WTTM).
+# ------------------------------------------------------------------------------------------------------
+
+
+def _check_labels(name: str, logits: jax.Array, labels: jax.Array) -> None:
+  if labels.shape != logits.shape[:1]:
+    raise ValueError(f"{name}: labels {labels.shape} must be [B] integer class ids for logits {logits.shape}.")
+
+
+def nkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *, temperature: float = 1.0,
+        gamma: float = 1.5) -> jax.Array:
+  """Normalized KD: a target term weighted by the teacher's target probability plus a renormalised
+  non-target term, `L_target + γ·T²·L_non_target`.
+
+  Yang, Zeng, Yuan, Li, "From Knowledge Distillation to Self-Knowledge Distillation: A Unified Approach with
+  Normalized Loss and Customized Soft Labels", ICCV 2023, arXiv:2303.13005. With `p = softmax(z)` (T = 1),
+  target class `y`, and `q^T` the softmax of the C − 1 non-target logits `z_¬y / T` (the target column
+  removed, so `q^T` sums to 1 over the non-target classes):
+
+      L_target     = −mean_b  p_t,y · log p_s,y
+      L_non_target = −mean_b  Σ_{c≠y} q_t,c^T · log q_s,c^T
+
+  The target term is at temperature 1 whatever T is; only the non-target term is softened and scaled by T².
+  `p_t,y` and `q_t` are constants (stop_gradient on the teacher). The non-target term does not depend on the
+  target logits at all, and since `Σ_c q_t,c = 1` it is a cross-entropy (not a KL: it differs from
+  `KL(q_t ‖ q_s)` by the teacher's entropy, a constant for the gradient).
+
+  Conventions follow the reference `NKDLoss` (yzd-v/cls_KD, `mmcls/models/dis_losses/nkd.py`) [code]: the
+  target term is `.mean()` of an [N, 1] tensor, i.e. the batch mean; the non-target term is summed over the
+  non-target classes and averaged over the batch. The reference's trainer (`ClassificationDistiller` in
+  `mmcls/models/classifiers/distiller.py`) adds the student's own cross-entropy at weight 1 and this loss at
+  weight 1, with γ inside; that CE is a separate `ce` term here. The non-target softmax is computed in log
+  space over the non-target classes only (the target masked out of the logsumexp), so no masking constant or
+  infinity enters.
+
+  Defaults: T = 1, γ = 1.5 are `NKDLoss`'s own defaults and the ImageNet configs'
+  (`configs/distillers/imagenet/res34_distill_res18_img.py`, `res50_distill_mv1_img.py`) [code]; the
+  CIFAR-100 config (`configs/distillers/cifar100/res34_distill_res18_cifar.py`) uses T = 3, γ = 3.5, and the
+  DeiT config γ = 1.
+
+  Args:
+    student_logits: [B, C].
+    teacher_logits: [B, C]; constants for the gradient.
+    labels: [B] integer target classes.
+    temperature: T > 0 of the non-target term.
+    gamma: weight γ of the non-target term (γ = 0 leaves the target term alone).
+  """
+  _check_pair("nkd", student_logits, teacher_logits)
+  _check_temperature("nkd", temperature)
+  _check_labels("nkd", student_logits, labels)
+  num_classes = student_logits.shape[-1]
+  gt = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
+  zs = at_least_float32(student_logits)
+  zt = at_least_float32(jax.lax.stop_gradient(teacher_logits))
+
+  log_ps_y = jnp.sum(jnp.where(gt, jax.nn.log_softmax(zs, axis=-1), 0.0), axis=-1)
+  pt_y = jnp.sum(jnp.where(gt, jax.nn.softmax(zt, axis=-1), 0.0), axis=-1)
+  target = -jnp.mean(pt_y * log_ps_y)
+
+  def non_target_log_probs(z):
+    z = z / temperature
+    # log q_c = z_c − logsumexp_{c'≠y} z_c'; the target entry is finite too and is dropped by the masks below.
+    return z - jax.nn.logsumexp(jnp.where(gt, -jnp.inf, z), axis=-1, keepdims=True)
+
+  log_qs, log_qt = non_target_log_probs(zs), non_target_log_probs(zt)
+  qt = jnp.where(gt, 0.0, jnp.exp(log_qt))
+  non_target = -jnp.mean(jnp.sum(qt * jnp.where(gt, 0.0, log_qs), axis=-1))
+  return target + gamma * temperature**2 * non_target
+
+
+def _power_transformed_teacher(teacher_logits: jax.Array, exponent: float) -> tuple[jax.Array, jax.Array]:
+  """`(log p̃_t, log Σ_c p_t,c^l)` for `p̃_t = p_t^l / Σ_c p_t,c^l`, `p_t = softmax(z_t)`; both from log-softmax.
+
+  `p̃_t = softmax(l·z_t)`, the teacher at temperature 1/l; the normaliser is returned in log space.
+  """
+  log_powered = exponent * jax.nn.log_softmax(at_least_float32(jax.lax.stop_gradient(teacher_logits)), axis=-1)
+  log_norm = jax.nn.logsumexp(log_powered, axis=-1)
+  return log_powered - log_norm[:, None], log_norm
+
+
+def _check_exponent(name: str, exponent: float) -> None:
+  if isinstance(exponent, (int, float)) and not exponent > 0:
+    raise ValueError(f"{name}: exponent must be > 0, got {exponent}.")
+
+
+def ttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float = 0.1) -> jax.Array:
+  """Transformed teacher matching: `mean_b KL(p̃_t ‖ softmax(z_s))` with `p̃_t = p_t^l / Σ_c p_t,c^l`.
+
+  Zheng, Yang, "Knowledge Distillation Based on Transformed Teacher Matching", ICLR 2024, arXiv:2402.11148.
+  The teacher's probabilities `p_t = softmax(z_t)` go through a power transform with exponent `l` (the
+  paper's γ; `l = 1/T` makes `p̃_t = softmax(z_t/T)`, the teacher at temperature T), while the student stays
+  at temperature 1. No T² factor. With `l = 1` this is the batch-mean KL of Hinton KD at T = 1.
+  The teacher is a constant for the gradient (stop_gradient).
+
+  Conventions follow the reference `TTM` (zkxufo/TTM, `distiller_zoo/ttm.py`) [code]: the per-example KL is
+  summed over classes and averaged over the batch. The transform is computed in log space,
+  `log p̃_t = l·log p_t − logsumexp(l·log p_t)`, rather than by powering the probabilities. The reference's
+  training loss is `r·CE + b·TTM` (`helper/loops.py`; flags `-r`, `-b` of `train_student.py`); its README
+  example is `--ttm_l 0.1 -r 1 -b 45` for vgg13 → vgg8 on CIFAR-100.
+
+  Default: l = 0.1, the README example's `--ttm_l 0.1` [code]; `train_student.py`'s own default `--ttm_l 1`
+  is plain KD at T = 1. The paper's per-pair values (its appendix A.4) could not be read here.
+
+  Args:
+    student_logits: [B, C].
+    teacher_logits: [B, C]; constants for the gradient.
+    exponent: l > 0, the power applied to the teacher's probabilities.
+  """
+  _check_pair("ttm", student_logits, teacher_logits)
+  _check_exponent("ttm", exponent)
+  log_pt, _ = _power_transformed_teacher(teacher_logits, exponent)
+  log_ps = jax.nn.log_softmax(at_least_float32(student_logits), axis=-1)
+  return jnp.mean(jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1))
+
+
+def wttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float = 0.2) -> jax.Array:
+  """Weighted TTM: `mean_b (Σ_c p_t,c^l) · KL(p̃_t ‖ softmax(z_s))`, TTM with a per-example weight.
+
+  Zheng, Yang, "Knowledge Distillation Based on Transformed Teacher Matching", ICLR 2024, arXiv:2402.11148.
+  The weight of example b is the power transform's normaliser `U_b = Σ_c p_t,c^l` (see `ttm` for `p̃_t`): it
+  is 1 for a one-hot teacher and grows to `C^(1−l)` for a uniform one, so samples on which the teacher is
+  less certain weigh more. With `l = 1`, `U_b = 1` and WTTM is TTM. The teacher, and so the weights, are
+  constants for the gradient (stop_gradient).
+
+  Conventions follow the reference `WTTM` (zkxufo/TTM, `distiller_zoo/wttm.py`) [code]: `mean(norm · KL)`,
+  the per-example KL summed over classes, times the unnormalised sum of the powered teacher probabilities,
+  averaged over the batch; no T² factor. Training loss `r·CE + b·WTTM` as TTM.
+
+  Default: l = 0.2, the exponent of the README's only WTTM command (`--distill crd --add wttm --ttm_l 0.2
+  -b 0.8 -a 4`, WTTM at weight 4 added to CRD); that it suits WTTM alone is [assume]: the README gives no
+  standalone WTTM setting and the paper's per-pair values (its appendix A.4) could not be read here.
+
+  Args:
+    student_logits: [B, C].
+    teacher_logits: [B, C]; constants for the gradient.
+    exponent: l > 0, the power applied to the teacher's probabilities.
+  """
+  _check_pair("wttm", student_logits, teacher_logits)
+  _check_exponent("wttm", exponent)
+  log_pt, log_norm = _power_transformed_teacher(teacher_logits, exponent)
+  log_ps = jax.nn.log_softmax(at_least_float32(student_logits), axis=-1)
+  per_example = jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1)
+  return jnp.mean(jnp.exp(log_norm) * per_example)

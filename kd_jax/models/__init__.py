@@ -14,7 +14,8 @@ their shape as keyword arguments, e.g. `create_model("wrn", 100, depth=28, widen
 takes `kernel`, e.g. "1x3") or `create_model("plain_cnn", 10, layers=("Conv16", "MaxPool", "FC10"))`, and
 `mobilenetv2` optionally takes `width_mult` and `expand_ratio`. Models of other tasks take their sizes
 instead of `num_classes`: the super-resolution models (`edsr*`, `rcan*`, `sr_tiny`) take `scale` (2, 3 or
-4), e.g. `create_model("edsr_baseline", scale=4)`, and `mf` the data's user and item counts. docs/models.md
+4), e.g. `create_model("edsr_baseline", scale=4)`, `mf` the data's user and item counts, and the regression
+models (`regression_mlp*`, `gru_trajectory*`, `fcn_regressor*`) `num_outputs`. docs/models.md
 lists every model with its parameter count (`python tools/param_counts.py`).
 
 `kernels` (a `kd_jax.backends.Kernels`, default `DEFAULT_KERNELS`) is where a model's convolutions and pools
@@ -33,13 +34,14 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
-from kd_jax.models import (mobilenetv2, plain_cnn, rating, resnet_bottleneck, resnet_cifar, shufflenet,
-                           small, super_resolution, vgg, wrn)
+from kd_jax.models import (mobilenetv2, plain_cnn, rating, regression, resnet_bottleneck, resnet_cifar,
+                           shufflenet, small, super_resolution, vgg, wrn)
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.plain_cnn import PlainCNN
 from kd_jax.models.rating import MatrixFactorization
+from kd_jax.models.regression import FCNRegressor, GRUTrajectory
 from kd_jax.models.resnet_bottleneck import BottleneckBlock, ResNetBottleneck
 from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
 from kd_jax.models.shufflenet import (ShuffleNetV1, ShuffleNetV2, ShuffleV1Block, ShuffleV2Block,
@@ -105,6 +107,16 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cnn_large": small.cnn_large,
     # Rating prediction (task 'rating'): biased matrix factorisation on user and item ids.
     "mf": rating.mf,
+    # Regression (task 'regression'; constructors take `num_outputs`, the target's length or channels).
+    "regression_mlp": regression.regression_mlp,
+    "regression_mlp_large": regression.regression_mlp_large,
+    "regression_mlp_small": regression.regression_mlp_small,
+    "gru_trajectory": regression.gru_trajectory,
+    "gru_trajectory_large": regression.gru_trajectory_large,
+    "gru_trajectory_small": regression.gru_trajectory_small,
+    "fcn_regressor": regression.fcn_regressor,
+    "fcn_regressor_small": regression.fcn_regressor_small,
+    "fcn_regressor_large": regression.fcn_regressor_large,
     # Super-resolution (constructors take `scale`, 2, 3 or 4): EDSR (Lim et al. 2017) and RCAN
     # (Zhang et al. 2018); `rcan_small` is FAKD's RCAN student, `sr_tiny` the SR study's.
     "edsr": super_resolution.edsr,
@@ -195,6 +207,8 @@ __all__ = [
     "CNN",
     "EDSR",
     "EDSRBlock",
+    "FCNRegressor",
+    "GRUTrajectory",
     "FactorisedConv",
     "FeatureDiscriminator",
     "MatrixFactorization",

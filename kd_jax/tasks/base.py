@@ -15,6 +15,9 @@ The contract, for a batch (a dict of arrays with a leading batch axis, as `kd_ja
   * `headline`, `higher_is_better`: the metric a results table leads with and its direction.
   * `model_kwargs(dataset)`: what `kd_jax.models.create_model` needs besides the name (class count, user
     and item counts, upscaling factor).
+  * `export_info(dataset)`, `check_teacher(info, dataset, workdir)`: what an exported model records besides
+    its `model_kwargs` (a regression model's target standardisation), and the check that a teacher's record
+    fits this run's data (most tasks record and check nothing more).
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ class Task:
 
   def model_kwargs(self, dataset: Any) -> Dict[str, Any]:
     raise NotImplementedError
+
+  def export_info(self, dataset: Any) -> Dict[str, Any]:
+    """JSON-serialisable facts an exported model of `dataset` records besides `model_kwargs`."""
+    del dataset
+    return {}
+
+  def check_teacher(self, info: Mapping[str, Any], dataset: Any, workdir: str) -> None:
+    """Raises `KDJaxError` when the teacher exported in `workdir` (its record `info`) does not fit `dataset`."""
+    del info, dataset, workdir
 
   def inputs(self, batch: Batch) -> Any:
     return batch["image"]

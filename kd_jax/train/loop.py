@@ -331,7 +331,7 @@ def export_networks(run: Run, state: TrainState, workdir: str) -> None:
   for name in run.model_names:
     info = {"model": _model_name(run.config, name), "dataset": run.dataset.name, "task": run.task.name,
             "image_shape": list(run.dataset.image_shape), "step": step, "network": name,
-            **run.task.model_kwargs(run.dataset)}
+            **run.task.model_kwargs(run.dataset), **run.task.export_info(run.dataset)}
     target = workdir if name == run.model_names[0] else os.path.join(workdir, "networks", name)
     ckpt.export_model(target, model_variables(run, state, name), info)
 

@@ -41,6 +41,7 @@ from kd_jax.train import optim
 from kd_jax.train import phases as kd_phases
 from kd_jax.train import sharding
 from kd_jax.train import teacher_cache as kd_teacher_cache
+from kd_jax.train.checkpoint import read_export_info
 from kd_jax.train.schemes import adversarial, distill, mutual
 from kd_jax.train.step import TrainState
 from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits, teacher_workdirs
@@ -116,6 +117,11 @@ def load_data(config: ml_collections.ConfigDict, dataset: Optional[kd_data.Datas
     dataset = kd_data.load_sr_dataset(d.name, scale=d.scale, tile=d.tile_size, val_fraction=d.val_fraction,
                                       seed=config.seed, data_dir=d.data_dir, hr_dir=d.hr_dir, lr_dir=d.lr_dir,
                                       test_hr_dir=d.test_hr_dir, test_lr_dir=d.test_lr_dir)
+  elif dataset is None and config.task == "regression":
+    d = config.data
+    dataset = kd_data.load_regression_dataset(d.name, data_dir=d.data_dir, labeled_fraction=d.labeled_fraction,
+                                              val_fraction=d.val_fraction,
+                                              seed=config.seed if d.split_seed < 0 else d.split_seed)
   elif dataset is None:
     dataset = kd_data.load_dataset(config.data.name, data_dir=config.data.data_dir or None,
                                    val_fraction=config.data.val_fraction, seed=config.seed)
@@ -290,6 +296,8 @@ def _teachers_for(config, task, dataset, phases, distillers, networks, sample, w
     return teachers, teacher_variables, report, cache, distillers
   teachers, teacher_variables = load_teachers(config, task.model_kwargs(dataset),
                                               task.inputs({k: v[:1] for k, v in sample.items()}), kernels)
+  for teacher_workdir in teacher_workdirs(config):
+    task.check_teacher(read_export_info(teacher_workdir), dataset, teacher_workdir)
   if config.teacher.cache:
     if task.name != "classification":
       raise KDJaxError(f"config.teacher.cache caches image classifiers' outputs; task {task.name!r} runs its "
