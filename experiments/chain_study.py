@@ -24,11 +24,11 @@ from typing import Dict, List, Sequence
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from kd_jax.study import write_marked_block  # noqa: E402
 from kd_jax.train import workdir as kd_workdir  # noqa: E402
 from kd_jax.train.pipeline import load_pipeline_file, run_pipeline  # noqa: E402
 
 DOCS = os.path.join(HERE, os.pardir, "docs", "methods.md")
-BEGIN, END = "<!-- chain_study:begin -->", "<!-- chain_study:end -->"
 # (pipeline file, table rows: stage -> label); the first row of each table is its teacher.
 CAPTIONS = {"chain": "TAKD's plain CNNs, plane10 → plane8 → plane6 → plane4 → plane2 (experiments/digits_chain.py)",
             "pacemaker": "Pacemaker KD, WRN-16-2 with 3×3, 2×3 and 1×3 filters (experiments/digits_pacemaker.py)"}
@@ -97,17 +97,6 @@ def table(study: str, runs: List[Dict[str, Dict]], overlap: List[Dict[str, float
   return "\n".join(lines)
 
 
-def update_docs(text: str) -> None:
-  with open(DOCS) as f:
-    doc = f.read()
-  if BEGIN not in doc or END not in doc:
-    raise SystemExit(f"{DOCS} has no {BEGIN} ... {END} markers to replace.")
-  head, rest = doc.split(BEGIN, 1)
-  _, tail = rest.split(END, 1)
-  with open(DOCS, "w") as f:
-    f.write(head + BEGIN + "\n" + text + "\n" + END + tail)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -129,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.update_docs:
     if args.quick:
       raise SystemExit("--quick results are smoke tests: not written into docs/methods.md.")
-    update_docs("\n\n".join(parts))
+    write_marked_block(DOCS, "chain_study", "\n\n".join(parts))
   return 0
 
 

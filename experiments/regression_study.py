@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from typing import Dict, List
 
 import numpy as np
 
+from kd_jax.study import write_marked_block
 from kd_jax.train.loop import train_and_evaluate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +34,6 @@ from regression_configs import (DATASETS, LABELED_FRACTION, SECOND_TEACHER_OFFSE
                                 regression_config)
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "methods.md")
-BEGIN, END = "<!-- regression_study:begin -->", "<!-- regression_study:end -->"
 ROWS = ("teacher", "teacher_2", "labeled", "pseudo_label", "ensemble", "full")
 SHOWN = {"teacher": "teacher", "teacher_2": "second teacher", "labeled": "student, labels only",
          "pseudo_label": "student + pseudo-labels (teacher)",
@@ -118,15 +117,7 @@ def main(argv=None) -> int:
   print("\n" + text)
   print(f"\n[regression_study] {time.time() - start:.0f} s")
   if args.update_docs and not args.quick:
-    with open(DOCS) as f:
-      doc = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc:
-      doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
-    else:
-      doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    with open(DOCS, "w") as f:
-      f.write(doc)
+    write_marked_block(DOCS, "regression_study", text)
   return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 from typing import Dict, List
@@ -28,11 +27,11 @@ import numpy as np
 
 from kd_jax import models
 from kd_jax.sr_study import SR_METHODS, bicubic_row, sr_method_config
+from kd_jax.study import write_marked_block
 from kd_jax.train.loop import train_and_evaluate
 from kd_jax.train.run import load_data
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "methods.md")
-BEGIN, END = "<!-- sr_study:begin -->", "<!-- sr_study:end -->"
 
 
 def _run(config, workdir: str) -> Dict:
@@ -105,15 +104,7 @@ def main(argv=None) -> int:
     f.write(table + "\n")
   print("\n" + table)
   if args.update_docs and not args.quick:
-    with open(DOCS) as f:
-      text = f.read()
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text:
-      text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-      text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(DOCS, "w") as f:
-      f.write(text)
+    write_marked_block(DOCS, "sr_study", table)
   return 0
 
 

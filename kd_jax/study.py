@@ -83,3 +83,21 @@ def run_study(workdir: Optional[str] = None, *, seed: int = 0, quick: bool = Fal
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(rows, f, indent=2)
   return {"workdir": workdir, "table": table, "rows": rows}
+
+
+def write_marked_block(path: str, name: str, text: str) -> None:
+  """Puts `text` between the markers `<!-- name:begin -->` and `<!-- name:end -->` of the Markdown file
+  `path`, replacing what stood there (the marked block is appended when the file has no markers): how the
+  study scripts write their tables into the docs."""
+  begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+  with open(path) as f:
+    doc = f.read()
+  block = f"{begin}\n{text}\n{end}"
+  if begin in doc and end in doc:
+    head, rest = doc.split(begin, 1)
+    doc = head + block + rest.split(end, 1)[1]
+  else:
+    doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+  with open(path + ".tmp", "w") as f:
+    f.write(doc)
+  os.replace(path + ".tmp", path)

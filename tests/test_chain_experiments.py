@@ -154,3 +154,13 @@ def test_the_chain_study_table_reports_mean_std_and_gains_over_kd():
   assert lines[0].startswith("| run | test acc (%) | vs KD from the teacher (points) | errors shared")
   dgkd = next(line for line in lines if line.startswith("| DGKD |"))
   assert dgkd == "| DGKD | 92.50 ± 0.71 | 2.00 ± 0.00 | 55.0 ± 7.1% |"
+
+
+def test_study_tables_replace_only_their_marked_block(tmp_path):
+  from kd_jax.study import write_marked_block
+  doc = tmp_path / "methods.md"
+  doc.write_text("intro\n<!-- a:begin -->\nold\n<!-- a:end -->\nafter\n")
+  write_marked_block(str(doc), "a", "| new |")
+  assert doc.read_text() == "intro\n<!-- a:begin -->\n| new |\n<!-- a:end -->\nafter\n"
+  write_marked_block(str(doc), "b", "table b")
+  assert doc.read_text().endswith("after\n\n<!-- b:begin -->\ntable b\n<!-- b:end -->\n")
