@@ -55,6 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Seed of the regression data's validation carve and labeled subset; -1 = config.seed. Teachers whose
   # predictions a student reads must share its split: give them the student's split seed and vary config.seed.
   c.data.split_seed = -1
+  # Ratings (config.task='rating', kd_jax/data/ratings.py): data.name 'synthetic_ratings' (embedded, 600 users x
+  # 400 items, missing not at random) or 'movielens' (data_dir holding MovieLens 100K's u.data or ratings.csv).
 
   c.student = ml_collections.ConfigDict()
   c.student.model = "cnn_small"

@@ -288,3 +288,66 @@ def error_overlap(student_wrong: np.ndarray, others_wrong: np.ndarray) -> dict:
           "per_model": [rate((student_wrong & wrong).sum()) for wrong in others_wrong],
           "any": rate((student_wrong & others_wrong.any(0)).sum()),
           "all": rate((student_wrong & others_wrong.all(0)).sum())}
+
+
+def ndcg_per_user(scores, relevance, *, k: int = 10, mask=None) -> np.ndarray:
+  """NDCG@k of every user (row) [U], NaN for users it is not defined for; see `ndcg_at_k`."""
+  scores = np.asarray(scores, np.float64)
+  relevance = np.asarray(relevance, np.float64)
+  if scores.ndim != 2 or scores.shape != relevance.shape:
+    raise KDJaxError(f"ndcg_at_k wants scores and relevance of one shape [users, items]; got {scores.shape} and "
+                     f"{relevance.shape}.")
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    raise KDJaxError(f"ndcg_at_k: k must be a positive integer, got {k!r}.")
+  mask = np.ones(scores.shape, bool) if mask is None else np.asarray(mask, bool)
+  if mask.shape != scores.shape:
+    raise KDJaxError(f"ndcg_at_k: mask has shape {mask.shape}, scores {scores.shape}; they must match.")
+  if np.any(~np.isfinite(relevance[mask])) or np.any(relevance[mask] < 0):
+    raise KDJaxError("ndcg_at_k: relevance must be finite and >= 0 for every candidate item (mask True); mark "
+                     "unknown items False in `mask` instead of giving them NaN.")
+  if np.any(np.isnan(scores[mask])):
+    raise KDJaxError("ndcg_at_k: scores are NaN for some candidate items.")
+  k = min(int(k), scores.shape[1])
+  # Non-candidates sort last (score -inf, relevance 0); among equal scores the lower item index ranks first.
+  ranked = np.argsort(-np.where(mask, scores, -np.inf), axis=1, kind="stable")[:, :k]
+  gains = np.where(mask, relevance, 0.0)
+  discounts = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+  dcg = np.sum(np.take_along_axis(gains, ranked, axis=1) * discounts, axis=1)
+  idcg = np.sum(-np.sort(-gains, axis=1)[:, :k] * discounts, axis=1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(idcg > 0, dcg / idcg, np.nan)
+
+
+def ndcg_at_k(scores, relevance, *, k: int = 10, mask=None) -> float:
+  """Normalised discounted cumulative gain at k, averaged over users (Järvelin & Kekäläinen, "Cumulated
+  Gain-Based Evaluation of IR Techniques", ACM TOIS 20(4), 2002), as explicit-feedback recommender papers
+  report it (NDCG@10).
+
+  For user u, the candidate items (`mask[u]` True; all items without a mask) are sorted by `scores[u]`,
+  highest first (ties: the lower item index first), and with π_r the item at rank r:
+
+      DCG@k(u) = Σ_{r=1..k} rel(u, π_r) / log2(r + 1),    NDCG@k(u) = DCG@k(u) / IDCG@k(u),
+
+  where the gain is the relevance itself (linear gain, e.g. the rating; not 2^rel − 1) and IDCG@k(u) is the
+  DCG of the candidates sorted by their relevance (the ideal ordering). Users whose candidates carry no
+  relevance (IDCG = 0: no relevant item, or no candidate) are left out of the mean. Items that must not be
+  ranked, such as a user's training items when evaluating on held-out ones, are excluded with `mask`: they
+  neither take a rank nor enter the ideal ordering. NaN is returned when no user qualifies.
+
+  Host-side NumPy in float64 (scores and relevance may be NumPy or JAX arrays); not traceable.
+
+  Args:
+    scores: [users, items] predicted scores (e.g. predicted ratings).
+    relevance: [users, items] graded relevance, finite and >= 0 where `mask` is True (anything elsewhere).
+    k: the cut-off, a positive integer (more than the item count means all items).
+    mask: [users, items] booleans, True for the items a user's ranking includes; None = all.
+
+  Raises:
+    KDJaxError: mismatched shapes, k < 1, NaN or negative relevance (or NaN scores) among candidates.
+  """
+  per_user = ndcg_per_user(scores, relevance, k=k, mask=mask)
+  valid = per_user[~np.isnan(per_user)]
+  return float(np.mean(valid)) if valid.size else float("nan")
+
+
+__all__ += ["ndcg_at_k", "ndcg_per_user"]

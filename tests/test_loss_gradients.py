@@ -396,6 +396,52 @@ def _ensemble_confidence_cases(rng):
   return [Case(lambda p: losses.ensemble_confidence(p, 0.5), (), (_normal(rng, 3, 4, 2),))]
 
 
+def _ranking_distillation_cases(rng):
+  s, t = _normal(rng, 3, 4), _normal(rng, 3, 4)
+  return [Case(lambda s, t, f=f: losses.ranking_distillation(s, t, lam=2.0, form=f), (s,), (t,))
+          for f in ("mse", "logistic")]
+
+
+def _pointwise_distillation_cases(rng):
+  s, t = _normal(rng, 3, 4), _normal(rng, 3, 4)
+  mask = jnp.asarray(rng.random((3, 4)) < 0.6, jnp.float64)
+  return [Case(lambda s, t: losses.pointwise_distillation(s, t, mask=mask), (s,), (t,)),
+          Case(lambda s, t: losses.pointwise_distillation(s, t, form="bce"), (s,), (t,))]
+
+
+def _relaxed_ranking_cases(rng):
+  s, u = _normal(rng, 3, 4, scale=2.0), _normal(rng, 3, 5, scale=2.0)
+  mask = jnp.asarray(rng.random((3, 5)) < 0.6)
+  return [Case(lambda s, u: losses.relaxed_ranking(s, u), (s, u)),
+          Case(lambda s, u: losses.relaxed_ranking(s, u, uninteresting_mask=mask, reduction="mean"), (s, u))]
+
+
+def _expert_selection_cases(rng):
+  probs, g = jnp.asarray(rng.dirichlet(np.ones(3), size=4)), jnp.asarray(rng.gumbel(size=(4, 3)))
+  return [Case(lambda p, g: losses.expert_selection(p, g, 0.7), (probs,), (g,))]
+
+
+def _distillation_experts_cases(rng):
+  out, t = _normal(rng, 4, 3, 5), _normal(rng, 4, 5)
+  z = jnp.asarray(rng.dirichlet(np.ones(3), size=4))
+  return [Case(lambda o, z, t, r=r: losses.distillation_experts(o, z, t, reduction=r), (out, z), (t,))
+          for r in ("sum", "mean")]
+
+
+def _topology_distillation_cases(rng):
+  s, t = _normal(rng, 5, 3), _normal(rng, 5, 6)
+  return [Case(lambda s, t: losses.topology_distillation(s, t), (s,), (t,))]
+
+
+def _rank_discrepancy_cases(rng):
+  own, other = jnp.asarray(rng.integers(0, 50, 6), jnp.float64), jnp.asarray(rng.integers(0, 50, 6), jnp.float64)
+  return [Case(lambda a, b: losses.rank_discrepancy_probability(a, b, 0.1), (), (own, other))]
+
+
+def _interaction_log_loss_cases(rng):
+  return [Case(losses.interaction_log_loss, (_normal(rng, 4), _normal(rng, 4, 3)))]
+
+
 CASES = {
     "activation_boundary": _ab_cases,
     "activation_mismatch": _mismatch_cases,
@@ -449,6 +495,14 @@ CASES = {
     "ttm": _ttm_cases,
     "vid": _vid_cases,
     "wttm": _wttm_cases,
+    "distillation_experts": _distillation_experts_cases,
+    "expert_selection": _expert_selection_cases,
+    "interaction_log_loss": _interaction_log_loss_cases,
+    "pointwise_distillation": _pointwise_distillation_cases,
+    "rank_discrepancy_probability": _rank_discrepancy_cases,
+    "ranking_distillation": _ranking_distillation_cases,
+    "relaxed_ranking": _relaxed_ranking_cases,
+    "topology_distillation": _topology_distillation_cases,
 }
 
 

@@ -26,6 +26,8 @@ DIGITS = (10, (1, 8, 8, 1))
 GENERIC = ("resnet", "wrn", "mlp", "cnn", "plain_cnn")
 # Models of tasks other than classification: no CIFAR-100 count; the note says what sizes them.
 OTHER_TASKS: Dict[str, str] = {"mf": "rating task: sizes from the data (`num_users`, `num_items`, `dim` 16)"}
+OTHER_TASKS.update({name: "rating task: sizes from the data (`num_users`, `num_items`)"
+                    for name in ("mf_large", "mf_small", "neumf", "neumf_large", "neumf_small")})
 SMALL_PREFIXES = ("mlp", "cnn")
 # Super-resolution: counted per upscaling factor on RGB inputs (the size of the image does not matter).
 SR_SCALES = (2, 3, 4)
@@ -74,6 +76,9 @@ LAYOUT: Dict[str, str] = {
     "cnn_tiny": "CNN 8-16-32, 1 conv/stage", "cnn_small": "CNN 16-32-64, 1 conv/stage",
     "cnn_large": "CNN 32-64-128, 2 convs/stage",
     "mf": "biased matrix factorisation, μ + b_u + b_i + p_u·q_i",
+    "mf_large": "biased matrix factorisation, dim 100", "mf_small": "biased matrix factorisation, dim 10",
+    "neumf": "NeuMF: GMF + MLP towers, linear rating output (`gmf_dim`, `mlp_layers`)",
+    "neumf_large": "NeuMF, GMF 32, MLP 64-32-16", "neumf_small": "NeuMF, GMF 8, MLP 16-8",
     "regression_mlp": "MLP regressor (`hidden_sizes`)", "regression_mlp_large": "MLP regressor 256-256",
     "regression_mlp_small": "MLP regressor 16", "gru_trajectory": "GRU encoder + linear head (`hidden`)",
     "gru_trajectory_large": "GRU(64) encoder + linear head", "gru_trajectory_small": "GRU(16) encoder + linear head",

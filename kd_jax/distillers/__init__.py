@@ -18,6 +18,8 @@ from kd_jax.distillers.feature import (AB, AT, CC, FSP, FT, NST, PKT, SP, ABConn
 from kd_jax.distillers.logit import (DGKD, DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD,
                                      Supervised)
 from kd_jax.distillers.logit import NKD, TTM, WTTM
+from kd_jax.distillers.recommender import (BD, CD, DE, DUET, RD, RRD, TD, DistillationExperts, FactorL2,
+                                          Interaction)
 from kd_jax.distillers.regression import PseudoLabel
 from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
 from kd_jax.distillers.review import ABF, ReviewFusion, ReviewKD
@@ -60,6 +62,15 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "fakd": FAKD,
     "lsfd": LSFD,
     "pseudo_label": PseudoLabel,
+    "rd": RD,
+    "cd": CD,
+    "de": DE,
+    "rrd": RRD,
+    "td": TD,
+    "bd": BD,
+    "duet": DUET,
+    "interaction": Interaction,
+    "factor_l2": FactorL2,
 }
 
 
@@ -135,3 +146,4 @@ __all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DGKD",
            "ABF", "FEED", "FEEDTranslator", "FEEDTranslators", "ReviewFusion", "ReviewKD", "CRD", "CRDEmbed",
            "FAKD", "LSFD", "LocalRegressor", "OutputL1", "PseudoLabel"]
 __all__ += ["NKD", "TTM", "WTTM"]
+__all__ += ["BD", "CD", "DE", "DUET", "DistillationExperts", "FactorL2", "Interaction", "RD", "RRD", "TD"]

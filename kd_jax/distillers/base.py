@@ -28,8 +28,10 @@ Batch = Mapping[str, jax.Array]
 
 TeacherOutput = Union[None, ModelOutput, Tuple[ModelOutput, ...]]
 # forward(images) -> (student output in train mode, teacher output): the models at this step's parameters
-# on other images (a mixed or augmented copy of the batch). The extra student pass's BatchNorm statistics are
-# discarded; gradients flow through it.
+# on other images (a mixed or augmented copy of the batch), or on other model inputs in general (a
+# recommender's `{'user', 'item'}` ids of items sampled for the batch's users). The extra student pass's
+# BatchNorm statistics are discarded; gradients flow through it. Under a weighted sum, a term that picks
+# teachers gets their outputs only; under the mutual scheme the "teacher" is the other network (detached).
 Forward = Callable[[jax.Array], Tuple[ModelOutput, TeacherOutput]]
 
 
@@ -43,11 +45,18 @@ class TrainingData:
       not call it costs no teacher pass.
     labels: the training labels [N], in the order of `batch['index']`.
     num_classes: C.
+    rated: rating data only (else None): [num_users, num_items] bool, the (user, item) pairs the training
+      split rates, which the recommender distillers exclude when they rank "unrated" items.
+    teacher_scores: rating data only (else None): `teacher_scores(k)` is teacher k's predicted rating of every
+      (user, item) pair [num_users, num_items] (k numbers the teachers the distiller sees, in the order of
+      its `teacher` argument); computed on first call only.
   """
 
   teacher_logits: Callable[[], np.ndarray]
   labels: np.ndarray
   num_classes: int
+  rated: Optional[np.ndarray] = None
+  teacher_scores: Optional[Callable[[int], np.ndarray]] = None
 
   @property
   def num_examples(self) -> int:
@@ -209,7 +218,33 @@ class WeightedSum(Distiller):
 
   def prepare(self, data: TrainingData) -> "WeightedSum":
     return dataclasses.replace(self, terms=tuple(
-        (name, weight, d.prepare(data)) for name, weight, d in self.terms))
+        (name, weight, d.prepare(self._data_for(name, data))) for name, weight, d in self.terms))
+
+  def _data_for(self, name: str, data: TrainingData) -> TrainingData:
+    """`data` as term `name` sees it: `teacher_scores(k)` numbers its picked teachers, as its `loss` does."""
+    pick = dict(self.teacher_picks).get(name)
+    if pick is None or data.teacher_scores is None:
+      return data
+    indices = (pick,) if isinstance(pick, int) else tuple(pick)
+
+    def scores(k: int) -> np.ndarray:
+      if not 0 <= k < len(indices):
+        raise KDJaxError(f"config.loss.{name} reads its teacher {k}, but its `teacher` key ({pick!r}) gives it "
+                         f"{len(indices)}: list one run's teacher index per teacher it reads.")
+      return data.teacher_scores(indices[k])
+
+    return dataclasses.replace(data, teacher_scores=scores)
+
+  def _forward_for(self, name: str, forward: Optional[Forward]) -> Optional[Forward]:
+    """`forward` with the teacher outputs term `name` reads (its pick), as its `teacher` argument has them."""
+    if forward is None or dict(self.teacher_picks).get(name) is None:
+      return forward
+
+    def picked(inputs):
+      student, teacher = forward(inputs)
+      return student, self.teacher_for(name, teacher)
+
+    return picked
 
   def prepared_fields(self, prepared: "WeightedSum") -> Dict[str, Dict[str, Any]]:
     """`{term: {field: value}}` for the hyper-parameters that `prepared` (from `self.prepare`) changed."""
@@ -239,7 +274,8 @@ class WeightedSum(Distiller):
     metrics: Metrics = {}
     new_state: Variables = {}
     for i, (name, weight, distiller) in enumerate(self.terms):
-      term_ctx = dataclasses.replace(ctx, rng=None if ctx.rng is None else jax.random.fold_in(ctx.rng, i))
+      term_ctx = dataclasses.replace(ctx, rng=None if ctx.rng is None else jax.random.fold_in(ctx.rng, i),
+                                     forward=self._forward_for(name, ctx.forward))
       value, term_metrics, term_state = distiller.loss(self._sub(variables, name), student,
                                                        self.teacher_for(name, teacher), batch, term_ctx)
       total = total + weight * value

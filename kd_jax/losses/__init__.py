@@ -17,6 +17,9 @@ from kd_jax.losses.contrastive import (crd, crd_available_negatives, crd_memory_
                                        crd_softmax_loss)
 from kd_jax.losses.features import review_kd
 from kd_jax.losses.regression import ensemble_confidence, pseudo_label_loss
+from kd_jax.losses.recommender import (distillation_experts, expert_selection, interaction_log_loss,
+                                       pointwise_distillation, rank_discrepancy_probability, ranking_distillation,
+                                       relaxed_ranking, topology_distillation)
 from kd_jax.losses.relations import area_rkd, rkd_angle, rkd_distance, vid
 from kd_jax.losses.super_resolution import feature_affinity, fakd, lsfd, lsfd_attention, output_l1
 from kd_jax.losses.similarity import (cskd, cskd_cswt, cswt_temperatures, r2kd, r2kd_rank_loss,
@@ -33,3 +36,5 @@ __all__ = ["activation_boundary", "activation_mismatch", "factor_transfer", "are
            "fakd", "feature_affinity", "lsfd", "lsfd_attention", "output_l1",
            "nkd", "ttm", "wttm",
            "ensemble_confidence", "pseudo_label_loss"]
+__all__ += ["distillation_experts", "expert_selection", "interaction_log_loss", "pointwise_distillation",
+            "rank_discrepancy_probability", "ranking_distillation", "relaxed_ranking", "topology_distillation"]

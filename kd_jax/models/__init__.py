@@ -14,7 +14,7 @@ their shape as keyword arguments, e.g. `create_model("wrn", 100, depth=28, widen
 takes `kernel`, e.g. "1x3") or `create_model("plain_cnn", 10, layers=("Conv16", "MaxPool", "FC10"))`, and
 `mobilenetv2` optionally takes `width_mult` and `expand_ratio`. Models of other tasks take their sizes
 instead of `num_classes`: the super-resolution models (`edsr*`, `rcan*`, `sr_tiny`) take `scale` (2, 3 or
-4), e.g. `create_model("edsr_baseline", scale=4)`, `mf` the data's user and item counts, and the regression
+4), e.g. `create_model("edsr_baseline", scale=4)`, `mf`/`neumf` (and their `_large`/`_small` sizes) the data's user and item counts, and the regression
 models (`regression_mlp*`, `gru_trajectory*`, `fcn_regressor*`) `num_outputs`. docs/models.md
 lists every model with its parameter count (`python tools/param_counts.py`).
 
@@ -40,7 +40,7 @@ from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.models.plain_cnn import PlainCNN
-from kd_jax.models.rating import MatrixFactorization
+from kd_jax.models.rating import MatrixFactorization, NeuMF
 from kd_jax.models.regression import FCNRegressor, GRUTrajectory
 from kd_jax.models.resnet_bottleneck import BottleneckBlock, ResNetBottleneck
 from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
@@ -107,6 +107,12 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cnn_large": small.cnn_large,
     # Rating prediction (task 'rating'): biased matrix factorisation on user and item ids.
     "mf": rating.mf,
+    "mf_large": rating.mf_large,
+    "mf_small": rating.mf_small,
+    # NeuMF (He et al. 2017): GMF and MLP towers, a linear output predicting the rating.
+    "neumf": rating.neumf,
+    "neumf_large": rating.neumf_large,
+    "neumf_small": rating.neumf_small,
     # Regression (task 'regression'; constructors take `num_outputs`, the target's length or channels).
     "regression_mlp": regression.regression_mlp,
     "regression_mlp_large": regression.regression_mlp_large,
@@ -212,6 +218,7 @@ __all__ = [
     "FactorisedConv",
     "FeatureDiscriminator",
     "MatrixFactorization",
+    "NeuMF",
     "TransferLayer",
     "InvertedResidual",
     "MLP",

@@ -12,6 +12,9 @@ The contract, for a batch (a dict of arrays with a leading batch axis, as `kd_ja
   * `train_metrics(prediction, batch)`: per-step means logged during training (e.g. accuracy).
   * `eval_sums(prediction, batch)`: sums over the real examples of an evaluation batch (`batch['mask']`
     marks them), so the host adds batches exactly and divides once in `metrics(sums)`.
+  * `split_metrics(predictions, split)`: metrics that need a whole split's predictions at once and cannot be
+    summed per batch (a recommender's per-user ranking metrics); host-side, after the batched pass. The
+    loop gathers the predictions only for tasks that name such metrics in `split_metric_names`.
   * `headline`, `higher_is_better`: the metric a results table leads with and its direction.
   * `model_kwargs(dataset)`: what `kd_jax.models.create_model` needs besides the name (class count, user
     and item counts, upscaling factor).
@@ -26,6 +29,7 @@ import dataclasses
 from typing import Any, ClassVar, Dict, Mapping
 
 import jax
+import numpy as np
 
 from kd_jax.errors import KDJaxError
 
@@ -41,6 +45,8 @@ class Task:
   higher_is_better: ClassVar[bool] = True
   # Batch keys the task reads besides the inputs; a dataset must provide them.
   fields: ClassVar[tuple] = ()
+  # The metrics `split_metrics` computes (empty: the task has none, and evaluation gathers no predictions).
+  split_metric_names: ClassVar[tuple] = ()
 
   def check_dataset(self, dataset: Any) -> None:
     """Raises `KDJaxError` saying what to change when `dataset` is not data of this task."""
@@ -85,6 +91,12 @@ class Task:
 
   def metrics(self, sums: Mapping[str, Any]) -> Dict[str, float]:
     raise NotImplementedError
+
+  def split_metrics(self, predictions: np.ndarray, split: Any) -> Dict[str, float]:
+    """Metrics of a whole split from its predictions (host arrays, one row per example in the split's order);
+    called only for tasks with `split_metric_names`."""
+    del predictions, split
+    return {}
 
   def better(self, a: float, b: float) -> bool:
     """Whether headline value `a` is better than `b`."""

@@ -33,7 +33,7 @@ from kd_jax.train import sharding
 from kd_jax.train import workdir as kd_workdir
 from kd_jax.train.run import (Run, build_run, check_inputs, host_batch, init_state, load_data, make_step,
                               model_variables, prepare_distiller, with_fresh_optimizer)
-from kd_jax.train.step import CLASSIFICATION, TrainState, eval_step
+from kd_jax.train.step import CLASSIFICATION, TrainState, eval_step, predict_step
 from kd_jax.train.workdir import prepare_workdir
 from kd_jax.train.writers import MetricWriter, Progress
 
@@ -291,16 +291,25 @@ def end_epoch(run: Run, state: TrainState, epoch: _Epoch, step: int, phase: int,
 # Evaluation, export and results.
 
 
-def evaluate(eval_fn, variables: Any, split, batch_size: int, mesh, task=None) -> Dict[str, float]:
-  """The task's metrics over a whole split (sums reduced on the host once); {} for an empty split."""
+def evaluate(eval_fn, variables: Any, split, batch_size: int, mesh, task=None, predict_fn=None) -> Dict[str, float]:
+  """The task's metrics over a whole split (sums reduced on the host once); {} for an empty split.
+
+  With `predict_fn` (`predict_step` jitted, for tasks with `split_metric_names`) the real rows' predictions are
+  gathered in the split's order and `task.split_metrics` adds the metrics that need all of them at once."""
   task = task or CLASSIFICATION
   if len(split) == 0:
     return {}
-  totals = None
+  totals, predictions = None, []
   for batch in kd_data.eval_batches(split, batch_size, multiple=mesh.size):
-    sums = eval_fn(variables, sharding.shard_batch(batch, mesh))
+    placed = sharding.shard_batch(batch, mesh)
+    sums = eval_fn(variables, placed)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return task.metrics(jax.device_get(totals))
+    if predict_fn is not None:
+      predictions.append(np.asarray(jax.device_get(predict_fn(variables, placed)))[batch["mask"] > 0])
+  results = task.metrics(jax.device_get(totals))
+  if predict_fn is not None:
+    results.update(task.split_metrics(np.concatenate(predictions), split))
+  return results
 
 
 @functools.lru_cache(maxsize=32)
@@ -309,11 +318,19 @@ def _eval_fn(model, task, compiler_options_items):
                  compiler_options=dict(compiler_options_items) if compiler_options_items else None)
 
 
+@functools.lru_cache(maxsize=32)
+def _predict_fn(model, task, compiler_options_items, mesh):
+  # Replicated output: every process holds the whole batch's predictions.
+  return jax.jit(functools.partial(predict_step, model=model, task=task), out_shardings=sharding.replicated(mesh),
+                 compiler_options=dict(compiler_options_items) if compiler_options_items else None)
+
+
 def evaluate_network(run: Run, state: TrainState, name: str, split) -> Dict[str, float]:
   model = dict(run.models)[name]
   options = tuple(sorted((run.compiler_options or {}).items()))
+  predict = _predict_fn(model, run.task, options, run.mesh) if run.task.split_metric_names else None
   return evaluate(_eval_fn(model, run.task, options), model_variables(run, state, name), split,
-                  run.config.eval_batch_size, run.mesh, run.task)
+                  run.config.eval_batch_size, run.mesh, run.task, predict)
 
 
 def evaluate_networks(run: Run, state: TrainState,

@@ -44,7 +44,8 @@ from kd_jax.train import teacher_cache as kd_teacher_cache
 from kd_jax.train.checkpoint import read_export_info
 from kd_jax.train.schemes import adversarial, distill, mutual
 from kd_jax.train.step import TrainState
-from kd_jax.train.teachers import Teachers, calibrate_teachers, load_teachers, teacher_logits, teacher_workdirs
+from kd_jax.train.teachers import (Teachers, calibrate_teachers, load_teachers, teacher_logits, teacher_pair_scores,
+                                   teacher_workdirs)
 
 SCHEMES = {"distill": distill, "mutual": mutual, "adversarial": adversarial}
 STUDENT = "student"
@@ -122,6 +123,9 @@ def load_data(config: ml_collections.ConfigDict, dataset: Optional[kd_data.Datas
     dataset = kd_data.load_regression_dataset(d.name, data_dir=d.data_dir, labeled_fraction=d.labeled_fraction,
                                               val_fraction=d.val_fraction,
                                               seed=config.seed if d.split_seed < 0 else d.split_seed)
+  elif dataset is None and config.task == "rating":
+    dataset = kd_data.load_rating_dataset(config.data.name, data_dir=config.data.data_dir,
+                                          val_fraction=config.data.val_fraction, seed=config.seed)
   elif dataset is None:
     dataset = kd_data.load_dataset(config.data.name, data_dir=config.data.data_dir or None,
                                    val_fraction=config.data.val_fraction, seed=config.seed)
@@ -260,10 +264,26 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
       cache["logits"] = logits[0] / teachers.temperatures[0]
     return cache["logits"]
 
+  rated, pair_scores = None, None
+  if dataset.task == "rating":  # what the recommender distillers rank unrated items by
+    rated, scores = kd_data.rated_matrix(dataset), {}
+
+    def pair_scores(k: int) -> np.ndarray:
+      if not 0 <= k < len(teachers.modules):
+        raise KDJaxError(f"A term of config.loss ranks items by teacher {k}, but the run has {len(teachers.modules)} "
+                         "teacher(s), numbered from 0 in the order config.teacher.workdir, "
+                         "config.teacher.extra_workdirs: add the missing run to config.teacher.extra_workdirs or "
+                         "change the term's `teacher` key.")
+      if k not in scores:
+        scores[k] = teacher_pair_scores(teachers, teacher_variables, k, dataset.info["num_users"],
+                                        dataset.info["num_items"],
+                                        compiler_options=backends.compiler_options_for(config))
+      return scores[k]
+
   labels = getattr(dataset.train, "labels", None)
   prepared = distiller.prepare(kd_distillers.TrainingData(
       train_logits, np.asarray(labels if labels is not None else np.zeros(len(dataset.train), np.int32)),
-      dataset.num_classes))
+      dataset.num_classes, rated, pair_scores))
   fields = distiller.prepared_fields(prepared)
   if fields and path and distributed.is_main_process():
     # Written whole, then renamed: another process of a multi-process run may be reading it already.

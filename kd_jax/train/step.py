@@ -108,3 +108,9 @@ def eval_step(variables: Any, batch: Dict[str, jax.Array], *, model: nn.Module,
   task = task or CLASSIFICATION
   out = model.apply(variables, task.inputs(batch), train=False)
   return task.eval_sums(out.prediction, batch)
+
+
+def predict_step(variables: Any, batch: Dict[str, jax.Array], *, model: nn.Module, task: Task) -> jax.Array:
+  """The model's predictions on an evaluation batch (padded rows included; `batch['mask']` marks the real
+  ones), for the tasks whose metrics need a whole split's predictions (`Task.split_metrics`)."""
+  return model.apply(variables, task.inputs(batch), train=False).prediction

@@ -117,6 +117,24 @@ def teacher_logits(teachers: Teachers, variables: Sequence[Any], batches,
   return np.concatenate(logits, axis=1), np.concatenate(labels)
 
 
+def teacher_pair_scores(teachers: Teachers, variables: Sequence[Any], index: int, num_users: int, num_items: int,
+                        chunk: int = 65536, compiler_options: Optional[Dict[str, str]] = None) -> np.ndarray:
+  """Teacher `index`'s prediction for every (user, item) pair of a rating task: [num_users, num_items] float32,
+  computed in chunks of `chunk` pairs (the last padded), user-major. What the recommender distillers rank
+  the unrated items of every user by (`kd_jax.distillers.TrainingData.teacher_scores`)."""
+  module, v = teachers.modules[index], variables[index]
+  forward = jax.jit(lambda v, users, items: module.apply(v, {"user": users, "item": items}, train=False).prediction,
+                    compiler_options=compiler_options)
+  total = num_users * num_items
+  scores = np.empty(total, np.float32)
+  for start in range(0, total, chunk):
+    pairs = np.arange(start, start + chunk) % total  # the last chunk wraps around: one compiled shape
+    out = np.asarray(forward(v, (pairs // num_items).astype(np.int32), (pairs % num_items).astype(np.int32)))
+    stop = min(start + chunk, total)
+    scores[start:stop] = out[:stop - start]
+  return scores.reshape(num_users, num_items) / teachers.temperatures[index]
+
+
 def calibrate_teachers(teachers: Teachers, variables: Sequence[Any], dataset, config: ml_collections.ConfigDict,
                        workdir: str, logits: Optional[np.ndarray] = None) -> Tuple[Teachers, dict]:
   """Fits each teacher's temperature on the validation split and reports ECE/ACE before and after.

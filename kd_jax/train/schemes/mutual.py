@@ -22,11 +22,16 @@ updates together, as many re-implementations do. Each network has its own optimi
 
 Each network runs forward once with its VJP kept; a network's prediction is recomputed (without gradient)
 after its update only where a later network reads it, so a sequential step costs 2K − 1 forward passes.
+
+Distillers that score inputs beyond the batch (BD, `kd_jax.distillers.recommender`, on sampled items) get
+`ctx.forward`: network k on those inputs with gradient, the other network detached at its current parameters
+(after its update, in a sequential step); network k's gradient then also flows through that extra pass.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+import dataclasses
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -91,18 +96,42 @@ def peer_losses(distiller: Distiller, outs: Sequence[Any], batch: Dict[str, jax.
   return [network_loss(distiller, outs, k, batch, ctx) for k in range(len(outs))]
 
 
-def network_loss(distiller: Distiller, outs: Sequence[Any], k: int, batch: Dict[str, jax.Array], ctx: Context):
-  """`(L_k, metrics)`: network k's output against every other output of `outs` (detached), averaged."""
+def network_loss(distiller: Distiller, outs: Sequence[Any], k: int, batch: Dict[str, jax.Array], ctx: Context,
+                 forwards: Optional[Sequence[Any]] = None):
+  """`(L_k, metrics)`: network k's output against every other output of `outs` (detached), averaged.
+
+  `forwards[j]` (optional) is the pair's `ctx.forward`: network k (with gradient) and network j (detached) on
+  other inputs, for distillers that score more than the batch (a recommender's sampled items)."""
   values, metrics = [], []
-  others = [jax.lax.stop_gradient(o) for j, o in enumerate(outs) if j != k]
-  for j, other in enumerate(others):
-    pair_ctx = ctx if ctx.rng is None else Context(jax.random.fold_in(ctx.rng, k * len(outs) + j), ctx.train,
+  others = [(j, jax.lax.stop_gradient(o)) for j, o in enumerate(outs) if j != k]
+  for n, (j, other) in enumerate(others):
+    pair_ctx = ctx if ctx.rng is None else Context(jax.random.fold_in(ctx.rng, k * len(outs) + n), ctx.train,
                                                     ctx.step, ctx.epoch, None, ctx.task)
+    if forwards is not None:
+      pair_ctx = dataclasses.replace(pair_ctx, forward=forwards[j])
     value, m, _ = distiller.loss({}, outs[k], other, batch, pair_ctx)
     values.append(value)
     metrics.append(m)
   mean = lambda xs: sum(xs) / len(xs)
   return mean(values), jax.tree.map(lambda *xs: mean(xs), *metrics)
+
+
+def pair_forwards(models: Models, k: int, own_params: Any, params: Dict[str, Any], batch_stats: Dict[str, Any]):
+  """For network k: `forwards[j](inputs) -> (network k's output with gradient through own_params,
+  network j's output at params[j], detached)`, both in train mode with their statistics discarded."""
+  name_k, model_k = models[k]
+
+  def forward(j):
+    name_j, model_j = models[j]
+
+    def run(inputs):
+      out, _ = apply_train(model_k, own_params, batch_stats[name_k], inputs)
+      other, _ = apply_train(model_j, params[name_j], batch_stats[name_j], inputs)
+      return out, jax.lax.stop_gradient(other)
+
+    return run
+
+  return [forward(j) for j in range(len(models))]
 
 
 UPDATES = ("sequential", "simultaneous")
@@ -137,9 +166,19 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
 
   params, opt_state, results = {}, {}, []
   for k, name in enumerate(names):
-    (value, term_metrics), out_grad = jax.value_and_grad(
-        lambda out: network_loss(distiller, outs[:k] + [out] + outs[k + 1:], k, batch, ctx), has_aux=True)(outs[k])
+    # The others at their current parameters (those updated earlier in a sequential step: after the update).
+    current = {n: params.get(n, state.params[n]) if update == "sequential" else state.params[n] for n in names}
+
+    def loss_k(out, own_params, k=k):
+      forwards = pair_forwards(models, k, own_params, current, state.batch_stats)
+      return network_loss(distiller, outs[:k] + [out] + outs[k + 1:], k, batch, ctx, forwards)
+
+    # Gradients through the output (pulled back through the kept VJP) and, for terms that call ctx.forward,
+    # directly through the parameters (zero otherwise).
+    (value, term_metrics), (out_grad, forward_grads) = jax.value_and_grad(loss_k, argnums=(0, 1), has_aux=True)(
+        outs[k], state.params[name])
     (grads,) = pullbacks[k](out_grad)
+    grads = jax.tree.map(jnp.add, grads, forward_grads)
     params[name], opt_state[name] = apply_updates(txs[name], grads, state.opt_state[name], state.params[name])
     results.append((value, term_metrics, outs[k].prediction))
     if update == "sequential" and k + 1 < len(names):
