@@ -299,7 +299,7 @@ def test_distiller_defaults_validation_and_per_pixel_logits():
 
 CONFIG_LOSSES = {
     "digits_nkd.py": {"ce": {"weight": 1.0}, "nkd": {"weight": 1.0, "temperature": 3.0, "gamma": 3.5}},
-    "digits_ttm.py": {"ce": {"weight": 1.0}, "ttm": {"weight": 45.0, "exponent": 0.1}},
+    "digits_ttm.py": {"ce": {"weight": 1.0}, "ttm": {"weight": 5.0, "exponent": 0.1}},
     "digits_wttm.py": {"ce": {"weight": 1.0}, "wttm": {"weight": 4.0, "exponent": 0.2}},
     "cifar100_nkd.py": {"ce": {"weight": 1.0}, "nkd": {"weight": 1.0, "temperature": 3.0, "gamma": 3.5}},
     "cifar100_ttm.py": {"ce": {"weight": 1.0}, "ttm": {"weight": 45.0, "exponent": 0.1}},

@@ -108,11 +108,12 @@ def summarize(per_seed: dict) -> str:
   kd_mean = _stats([per_seed[s]["KD"]["test_accuracy"] for s in seeds])[0]
   lines = [f"| method | loss | test acc, mean ± std ({len(seeds)} seeds) | vs KD | per-seed |",
            "|---|---|---:|---:|---|"]
-  for name in ("teacher", "teacher_b"):
+  present = lambda name: all(name in per_seed[s] for s in seeds)  # a workdir run with --methods lacks rows
+  for name in [t for t in ("teacher", "teacher_b") if present(t)]:
     mean, std, a = _stats([per_seed[s][name]["test_accuracy"] for s in seeds])
     lines.append(f"| {name} ({per_seed[seeds[0]][name]['model']}) | ce | {mean:.2f} ± {std:.2f} | | "
                  f"{', '.join(f'{x:.2f}' for x in a)} |")
-  for method in METHODS:
+  for method in [m for m in METHODS if present(m)]:
     results = [per_seed[s][method]["test_accuracy"] for s in seeds]
     if any(r is None for r in results):
       failed = [str(s) for s in seeds if per_seed[s][method]["test_accuracy"] is None]
@@ -123,6 +124,8 @@ def summarize(per_seed: dict) -> str:
     mean, std, a = _stats(results)
     lines.append(f"| {method} | {per_seed[seeds[0]][method]['loss_text']} | {mean:.2f} ± {std:.2f} | "
                  f"{mean - kd_mean:+.2f} | {', '.join(f'{x:.2f}' for x in a)} |")
+  if not present("KD, calibrated teacher"):
+    return "\n".join(lines)
   cal = [per_seed[s]["KD, calibrated teacher"]["teacher_calibration"][0] for s in seeds]
   lines += ["", "Teacher calibration on the validation split (mean over seeds; 15 bins):", "",
             "| fitted T | ECE before | ECE after | over/under before | ACE before | ACE after | NLL before | NLL after |",
