@@ -55,6 +55,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Seed of the regression data's validation carve and labeled subset; -1 = config.seed. Teachers whose
   # predictions a student reads must share its split: give them the student's split seed and vary config.seed.
   c.data.split_seed = -1
+  # Segmentation (config.task='segmentation', kd_jax/data/segmentation.py): data.name 'buildings' (embedded,
+  # synthetic EO+SAR tiles; channels red, green, blue, SAR) or 'segmentation_folders' (data_dir/images, masks,
+  # optional sar). The image channels each model sees (tuples of indices; () = all): the student's input is
+  # image[..., student_channels], the frozen teachers' image[..., teacher_channels] (a privileged modality).
+  c.data.student_channels = ()
+  c.data.teacher_channels = ()
   # Ratings (config.task='rating', kd_jax/data/ratings.py): data.name 'synthetic_ratings' (embedded, 600 users x
   # 400 items, missing not at random) or 'movielens' (data_dir holding MovieLens 100K's u.data or ratings.csv).
 
@@ -266,7 +272,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 # The string-valued settings and the values each accepts (the first is the default); validate() checks them
 # and the modules that read them reuse these tuples. The CPU kernel settings are the backends' own.
 CHOICES = {
-    "task": ("classification", "rating", "super_resolution", "regression"),
+    "task": ("classification", "rating", "super_resolution", "regression", "segmentation"),
     "data.regression_loss": ("l2", "l1"),
     "scheme": ("distill", "mutual", "adversarial"),
     "mutual_update": ("sequential", "simultaneous"),

@@ -351,3 +351,57 @@ def ndcg_at_k(scores, relevance, *, k: int = 10, mask=None) -> float:
 
 
 __all__ += ["ndcg_at_k", "ndcg_per_user"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Semantic segmentation: the confusion matrix and the mean intersection over union.
+
+
+def confusion_matrix(pred_labels, labels, *, num_classes: int, ignore_index: int = 255, weights=None) -> jax.Array:
+  """Pixel counts `M[t, p]` of label t predicted as p: [num_classes, num_classes] int32, JAX (jit-able).
+
+  `pred_labels` and `labels` are integer arrays of the same shape (numpy or jax, e.g. [B, H, W]). Pixels whose
+  label is `ignore_index`, or any label outside [0, num_classes), count nowhere; so do pixels whose `weights`
+  (same shape, or broadcastable to it: 0/1 or bool) is 0, which is how an evaluation batch leaves out its
+  padding rows. Counts are integers, so matrices of batches add up exactly to the matrix of the whole split
+  (int32: exact up to 2³¹ − 1 pixels per cell). A prediction outside [0, num_classes) counts for its label's
+  row nowhere (it cannot be a class; it lowers no IoU denominator).
+  """
+  num_classes = operator.index(num_classes)
+  pred = jnp.asarray(pred_labels).astype(jnp.int32).reshape(-1)
+  true = jnp.asarray(labels).astype(jnp.int32).reshape(-1)
+  if pred.shape != true.shape:
+    raise KDJaxError(f"confusion_matrix: predictions {jnp.shape(pred_labels)} and labels {jnp.shape(labels)} "
+                     "must have the same shape.")
+  valid = (true != ignore_index) & (true >= 0) & (true < num_classes) & (pred >= 0) & (pred < num_classes)
+  if weights is not None:
+    valid = valid & (jnp.broadcast_to(jnp.asarray(weights), jnp.shape(labels)).reshape(-1) > 0)
+  cell = jnp.where(valid, true * num_classes + pred, 0)
+  counts = jnp.zeros((num_classes * num_classes,), jnp.int32).at[cell].add(valid.astype(jnp.int32))
+  return counts.reshape(num_classes, num_classes)
+
+
+def iou_from_confusion(confusion) -> tuple[float, np.ndarray]:
+  """(mIoU, per-class IoU) of a confusion matrix `M[t, p]`: IoU_c = M[c,c] / (Σ_p M[c,p] + Σ_t M[t,c] − M[c,c]).
+
+  A class that appears neither in the labels nor in the predictions (union 0) has IoU NaN and is left out of
+  the mean (as mmseg's `nanmean`); mIoU is NaN only when no class appears at all.
+  """
+  m = np.asarray(confusion, np.float64)
+  tp = np.diag(m)
+  union = m.sum(axis=0) + m.sum(axis=1) - tp
+  with np.errstate(invalid="ignore", divide="ignore"):
+    iou = np.where(union > 0, tp / np.where(union > 0, union, 1.0), np.nan)
+  present = ~np.isnan(iou)
+  return (float(np.mean(iou[present])) if present.any() else float("nan")), iou
+
+
+def mean_iou(pred_labels, labels, *, num_classes: int, ignore_index: int = 255) -> tuple[float, np.ndarray]:
+  """Mean intersection over union of a whole split: `(mIoU, per-class IoU [num_classes])`.
+
+  One confusion matrix over every pixel of the split (`confusion_matrix`, pixels labelled `ignore_index`
+  excluded), then `iou_from_confusion`: IoU per class from the summed counts, NOT a mean of per-image IoUs.
+  Classes absent from both the predictions and the labels have IoU NaN and are excluded from the mean.
+  """
+  return iou_from_confusion(np.asarray(confusion_matrix(pred_labels, labels, num_classes=num_classes,
+                                                        ignore_index=ignore_index)))

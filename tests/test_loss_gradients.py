@@ -442,6 +442,17 @@ def _interaction_log_loss_cases(rng):
   return [Case(losses.interaction_log_loss, (_normal(rng, 4), _normal(rng, 4, 3)))]
 
 
+def _pixel_kd_cases(rng):
+  s, t = _normal(rng, 2, 3, 3, 4, scale=2.0), _normal(rng, 2, 3, 3, 4, scale=2.0)
+  valid = jnp.asarray(rng.random((2, 3, 3)) > 0.3)
+  return [Case(lambda s, t, v=v: losses.pixel_kd(s, t, v, temperature=2.0), (s,), (t,)) for v in (None, valid)]
+
+
+def _cwd_cases(rng):
+  s, t = _normal(rng, 2, 3, 3, 4, scale=2.0), _normal(rng, 2, 3, 3, 4, scale=2.0)
+  return [Case(lambda s, t, tau=tau: losses.cwd(s, t, temperature=tau), (s,), (t,)) for tau in (1.0, 4.0)]
+
+
 CASES = {
     "activation_boundary": _ab_cases,
     "activation_mismatch": _mismatch_cases,
@@ -455,6 +466,7 @@ CASES = {
     "crd_softmax_loss": _crd_softmax_cases,
     "cross_entropy": _cross_entropy_cases,
     "cskd": _cskd_cases,
+    "cwd": _cwd_cases,
     "cskd_cswt": _cskd_cswt_cases,
     "cswt_temperatures": _cswt_temperatures_cases,
     "dist": _dist_cases,
@@ -481,6 +493,7 @@ CASES = {
     "nst": _nst_cases,
     "output_l1": _output_l1_cases,
     "pearson_correlation": _pearson_cases,
+    "pixel_kd": _pixel_kd_cases,
     "pkt": _pkt_cases,
     "pseudo_label_loss": _pseudo_label_cases,
     "r2kd": _r2kd_cases,

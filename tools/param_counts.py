@@ -45,6 +45,13 @@ for _name in MODELS:
   elif "num_outputs" in model_arguments(_name):
     OTHER_TASKS[_name] = "regression task: output width `num_outputs` from the data (counts in kd_jax/models/regression.py)"
 
+# Segmentation models: sized by the data's class count and input channels (counted on 'buildings', 3 classes).
+OTHER_TASKS.update({
+    "unet": "segmentation task: `num_classes` and input channels from the data; generic (`widths`)",
+    "unet_small": "segmentation task: 3 classes: 118,627 (3 EO channels), 118,771 (4, EO+SAR)",
+    "unet_tiny": "segmentation task: 3 classes: 29,939 (3 EO channels), 30,011 (4, EO+SAR)",
+})
+
 # CIFAR-100 counts printed in the KD literature for RepDistiller's definitions of the same models.
 REPORTED: Dict[str, str] = {
     "resnet20": "0.28M", "resnet56": "0.86M", "resnet110": "1.74M", "resnet8x4": "1.23M",
@@ -93,6 +100,8 @@ LAYOUT: Dict[str, str] = {
     "rcan": "RCAN, 10 groups x 20 RCABs, 64 channels, reduction 16",
     "rcan_small": "RCAN, 10 groups x 6 RCABs, 64 channels (FAKD's student)",
     "rcan_custom": "RCAN, any size (`num_groups`, `num_blocks`, `features`, `reduction`)",
+    "unet": "U-Net, 2x(conv3x3-BN-ReLU) per level, max pool / nearest upsampling, skips (`widths`)",
+    "unet_small": "U-Net, widths 16-32-64, 1x1 head", "unet_tiny": "U-Net, widths 8-16-32, 1x1 head",
 }
 for _depth in (8, 14, 20, 26, 32, 44, 56, 110):
   _n = (_depth - 2) // 6

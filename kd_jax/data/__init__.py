@@ -20,6 +20,8 @@ from kd_jax.data.ratings import (RATING_DATASETS, load_movielens, load_rating_da
                                  synthetic_rating_matrix, synthetic_ratings)
 from kd_jax.data.regression import (REGRESSION_DATASETS, from_regression_arrays, load_regression_dataset,
                                     trajectory_arrays)
+from kd_jax.data.segmentation import (SEGMENTATION_DATASETS, buildings_arrays, from_segmentation_arrays,
+                                      load_segmentation_dataset, read_segmentation_folders)
 from kd_jax.data.super_resolution import PairedImages, PatchPairs, SR_DATASETS, from_folders, load_sr_dataset
 from kd_jax.data.pipeline import batch_indices
 from kd_jax.data.pipeline import eval_batches
@@ -33,3 +35,5 @@ __all__ = [
     "trajectory_arrays", "RATING_DATASETS", "load_movielens", "load_rating_dataset", "rated_matrix",
     "synthetic_rating_matrix", "synthetic_ratings",
 ]
+__all__ += ["SEGMENTATION_DATASETS", "buildings_arrays", "from_segmentation_arrays", "load_segmentation_dataset",
+            "read_segmentation_folders"]

@@ -23,6 +23,7 @@ from kd_jax.distillers.recommender import (BD, CD, DE, DUET, RD, RRD, TD, Distil
 from kd_jax.distillers.regression import PseudoLabel
 from kd_jax.distillers.relation import RKD, VID, AreaRKD, VIDRegressor, VIDStage
 from kd_jax.distillers.review import ABF, ReviewFusion, ReviewKD
+from kd_jax.distillers.segmentation import CWD, PixelKD
 from kd_jax.distillers.similarity import CSKD, R2KD
 from kd_jax.distillers.super_resolution import FAKD, LSFD, LocalRegressor, OutputL1
 from kd_jax.errors import KDJaxError
@@ -71,6 +72,8 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "duet": DUET,
     "interaction": Interaction,
     "factor_l2": FactorL2,
+    "pixel_kd": PixelKD,
+    "cwd": CWD,
 }
 
 
@@ -147,3 +150,4 @@ __all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DGKD",
            "FAKD", "LSFD", "LocalRegressor", "OutputL1", "PseudoLabel"]
 __all__ += ["NKD", "TTM", "WTTM"]
 __all__ += ["BD", "CD", "DE", "DUET", "DistillationExperts", "FactorL2", "Interaction", "RD", "RRD", "TD"]
+__all__ += ["CWD", "PixelKD"]

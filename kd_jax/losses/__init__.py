@@ -21,6 +21,7 @@ from kd_jax.losses.recommender import (distillation_experts, expert_selection, i
                                        pointwise_distillation, rank_discrepancy_probability, ranking_distillation,
                                        relaxed_ranking, topology_distillation)
 from kd_jax.losses.relations import area_rkd, rkd_angle, rkd_distance, vid
+from kd_jax.losses.segmentation import cwd, pixel_kd
 from kd_jax.losses.super_resolution import feature_affinity, fakd, lsfd, lsfd_attention, output_l1
 from kd_jax.losses.similarity import (cskd, cskd_cswt, cswt_temperatures, r2kd, r2kd_rank_loss,
                                       r2kd_teacher_logits, r2kd_value_loss)
@@ -38,3 +39,4 @@ __all__ = ["activation_boundary", "activation_mismatch", "factor_transfer", "are
            "ensemble_confidence", "pseudo_label_loss"]
 __all__ += ["distillation_experts", "expert_selection", "interaction_log_loss", "pointwise_distillation",
             "rank_discrepancy_probability", "ranking_distillation", "relaxed_ranking", "topology_distillation"]
+__all__ += ["cwd", "pixel_kd"]

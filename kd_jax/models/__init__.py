@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from kd_jax.errors import KDJaxError
 from kd_jax.models import (mobilenetv2, plain_cnn, rating, regression, resnet_bottleneck, resnet_cifar,
-                           shufflenet, small, super_resolution, vgg, wrn)
+                           segmentation, shufflenet, small, super_resolution, vgg, wrn)
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
@@ -44,6 +44,7 @@ from kd_jax.models.rating import MatrixFactorization, NeuMF
 from kd_jax.models.regression import FCNRegressor, GRUTrajectory
 from kd_jax.models.resnet_bottleneck import BottleneckBlock, ResNetBottleneck
 from kd_jax.models.resnet_cifar import BasicBlock, ResNetCIFAR
+from kd_jax.models.segmentation import UNet
 from kd_jax.models.shufflenet import (ShuffleNetV1, ShuffleNetV2, ShuffleV1Block, ShuffleV2Block,
                                       ShuffleV2DownBlock)
 from kd_jax.models.small import CNN, MLP
@@ -134,6 +135,9 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "rcan": super_resolution.rcan,
     "rcan_small": super_resolution.rcan_small,
     "rcan_custom": super_resolution.rcan_custom,
+    "unet": segmentation.unet,
+    "unet_small": segmentation.unet_small,
+    "unet_tiny": segmentation.unet_tiny,
 }
 
 _DTYPE_KWARGS = ("dtype", "param_dtype")
@@ -237,6 +241,7 @@ __all__ = [
     "ShuffleV2Block",
     "ShuffleV2DownBlock",
     "Upsampler",
+    "UNet",
     "VGG",
     "WideResNet",
     "create_model",

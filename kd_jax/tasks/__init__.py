@@ -13,12 +13,14 @@ from kd_jax.tasks.base import Task
 from kd_jax.tasks.classification import Classification
 from kd_jax.tasks.rating import Rating
 from kd_jax.tasks.regression import Regression
+from kd_jax.tasks.segmentation import Segmentation
 from kd_jax.tasks.super_resolution import SuperResolution
 
 TASKS: Dict[str, Task] = {
     "classification": Classification(),
     "rating": Rating(),
     "regression": Regression(),
+    "segmentation": Segmentation(),
     "super_resolution": SuperResolution(),
 }
 
@@ -41,4 +43,4 @@ def task_for(config: Any, dataset: Any) -> Task:
   return task.configured(config.data, dataset)
 
 
-__all__ = ["TASKS", "Classification", "Rating", "Regression", "SuperResolution", "Task", "get_task", "task_for", "task_names"]
+__all__ = ["TASKS", "Classification", "Rating", "Regression", "Segmentation", "SuperResolution", "Task", "get_task", "task_for", "task_names"]

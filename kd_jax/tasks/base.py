@@ -6,6 +6,8 @@ arrays, traced inside the step.
 
 The contract, for a batch (a dict of arrays with a leading batch axis, as `kd_jax.data` cuts them):
   * `inputs(batch)`: what the models are applied to (`model.apply(variables, task.inputs(batch), ...)`).
+  * `teacher_inputs(batch)`: what the frozen teachers are applied to; `inputs(batch)` unless the teachers see
+    another view of the same batch (segmentation with a privileged modality: more input channels).
   * `augment(rng, batch, crop_pad=, flip=)`: the batch with its inputs and spatial targets transformed
     jointly (a crop of an input crops its mask or its high-resolution target the same way).
   * `loss(prediction, batch)`: the supervised loss, a scalar mean over the batch (the `supervised` term).
@@ -74,6 +76,10 @@ class Task:
 
   def inputs(self, batch: Batch) -> Any:
     return batch["image"]
+
+  def teacher_inputs(self, batch: Batch) -> Any:
+    """The frozen teachers' view of `batch` (default: the students' view, `inputs(batch)`)."""
+    return self.inputs(batch)
 
   def augment(self, rng: jax.Array, batch: Batch, *, crop_pad: int = 0, flip: bool = False) -> Dict[str, Any]:
     del rng, crop_pad, flip

@@ -123,6 +123,10 @@ def load_data(config: ml_collections.ConfigDict, dataset: Optional[kd_data.Datas
     dataset = kd_data.load_regression_dataset(d.name, data_dir=d.data_dir, labeled_fraction=d.labeled_fraction,
                                               val_fraction=d.val_fraction,
                                               seed=config.seed if d.split_seed < 0 else d.split_seed)
+  elif dataset is None and config.task == "segmentation":
+    d = config.data
+    dataset = kd_data.load_segmentation_dataset(d.name, data_dir=d.data_dir, val_fraction=d.val_fraction,
+                                                seed=config.seed)
   elif dataset is None and config.task == "rating":
     dataset = kd_data.load_rating_dataset(config.data.name, data_dir=config.data.data_dir,
                                           val_fraction=config.data.val_fraction, seed=config.seed)
@@ -199,7 +203,8 @@ def _adversarial_modules(config, networks, task, sample: Dict[str, np.ndarray], 
     outs[name] = jax.eval_shape(lambda m=model: m.apply(m.init(jax.random.PRNGKey(0), inputs, train=False), inputs))
   teacher_out = None
   if teachers.modules:
-    teacher_out = jax.eval_shape(lambda: teachers(teacher_variables, inputs))
+    teacher_out = jax.eval_shape(lambda: teachers(teacher_variables, task.teacher_inputs(
+        {k: jnp.asarray(v[:1]) for k, v in sample.items()})))
     teacher_out = teacher_out[0] if isinstance(teacher_out, tuple) else teacher_out
     outs["teacher"] = teacher_out
 
@@ -315,7 +320,7 @@ def _teachers_for(config, task, dataset, phases, distillers, networks, sample, w
   if not any(d.needs_teacher for d in distillers):
     return teachers, teacher_variables, report, cache, distillers
   teachers, teacher_variables = load_teachers(config, task.model_kwargs(dataset),
-                                              task.inputs({k: v[:1] for k, v in sample.items()}), kernels)
+                                              task.teacher_inputs({k: v[:1] for k, v in sample.items()}), kernels)
   for teacher_workdir in teacher_workdirs(config):
     task.check_teacher(read_export_info(teacher_workdir), dataset, teacher_workdir)
   if config.teacher.cache:
@@ -368,7 +373,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   if config.scheme == "adversarial" and teacher_workdirs(config):
     # Adversarial distillation from a frozen teacher: its discriminators read the teacher whatever the loss.
     frozen, frozen_variables = load_teachers(config, task.model_kwargs(dataset),
-                                             task.inputs({k: v[:1] for k, v in sample.items()}), kernels)
+                                             task.teacher_inputs({k: v[:1] for k, v in sample.items()}), kernels)
     teacher_parts = (frozen, frozen_variables, {}, None, distillers)
   elif config.scheme != "distill":
     teacher_parts = (Teachers(), (), {}, None, distillers)

@@ -165,7 +165,8 @@ def create_train_state(rng: jax.Array, models: Models, discriminator: FeatureDis
     discs = {t.key: discriminator.init(disc_keys[t.key], maps[t.key], train=False) for t in taps}
     params[DISCRIMINATORS] = {key: v["params"] for key, v in discs.items()}
     batch_stats[DISCRIMINATORS] = {key: v.get("batch_stats", {}) for key, v in discs.items()}
-    teacher_out = _first(teachers(teacher_variables, inputs)) if teachers.modules else outs[1]
+    teacher_out = (_first(teachers(teacher_variables, task.teacher_inputs(sample_batch))) if teachers.modules
+                   else outs[1])
     check_distiller(distiller, distiller.init(keys[-1], outs[0], teacher_out, sample_batch))
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                        distiller_params={}, distiller_state={}, opt_state={}, rng=keys[-1])
@@ -207,7 +208,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
   augment_rng, distiller_rng = jax.random.split(step_rng)
   batch, _ = prepare_batch(augment_rng, batch, task, crop_pad, flip)
   inputs = task.inputs(batch)
-  teacher_out = _first(teachers(teacher_variables, inputs)) if teachers.modules else None
+  teacher_out = _first(teachers(teacher_variables, task.teacher_inputs(batch))) if teachers.modules else None
 
   # The networks at θ, kept differentiable (a VJP) for their adversarial update.
   def maps_of(trainables):

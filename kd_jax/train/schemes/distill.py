@@ -36,7 +36,7 @@ def initializer(student: nn.Module, distiller: Distiller, tx: optax.GradientTran
     inputs = task.inputs(sample_batch)
     variables = student.init(student_rng, inputs, train=False)
     student_out = student.apply(variables, inputs, train=False)
-    teacher_out = teachers(teacher_variables, inputs) if distiller.needs_teacher else None
+    teacher_out = teachers(teacher_variables, task.teacher_inputs(sample_batch)) if distiller.needs_teacher else None
     distiller_params, distiller_state = split_state(
         distiller.init(distiller_rng, student_out, teacher_out, sample_batch))
     trainable = {"student": variables["params"], "distiller": distiller_params}
@@ -98,7 +98,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
     mirror = flip_decisions(augment_rng, inputs.shape[0]) if flip else None
     teacher_out = teacher_cache.outputs(cached, teachers.temperatures, mirror)
   else:
-    teacher_out = teachers(teacher_variables, inputs)
+    teacher_out = teachers(teacher_variables, task.teacher_inputs(batch))
   phase_step = state.step - phase_start
 
   def loss_fn(trainable):
