@@ -18,7 +18,6 @@ docs); `--methods` picks rows.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,8 +26,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from kd_jax.study import write_marked_block
-from kd_jax.train.loop import train_and_evaluate
+from kd_jax.study import median_step_ms, run_or_reuse, write_marked_block
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rec_configs import METHODS, NEEDS, rec_config  # noqa: E402
@@ -38,22 +36,6 @@ TEACHERS = ("teacher", "preference_teacher")
 SHOWN = {"teacher": "teacher (mf_large)", "preference_teacher": "preference teacher (mf_large, rated or not)",
          "student": "student alone (mf_small)", "rd": "RD", "cd": "CD", "de_rrd": "DE-RRD", "td": "TD (full)",
          "bd": "BD (student with an mf_large peer)", "duet": "DUET"}
-
-
-def _run(config, workdir: str) -> Dict:
-  done = os.path.join(workdir, "results.json")
-  if os.path.isfile(done):  # finished before: reuse (the study resumes where it stopped)
-    with open(done) as f:
-      return json.load(f)
-  config.progress_bar = False
-  return train_and_evaluate(config, workdir)
-
-
-def _step_ms(workdir: str) -> float:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    times = [json.loads(line).get("perf/step_ms") for line in f]
-  times = [t for t in times[1:] if t]  # the first epoch includes compilation
-  return statistics.median(times) if times else float("nan")
 
 
 def _mean_std(values: List[float], digits: int = 4) -> str:
@@ -102,9 +84,9 @@ def main(argv=None) -> int:
         config.epochs, config.max_steps, config.log_every_steps = 1, 3, 1
       print(f"[rec_study] seed {seed}: {method}", flush=True)
       workdir = os.path.join(base, method)
-      result = _run(config, workdir)
+      result = run_or_reuse(config, workdir)
       results.setdefault(method, {})[seed] = {"rmse": result["test_rmse"], "ndcg": result["test_ndcg@10"],
-                                              "step_ms": _step_ms(workdir)}
+                                              "step_ms": median_step_ms(workdir)}
   table = study_table(results)
   os.makedirs(args.workdir, exist_ok=True)
   with open(os.path.join(args.workdir, "summary.md"), "w") as f:

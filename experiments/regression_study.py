@@ -18,7 +18,6 @@ every run to a few steps (a smoke test, not a result; it never writes the docs).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,8 +25,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from kd_jax.study import write_marked_block
-from kd_jax.train.loop import train_and_evaluate
+from kd_jax.study import run_or_reuse, write_marked_block
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from regression_configs import (DATASETS, LABELED_FRACTION, SECOND_TEACHER_OFFSET,  # noqa: E402
@@ -39,15 +37,6 @@ SHOWN = {"teacher": "teacher", "teacher_2": "second teacher", "labeled": "studen
          "pseudo_label": "student + pseudo-labels (teacher)",
          "ensemble": "student + pseudo-labels (2-teacher ensemble, weighted)",
          "full": "student, all labels (reference)"}
-
-
-def _run(config, workdir: str) -> Dict:
-  done = os.path.join(workdir, "results.json")
-  if os.path.isfile(done):  # finished before: reuse (the study resumes where it stopped)
-    with open(done) as f:
-      return json.load(f)
-  config.progress_bar = False
-  return train_and_evaluate(config, workdir)
 
 
 def _configs(dataset: str, seed: int, base: str):
@@ -107,7 +96,7 @@ def main(argv=None) -> int:
         if args.quick:
           config.epochs, config.max_steps, config.log_every_steps = 1, 3, 1
         print(f"[regression_study] seed {seed}: {dataset} {row}", flush=True)
-        result = _run(config, os.path.join(base, row))
+        result = run_or_reuse(config, os.path.join(base, row))
         results.setdefault(dataset, {}).setdefault(row, {})[seed] = {
             "rmse": result["test_rmse"], "mae": result["test_mae"], "model": config.student.model}
   text = table(results)

@@ -12,7 +12,6 @@ and pixel accuracy, mean ± sample std over seeds, and the mIoU gain over the EO
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,8 +23,7 @@ sys.path.insert(0, HERE)
 from seg_configs import CWD, PIXEL_KD, seg_config  # noqa: E402
 
 from kd_jax.distillers import describe  # noqa: E402
-from kd_jax.study import write_marked_block  # noqa: E402
-from kd_jax.train.loop import train_and_evaluate  # noqa: E402
+from kd_jax.study import run_or_reuse, write_marked_block  # noqa: E402
 
 DOCS = os.path.join(HERE, os.pardir, "docs", "methods.md")
 RUNS = {"teacher": ("teacher (EO+SAR)", None), "student": ("student, EO only, CE", None),
@@ -36,18 +34,13 @@ def run_seed(seed: int, workdir: str, quick: bool) -> Dict[str, Dict]:
   results = {}
   for name, (_, loss) in RUNS.items():
     config = seg_config("teacher" if name == "teacher" else "student", loss)
-    config.seed, config.progress_bar = seed, False
+    config.seed = seed
     if name not in ("teacher", "student"):
       config.teacher.workdir = os.path.join(workdir, "teacher")
     if quick:
       config.epochs, config.max_steps = 1, 3
-    path = os.path.join(workdir, name)
-    if os.path.isfile(os.path.join(path, "results.json")):
-      with open(os.path.join(path, "results.json")) as f:
-        results[name] = json.load(f)
-      continue
     print(f"[seg_study] seed {seed}: {name}", flush=True)
-    results[name] = train_and_evaluate(config, path)
+    results[name] = run_or_reuse(config, os.path.join(workdir, name))
   return results
 
 

@@ -15,7 +15,6 @@ stopped. `--quick` shrinks every run to a few steps (a smoke test, not a result)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,27 +26,10 @@ import numpy as np
 
 from kd_jax import models
 from kd_jax.sr_study import SR_METHODS, bicubic_row, sr_method_config
-from kd_jax.study import write_marked_block
-from kd_jax.train.loop import train_and_evaluate
+from kd_jax.study import median_step_ms, run_or_reuse, write_marked_block
 from kd_jax.train.run import load_data
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "methods.md")
-
-
-def _run(config, workdir: str) -> Dict:
-  done = os.path.join(workdir, "results.json")
-  if os.path.isfile(done):  # finished before: reuse (the study resumes where it stopped)
-    with open(done) as f:
-      return json.load(f)
-  config.progress_bar = False
-  return train_and_evaluate(config, workdir)
-
-
-def _step_ms(workdir: str) -> float:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    times = [json.loads(line).get("perf/step_ms") for line in f]
-  times = [t for t in times[1:] if t]  # the first interval includes compilation
-  return statistics.median(times) if times else float("nan")
 
 
 def _params(model: str, scale: int) -> int:
@@ -80,10 +62,10 @@ def main(argv=None) -> int:
       if args.quick:
         config.epochs, config.max_steps, config.log_every_steps = 1, 3, 1
       print(f"[sr_study] seed {seed}: {name}", flush=True)
-      result = _run(config, os.path.join(base, name))
+      result = run_or_reuse(config, os.path.join(base, name))
       results.setdefault(name, {})[seed] = {"psnr": result["test_psnr"], "ssim": result["test_ssim"],
                                             "model": config.student.model,
-                                            "step_ms": _step_ms(os.path.join(base, name))}
+                                            "step_ms": median_step_ms(os.path.join(base, name))}
   floor = bicubic_row(load_data(sr_method_config("l1", args.seeds[0], args.scale)), args.scale)
   lines = [f"| method | model | params | test PSNR (×{args.scale}) | gain over L1 (dB) | test SSIM | step |",
            "|---|---|---:|---:|---:|---:|---:|",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from typing import Any, Dict, List, Optional
 
@@ -101,3 +102,23 @@ def write_marked_block(path: str, name: str, text: str) -> None:
   with open(path + ".tmp", "w") as f:
     f.write(doc)
   os.replace(path + ".tmp", path)
+
+
+def run_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """`train_and_evaluate(config, workdir)` without progress bars, or the results of the run that finished there
+  before (`results.json`), so an interrupted study resumes where it stopped."""
+  done = os.path.join(workdir, "results.json")
+  if os.path.isfile(done):
+    with open(done) as f:
+      return json.load(f)
+  config.progress_bar = False
+  return train_and_evaluate(config, workdir)
+
+
+def median_step_ms(workdir: str) -> float:
+  """The median of a run's logged step times (`perf/step_ms` per logged interval), the first interval left out
+  because it includes compilation; NaN when none was logged."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    times = [json.loads(line).get("perf/step_ms") for line in f]
+  times = [t for t in times[1:] if t]
+  return statistics.median(times) if times else float("nan")
