@@ -47,3 +47,25 @@ def model_grads(name, mode, image_size, dtype="float32"):
 
   fn = jax.jit(jax.value_and_grad(loss))
   return variables, fn(variables["params"]), fn.lower(variables["params"]).compile().as_text()
+
+
+def numpy_variables(abstract_variables, seed: int = 0):
+  """Concrete variables for an abstract variable tree (`jax.eval_shape` of `model.init`), drawn with numpy:
+  BN scale and running var near 1, He-scaled kernels, small biases and means. No RNG kernel is compiled (an
+  eager `model.init` compiles one per parameter shape, seconds each on a 2-core CPU), and checks can stay in
+  numpy."""
+  import jax
+  import numpy as np
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    kind, shape = path[-1].key, leaf.shape
+    if kind == "kernel":
+      value = rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
+    elif kind in ("scale", "var"):
+      value = 1.0 + 0.2 * rng.random(shape)
+    else:  # bias, mean
+      value = 0.1 * rng.normal(size=shape)
+    return np.asarray(value, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract_variables)

@@ -24,6 +24,8 @@ from kd_jax.models import MODELS, ModelOutput, PlainCNN, create_model, param_cou
 from kd_jax.models.plain_cnn import PLANE_CIFAR10_BOOK, PLANE_CIFAR100_BOOK
 from kd_jax.models.wrn import WRN_KERNELS, kernel_conv
 
+from helpers import numpy_variables
+
 BATCH = 2
 DEPTHS = ("2", "4", "6", "8", "10")
 # The reference's books (`plain_cnn_cifar.py`), written out again from the TAKD code.
@@ -179,23 +181,6 @@ def test_module_checks_the_classifier_size_and_input_rank():
     jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
   with pytest.raises(KDJaxError, match="NHWC"):
     jax.eval_shape(lambda: create_model("plane2", 10).init(jax.random.key(0), jnp.zeros((1, 64))))
-
-
-def numpy_variables(abstract_variables, seed: int = 0):
-  """Concrete variables (BN scale and running var near 1, He-scaled kernels) without compiling an RNG."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    kind, shape = path[-1].key, leaf.shape
-    if kind == "kernel":
-      value = rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
-    elif kind in ("scale", "var"):
-      value = 1.0 + 0.2 * rng.random(shape)
-    else:  # bias, mean
-      value = 0.1 * rng.normal(size=shape)
-    return np.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract_variables)
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,6 +14,8 @@ import pytest
 from kd_jax.errors import KDJaxError
 from kd_jax.models import MODELS, ModelOutput, create_model, model_names, param_count
 
+import helpers
+
 NUM_CLASSES = 10
 BATCH = 2
 # Shape arguments for the generic constructors: small, and reusing the layer shapes of named models so
@@ -45,22 +47,8 @@ def abstract_init(model: nn.Module, shape):
 
 
 def numpy_variables(abstract, seed: int = 0):
-  """Concrete variables for `abstract` drawn with numpy: BN scale near 1, running var > 0, kernels
-  He-scaled. Running `model.init` eagerly compiles one RNG kernel per parameter shape (~seconds each on
-  a 2-core CPU); `test_init_statistics` runs the real init on representative models instead."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    kind, shape = path[-1].key, leaf.shape
-    if kind == "kernel":
-      value = rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
-    elif kind in ("scale", "var"):
-      value = 1.0 + 0.2 * rng.random(shape)
-    else:  # bias, mean
-      value = 0.1 * rng.normal(size=shape)
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
+  """`helpers.numpy_variables` as jax arrays (the checks below run jax ops on them)."""
+  return jax.tree.map(jnp.asarray, helpers.numpy_variables(abstract, seed))
 
 
 @functools.lru_cache(maxsize=None)

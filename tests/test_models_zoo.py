@@ -30,6 +30,8 @@ from kd_jax.errors import KDJaxError
 from kd_jax.models import MODELS, ModelOutput, create_model, model_names, param_count
 from kd_jax.models.shufflenet import channel_shuffle
 
+from helpers import numpy_variables
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEW_MODELS = ("vgg8", "vgg11", "vgg13", "mobilenetv2", "mobilenetv2_half", "shufflenetv1", "shufflenetv2",
               "resnet50")
@@ -268,24 +270,6 @@ CAPTURE = {
     "resnet50": [("layer1_0",), ("layer1_1",)],
 }
 FORWARD_MODELS = list(CAPTURE)
-
-
-def numpy_variables(abstract_variables, seed: int = 0):
-  """Concrete variables as numpy arrays (BN scale and running var near 1, He-scaled kernels): no RNG kernel
-  is compiled, and the checks below stay in numpy instead of compiling one small kernel per eager op."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    kind, shape = path[-1].key, leaf.shape
-    if kind == "kernel":
-      value = rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
-    elif kind in ("scale", "var"):
-      value = 1.0 + 0.2 * rng.random(shape)
-    else:  # bias, mean
-      value = 0.1 * rng.normal(size=shape)
-    return np.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract_variables)
 
 
 def _set(variables, path, value_fn):
