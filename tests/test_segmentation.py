@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import chex
@@ -114,7 +115,19 @@ def test_loss_and_eval_sums_skip_ignore_pixels_and_padding_rows():
   assert out["pixel_accuracy"] == pytest.approx(np.mean(pred[:2][keep != 255] == keep[keep != 255]))
 
 
-def test_channel_views_and_a_teacher_that_receives_eo_and_sar(tiles):
+@dataclasses.dataclass(frozen=True)
+class _FlippedViews(distillers.Distiller):
+  """Pixel KD on a mirrored copy of the batch's images through `ctx.forward` (as HE-DA and R2KD run theirs)."""
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    other_student, other_teacher = ctx.forward(batch["image"][:, :, ::-1])
+    if isinstance(other_teacher, tuple):
+      (other_teacher,) = other_teacher
+    return losses.pixel_kd(other_student.logits, other_teacher.logits, None, 1.0), {}, {}
+
+
+def test_channel_views_and_a_teacher_that_receives_eo_and_sar(tiles, monkeypatch):
+  monkeypatch.setitem(distillers.DISTILLERS, "flipped_views", _FlippedViews)
   config = _config()
   task = tasks.task_for(config, tiles)
   batch = {k: jnp.asarray(v) for k, v in tiles.train.get(np.arange(2)).items()}
@@ -125,13 +138,16 @@ def test_channel_views_and_a_teacher_that_receives_eo_and_sar(tiles):
   teacher = models.create_model("unet_tiny", num_classes=3)
   variables = teacher.init(jax.random.PRNGKey(1), task.teacher_inputs(batch))
   config.loss = ml_collections.ConfigDict({"supervised": {"weight": 1.0}, "pixel_kd": {"weight": 1.0},
-                                           "fitnet": {"weight": 1.0, "stage": -1}})
+                                           "fitnet": {"weight": 1.0, "stage": -1},
+                                           "flipped_views": {"weight": 1.0}})
   run = kd_run.build_run(config, tiles, teachers=(Teachers((teacher,), (1.0,), (False,)), (variables,)),
                          mesh=sharding.make_mesh(jax.devices()[:1]))
   state = kd_run.init_state(run)
   step = kd_run.make_step(run, state, 0)
   state, m = step(state, kd_data.train_batch(tiles.train, 8, seed=0, step=0), run.teacher_variables)
   assert np.isfinite(float(m["pixel_kd/loss"])) and np.isfinite(float(m["fitnet/loss"]))
+  # ctx.forward gives each model its own channels of other images (EO to the student, EO+SAR to the teacher).
+  assert np.isfinite(float(m["flipped_views/loss"]))
   # The student's first conv sees 3 channels.
   assert state.params["enc0_conv0"]["kernel"].shape[2] == 3
 

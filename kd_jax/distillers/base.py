@@ -29,9 +29,11 @@ Batch = Mapping[str, jax.Array]
 TeacherOutput = Union[None, ModelOutput, Tuple[ModelOutput, ...]]
 # forward(images) -> (student output in train mode, teacher output): the models at this step's parameters
 # on other images (a mixed or augmented copy of the batch), or on other model inputs in general (a
-# recommender's `{'user', 'item'}` ids of items sampled for the batch's users). The extra student pass's
-# BatchNorm statistics are discarded; gradients flow through it. Under a weighted sum, a term that picks
-# teachers gets their outputs only; under the mutual scheme the "teacher" is the other network (detached).
+# recommender's `{'user', 'item'}` ids of items sampled for the batch's users), in the form of the batch's
+# input field; each model gets its own view of them (`Task.views`: a segmentation student and teacher see
+# different channels). The extra student pass's BatchNorm statistics are discarded; gradients flow through
+# it. Under a weighted sum, a term that picks teachers gets their outputs only; under the mutual scheme the
+# "teacher" is the other network (detached).
 Forward = Callable[[jax.Array], Tuple[ModelOutput, TeacherOutput]]
 
 

@@ -8,6 +8,8 @@ The contract, for a batch (a dict of arrays with a leading batch axis, as `kd_ja
   * `inputs(batch)`: what the models are applied to (`model.apply(variables, task.inputs(batch), ...)`).
   * `teacher_inputs(batch)`: what the frozen teachers are applied to; `inputs(batch)` unless the teachers see
     another view of the same batch (segmentation with a privileged modality: more input channels).
+  * `views(raw)`: the two views of other inputs of the batch's form (a mixed or augmented copy) for
+    `ctx.forward`.
   * `augment(rng, batch, crop_pad=, flip=)`: the batch with its inputs and spatial targets transformed
     jointly (a crop of an input crops its mask or its high-resolution target the same way).
   * `loss(prediction, batch)`: the supervised loss, a scalar mean over the batch (the `supervised` term).
@@ -28,7 +30,7 @@ The contract, for a batch (a dict of arrays with a leading batch axis, as `kd_ja
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Dict, Mapping
+from typing import Any, ClassVar, Dict, Mapping, Tuple
 
 import jax
 import numpy as np
@@ -80,6 +82,12 @@ class Task:
   def teacher_inputs(self, batch: Batch) -> Any:
     """The frozen teachers' view of `batch` (default: the students' view, `inputs(batch)`)."""
     return self.inputs(batch)
+
+  def views(self, raw: Any) -> Tuple[Any, Any]:
+    """(students' input, teachers' input) made from `raw`, inputs in the form of the batch's input field (an
+    augmented copy of the images, with every channel): what `ctx.forward` applies the models to. Both are
+    `raw` unless the teachers see another view (segmentation: each model its own channels)."""
+    return raw, raw
 
   def augment(self, rng: jax.Array, batch: Batch, *, crop_pad: int = 0, flip: bool = False) -> Dict[str, Any]:
     del rng, crop_pad, flip

@@ -95,6 +95,9 @@ class Segmentation(Task):
   def teacher_inputs(self, batch: Batch) -> Any:
     return _view(batch["image"], self.teacher_channels)
 
+  def views(self, raw: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    return _view(raw, self.student_channels), _view(raw, self.teacher_channels)
+
   def augment(self, rng: jax.Array, batch: Batch, *, crop_pad: int = 0, flip: bool = False) -> Dict[str, Any]:
     batch = dict(batch)
     if crop_pad or flip:

@@ -106,8 +106,9 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
                                            student_train)
 
     def forward(other_inputs):
-      other_out, _ = apply_train(student, trainable["student"], state.batch_stats, other_inputs, student_train)
-      return other_out, teachers(teacher_variables, other_inputs)
+      student_view, teacher_view = task.views(other_inputs)
+      other_out, _ = apply_train(student, trainable["student"], state.batch_stats, student_view, student_train)
+      return other_out, teachers(teacher_variables, teacher_view)
 
     ctx = Context(rng=distiller_rng, train=True, step=phase_step, epoch=phase_step // steps_per_epoch + 1,
                   forward=forward, task=task)
