@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_jax [study|sr|train|pipeline|list]`.
+"""Command line: `python -m kd_jax [study|sr|train|pipeline|sweep|list]`.
 
 `python -m kd_jax` with no arguments runs the default study on the embedded digits data.
 """
@@ -19,6 +19,9 @@ EPILOG = """commands:
   pipeline         a chain of runs (teacher, assistants, student) from a file defining get_pipeline():
                    --config FILE --workdir DIR [--config.KEY=VALUE ...] (overrides apply to every stage);
                    running it again skips finished stages and resumes the interrupted one
+  sweep            every combination of --grid KEY=V1,V2,... (repeatable) over --seeds 0,1,2, from a config
+                   file: --config FILE --workdir DIR [--config.KEY=VALUE ...] [--shard I/N]; finished runs
+                   are skipped; writes results.md (mean ± std per cell, best chosen on validation) and plots
   list             registered models, distillers and datasets
 
 examples:
@@ -26,6 +29,8 @@ examples:
   python -m kd_jax sr --scale 4
   python -m kd_jax train --config experiments/digits_kd.py --config.loss.kd.temperature=2 --workdir runs/t2
   python -m kd_jax pipeline --config experiments/digits_dgkd.py --config.seed=1 --workdir runs/dgkd_s1
+  python -m kd_jax sweep --config experiments/digits_kd.py --grid loss.kd.temperature=1,2,4 --seeds 0,1,2 \
+      --workdir runs/kd_sweep
 Config files are Python and are executed: only run configs you trust."""
 
 
@@ -57,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
   pipeline.add_argument("--workdir", required=True, help="pipeline directory, one run directory per stage; "
                                                          "finished stages are skipped, an interrupted one resumed")
   pipeline.add_argument("--no-progress", action="store_true", help="hide progress bars")
+  sweep = sub.add_parser("sweep", help="run every combination of config values over seeds; one table",
+                         description="Extra --config.KEY=VALUE arguments override config keys of every run.")
+  sweep.add_argument("--config", required=True, help="Python file defining get_config()")
+  sweep.add_argument("--workdir", required=True, help="sweep directory, one run directory per combination and "
+                                                      "seed; finished runs are skipped, interrupted ones resumed")
+  sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                     help="values of one config key (repeat for a Cartesian product)")
+  sweep.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the config's seed)")
+  sweep.add_argument("--shard", default="0/1", metavar="I/N",
+                     help="run only the combinations whose index is I modulo N (job arrays, several hosts)")
+  sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
   sub.add_parser("list", help="list models, distillers and datasets")
   return parser
 
@@ -68,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   args, extra = _parser().parse_known_args(argv)
   overrides = [a[len("--config."):] for a in extra if a.startswith("--config.")]
   unknown = [a for a in extra if not a.startswith("--config.")]
-  if unknown or (overrides and args.command not in ("train", "pipeline")):
+  if unknown or (overrides and args.command not in ("train", "pipeline", "sweep")):
     _parser().error(f"unrecognized arguments: {' '.join(unknown or extra)}")
   try:
     if args.command == "list":
@@ -95,6 +111,19 @@ def main(argv: Optional[List[str]] = None) -> int:
       print(f"Pipeline directory: {out['workdir']} (results.md, results.json, one run directory per stage)")
       for stage, why in out["failed"].items():
         print(f"error: stage {stage!r} {why}", file=sys.stderr)
+      return 2 if out["failed"] else 0
+    elif args.command == "sweep":
+      from kd_jax.config import load_config_file
+      from kd_jax.train import sweep
+      seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else None
+      out = sweep.run_sweep(load_config_file(args.config), args.workdir, args.grid, seeds=seeds,
+                            overrides=overrides, shard=sweep.parse_shard(args.shard),
+                            progress_bar=False if args.no_progress else None)
+      print("\n" + out["table"] + "\n")
+      print(f"Sweep directory: {out['workdir']} (results.md, results.json, sweep_<key>.png, one run directory "
+            "per combination and seed)")
+      for path, why in out["failed"].items():
+        print(f"error: run {path} failed: {why}", file=sys.stderr)
       return 2 if out["failed"] else 0
     elif args.command == "sr":
       from kd_jax.sr_study import run_sr_study
