@@ -31,8 +31,11 @@ def test_the_study_table_reports_mean_std_and_gains():
   spec.loader.exec_module(study)
   row = lambda miou: {"model": "m", "loss": {"supervised": {"weight": 1.0}}, "test_miou": miou, "test_iou_1": 0.5,
                       "test_pixel_accuracy": 0.9}
-  runs = [{"teacher": row(0.8), "student": row(0.6 + 0.01 * i), "pixel_kd": row(0.65 + 0.01 * i), "cwd": row(0.6)}
-          for i in range(2)]
+  values = lambda i: {"teacher": 0.8, "student": 0.6 + 0.01 * i, "pixel_kd": 0.65 + 0.01 * i,
+                      "deeplab_student": 0.7, "deeplab_pixel_kd": 0.69 - 0.02 * i}
+  runs = [{name: row(values(i).get(name, 0.6)) for name in study.RUNS} for i in range(2)]
   lines = study.table(runs).splitlines()
   assert lines[3] == "| student, EO only, CE | m | 1·supervised | 60.50 ± 0.71 | 50.00 ± 0.00 | 90.00 ± 0.00 |  |"
   assert lines[4].endswith("| 5.00 ± 0.00 |")
+  # The DeepLabv3+ student with KD is compared with the DeepLabv3+ student, not the U-Net one.
+  assert lines[-1].endswith("| -2.00 ± 1.41 |")

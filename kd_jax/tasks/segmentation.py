@@ -110,7 +110,7 @@ class Segmentation(Task):
     if prediction.ndim != 4 or prediction.shape[:3] != batch["label"].shape:
       raise KDJaxError(f"Segmentation wants per-pixel logits [B, H, W, num_classes] matching the labels "
                        f"{tuple(batch['label'].shape)}; the model predicts {tuple(prediction.shape)}. Choose a "
-                       "segmentation model (unet_tiny, unet_small).")
+                       "segmentation model (unet_tiny, unet_small, deeplab_tiny, deeplab_small, deeplab_small_dcn).")
 
   def loss(self, prediction: jax.Array, batch: Batch) -> jax.Array:
     self._check(prediction, batch)
