@@ -5,7 +5,8 @@ Usage:
 Counts trainable parameters (`variables["params"]`, no BatchNorm running statistics) with
 `kd_jax.models.param_count` on shapes from `jax.eval_shape`, so nothing is compiled or run: CIFAR-100
 (100 classes, 32x32x3 inputs) for every named model, plus the 8x8x1, 10-class digits setting the small
-models are meant for. The generic classifiers take their shape as arguments and get no count, nor do
+models are meant for, and 1000 classes (224x224x3, in the notes) for the ImageNet models. The generic
+classifiers take their shape as arguments and get no count, nor do
 models of other tasks in the first table (the rating model `mf`, whose size follows the data's user and
 item counts; the regression models, whose output width follows the targets). The super-resolution models (constructors that take `scale`) get a second table: RGB
 images, counted at x2, x3 and x4 (the count does not depend on the image size); the generic `edsr_custom`
@@ -32,6 +33,13 @@ SMALL_PREFIXES = ("mlp", "cnn")
 # Super-resolution: counted per upscaling factor on RGB inputs (the size of the image does not matter).
 SR_SCALES = (2, 3, 4)
 SR_INPUT = (1, 8, 8, 3)
+# ImageNet models: also counted for 1000 classes on 224x224x3 inputs (in the notes), the reference's own count.
+IMAGENET = (1000, (1, 224, 224, 3))
+IMAGENET_REFERENCE: Dict[str, str] = {
+    "imagenet_resnet18": "torchvision's `resnet18`", "imagenet_resnet34": "torchvision's `resnet34`",
+    "imagenet_resnet50": "torchvision's `resnet50`", "imagenet_resnet101": "torchvision's `resnet101`",
+    "imagenet_mobilenetv1": "mdistiller's `MobileNetV1`",
+}
 
 
 def is_super_resolution(name: str) -> bool:
@@ -50,6 +58,11 @@ OTHER_TASKS.update({
     "unet": "segmentation task: `num_classes` and input channels from the data; generic (`widths`)",
     "unet_small": "segmentation task: 3 classes: 118,627 (3 EO channels), 118,771 (4, EO+SAR)",
     "unet_tiny": "segmentation task: 3 classes: 29,939 (3 EO channels), 30,011 (4, EO+SAR)",
+    "deeplabv3plus": ("segmentation task: `num_classes` and input channels from the data; generic (`widths`, "
+                      "`blocks`, `aspp_rates`, `aspp_features`, `low_level_features`, `decoder_features`, `deformable`)"),
+    "deeplab_small": "segmentation task: 3 classes: 651,203 (3 EO channels), 651,491 (4, EO+SAR)",
+    "deeplab_small_dcn": "segmentation task: 3 classes: 697,913 (3 EO channels), 698,201 (4, EO+SAR)",
+    "deeplab_tiny": "segmentation task: 3 classes: 163,683 (3 EO channels), 163,827 (4, EO+SAR)",
 })
 
 # CIFAR-100 counts printed in the KD literature for RepDistiller's definitions of the same models.
@@ -71,6 +84,11 @@ LAYOUT: Dict[str, str] = {
     "resnet8x4": "CIFAR ResNet, 1 BasicBlock/stage, stem 32, widths 64-128-256",
     "resnet32x4": "CIFAR ResNet, 5 BasicBlocks/stage, stem 32, widths 64-128-256",
     "resnet50": "ResNet-50, Bottleneck (3, 4, 6, 3), 3x3 stem, widths 256-512-1024-2048",
+    "imagenet_resnet18": "ImageNet ResNet-18, BasicBlock (2, 2, 2, 2), 7x7/2 stem + max pool, widths 64-128-256-512",
+    "imagenet_resnet34": "ImageNet ResNet-34, BasicBlock (3, 4, 6, 3), 7x7/2 stem + max pool, widths 64-128-256-512",
+    "imagenet_resnet50": "ImageNet ResNet-50, Bottleneck (3, 4, 6, 3), 7x7/2 stem + max pool, widths 256-512-1024-2048",
+    "imagenet_resnet101": "ImageNet ResNet-101, Bottleneck (3, 4, 23, 3), 7x7/2 stem + max pool, widths 256-512-1024-2048",
+    "imagenet_mobilenetv1": "ImageNet MobileNetV1, 13 depthwise-separable blocks, 64-1024 (`width_mult` optional)",
     "vgg8": "VGG-BN, one conv per block (64-128-256-512-512)",
     "vgg11": "VGG-BN, config A (1-1-2-2-2 convs)",
     "vgg13": "VGG-BN, config B (2 convs per block)",
@@ -102,6 +120,10 @@ LAYOUT: Dict[str, str] = {
     "rcan_custom": "RCAN, any size (`num_groups`, `num_blocks`, `features`, `reduction`)",
     "unet": "U-Net, 2x(conv3x3-BN-ReLU) per level, max pool / nearest upsampling, skips (`widths`)",
     "unet_small": "U-Net, widths 16-32-64, 1x1 head", "unet_tiny": "U-Net, widths 8-16-32, 1x1 head",
+    "deeplabv3plus": "DeepLabv3+: BasicBlock ResNet (last stage dilated, output stride 8), ASPP, decoder (`widths`)",
+    "deeplab_small": "DeepLabv3+, widths 32-64-128, ASPP 64 (rates 1-2-3), decoder 64",
+    "deeplab_small_dcn": "DeepLabv3+, widths 32-64-128, DCNv2 last stage, ASPP 64, decoder 64",
+    "deeplab_tiny": "DeepLabv3+, widths 16-32-64, ASPP 32 (rates 1-2-3), decoder 32",
 }
 for _depth in (8, 14, 20, 26, 32, 44, 56, 110):
   _n = (_depth - 2) // 6
@@ -132,8 +154,9 @@ def _layout(name: str) -> str:
   return doc.split(". ")[0].rstrip(".") or "—"
 
 
-def markdown_row(name: str, cifar100: Optional[int], digits: Optional[int] = None) -> str:
-  """One table row; `cifar100`/`digits` are the counts (None where there is none)."""
+def markdown_row(name: str, cifar100: Optional[int], digits: Optional[int] = None,
+                 imagenet: Optional[int] = None) -> str:
+  """One table row; `cifar100`/`digits`/`imagenet` are the counts (None where there is none)."""
   notes = [NOTES[name]] if name in NOTES else []
   if name in GENERIC:
     notes.append("generic: shape from keyword arguments")
@@ -141,6 +164,8 @@ def markdown_row(name: str, cifar100: Optional[int], digits: Optional[int] = Non
     notes.append(OTHER_TASKS[name])
   if digits is not None:
     notes.append(f"digits (8x8x1, 10 classes): {digits:,}")
+  if imagenet is not None:
+    notes.append(f"ImageNet (1000 classes): {imagenet:,}, equal to {IMAGENET_REFERENCE[name]}")
   params = f"{cifar100:,}" if cifar100 is not None else "—"
   return f"| `{name}` | {_layout(name)} | {params} | {REPORTED.get(name, '—')} | {'; '.join(notes)} |"
 
@@ -153,7 +178,8 @@ def markdown(names: Optional[Sequence[str]] = None) -> str:
       lines.append(markdown_row(name, None))
       continue
     digits = count(name, *DIGITS) if name.startswith(SMALL_PREFIXES) else None
-    lines.append(markdown_row(name, count(name), digits))
+    imagenet = count(name, *IMAGENET) if name in IMAGENET_REFERENCE else None
+    lines.append(markdown_row(name, count(name), digits, imagenet))
   return "\n".join(lines)
 
 

@@ -17,6 +17,10 @@ instead of `num_classes`: the super-resolution models (`edsr*`, `rcan*`, `sr_tin
 4), e.g. `create_model("edsr_baseline", scale=4)`, `mf`/`neumf` (and their `_large`/`_small` sizes) the data's user and item counts, and the regression
 models (`regression_mlp*`, `gru_trajectory*`, `fcn_regressor*`) `num_outputs`. docs/models.md
 lists every model with its parameter count (`python tools/param_counts.py`).
+ImageNet models (`imagenet_resnet18` ... `imagenet_resnet101` in torchvision's layout, `imagenet_mobilenetv1`,
+which also takes `width_mult`) downsample by 32 for 224x224 inputs (any size >= 32 runs); `resnet50` is the CIFAR one.
+Segmentation models (`unet*`; DeepLabv3+ `deeplab_tiny`, `deeplab_small`, `deeplab_small_dcn` and the generic
+`deeplabv3plus`) take `num_classes` and any number of input channels and predict per-pixel logits.
 
 `kernels` (a `kd_jax.backends.Kernels`, default `DEFAULT_KERNELS`) is where a model's convolutions and pools
 take their kernels from: a training run passes the one its config selects (`kd_jax.backends.kernels_for`).
@@ -36,6 +40,7 @@ import jax.numpy as jnp
 from kd_jax.errors import KDJaxError
 from kd_jax.models import (mobilenetv2, plain_cnn, rating, regression, resnet_bottleneck, resnet_cifar,
                            segmentation, shufflenet, small, super_resolution, vgg, wrn)
+from kd_jax.models import mobilenetv1, resnet_imagenet
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from kd_jax.models.outputs import ModelOutput
@@ -67,6 +72,12 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet32x4": resnet_cifar.resnet32x4,
     # ResNet-50 with Bottleneck blocks and a CIFAR stem (RepDistiller's `ResNet50`).
     "resnet50": resnet_bottleneck.resnet50,
+    # ImageNet models: torchvision's ResNets (state-dict names map one-to-one) and mdistiller's MobileNetV1.
+    "imagenet_resnet18": resnet_imagenet.imagenet_resnet18,
+    "imagenet_resnet34": resnet_imagenet.imagenet_resnet34,
+    "imagenet_resnet50": resnet_imagenet.imagenet_resnet50,
+    "imagenet_resnet101": resnet_imagenet.imagenet_resnet101,
+    "imagenet_mobilenetv1": mobilenetv1.imagenet_mobilenetv1,
     # Wide ResNets (Zagoruyko & Komodakis 2016).
     "wrn": wrn.wrn,
     "wrn_16_1": wrn.wrn_16_1,
@@ -138,6 +149,10 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "unet": segmentation.unet,
     "unet_small": segmentation.unet_small,
     "unet_tiny": segmentation.unet_tiny,
+    "deeplabv3plus": segmentation.deeplabv3plus,
+    "deeplab_small": segmentation.deeplab_small,
+    "deeplab_small_dcn": segmentation.deeplab_small_dcn,
+    "deeplab_tiny": segmentation.deeplab_tiny,
 }
 
 _DTYPE_KWARGS = ("dtype", "param_dtype")

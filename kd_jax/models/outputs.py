@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import flax.struct
 import jax
@@ -20,12 +20,17 @@ class ModelOutput:
     preact_stages: the same stages before their final ReLU (what AB and ReviewKD-style methods read).
       For stages whose block has no activation at the end the entry equals the stage output.
     embedding: [B, D] the pooled (penultimate) feature fed to the prediction head.
+    stem: NHWC output of the layers before the first stage (the CIFAR ResNets' conv-BN-ReLU), or None for
+      models without a separate stem. RepDistiller's feature lists start with it (`feat[0]`); FSP pairs
+      it with the first stage. Last, with a default, so models that have no stem need not name it; None
+      is an empty pytree node, so outputs without a stem flatten to the same leaves as before.
   """
 
   prediction: jax.Array
   stages: Tuple[jax.Array, ...]
   preact_stages: Tuple[jax.Array, ...]
   embedding: jax.Array
+  stem: Optional[jax.Array] = None
 
   @property
   def logits(self) -> jax.Array:

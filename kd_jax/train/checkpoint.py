@@ -1,4 +1,5 @@
-"""Checkpoints (orbax): resumable train states, and exported models that later runs load as teachers.
+"""Checkpoints (orbax): resumable train states, and exported models that later runs load as teachers and
+`load_model` rebuilds for use outside training.
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a crash never
 leaves a half-written checkpoint that looks finished. Nothing here uses pickle.
@@ -9,13 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from kd_jax import backends
+from kd_jax import models as kd_models
 from kd_jax.errors import KDJaxError
 from kd_jax.train.distributed import is_main_process
 
@@ -188,3 +192,106 @@ def load_exported_model(workdir: str, model: nn.Module, sample_images: jax.Array
     shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
     raise KDJaxError(f"The model exported in {workdir!r} does not fit the configured model: {shown}.")
   return checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, expected))
+
+
+RUN_CONFIG = "config.json"
+
+
+def load_model(workdir: str, *, with_info: bool = False, kernels: Optional[backends.Kernels] = None
+               ) -> Union[Tuple[nn.Module, Any], Tuple[nn.Module, Any, dict]]:
+  """The model a finished kd_jax run exported, ready to apply: `(model, variables)`.
+
+      model, variables = kd_jax.load_model(workdir)
+      out = model.apply(variables, images, train=False)   # a ModelOutput; out.prediction
+
+  Works for any task and scheme: `workdir` is a run's `--workdir` (its student) or, for the other networks
+  of a 'mutual'/'adversarial' run, `<workdir>/networks/<name>`. The model is rebuilt from what the run
+  recorded: the registered name and the task's sizes (class count, scale, user and item counts) in
+  `model.json`, the computation dtype (`compute_dtype`) in the run's `config.json` (float32 if absent), and
+  the variables are the exported ones, checked parameter by parameter against the model
+  (`load_exported_model`). `kernels` (a `kd_jax.backends.Kernels`) defaults to XLA's kernels; the run's
+  choice changes only the order of the sums, never the parameters.
+
+  Inputs are what the run's data pipeline fed the model: NHWC float32 images normalised as `kd_jax.data`
+  normalises them, `(raw * scale - mean) / std` per channel (`Split.get`; CIFAR: the dataset's constant
+  mean and std of pixels in [0, 1]; digits and `from_arrays` data: the moments of the training pool; other
+  tasks' loaders document theirs); a rating model takes `{'user': int32 [B], 'item': int32 [B]}`. The
+  export does not store the mean and std: `info['dataset']` names the data, and `kd_jax.data.load_dataset`
+  with the run's config gives splits that apply them (their `mean`, `std` and `scale`).
+
+  Args:
+    workdir: a finished run's directory.
+    with_info: also return the run's record, `(model, variables, info)`: `model.json` (model, dataset,
+      task, image_shape, step, network and the sizes) plus `dtype` (the computation dtype's name) and
+      `config` (the run's `config.json` as a dict, or None where there is none).
+    kernels: the convolutions' kernels (default `kd_jax.backends.DEFAULT_KERNELS`).
+
+  Raises:
+    KDJaxError: `workdir` does not exist, is not a kd_jax run, has not finished (no exported model yet),
+      or holds an export that does not fit the model its record names.
+  """
+  info = _finished_run_info(workdir)
+  config = _run_config(workdir)
+  dtype = str((config or {}).get("compute_dtype", "float32"))
+  name = info["model"]
+  sizes = {k: info[k] for k in kd_models.model_arguments(name)
+           if k in info and k not in ("dtype", "param_dtype", "kernels")}
+  model = kd_models.create_model(name, dtype=dtype, kernels=backends.DEFAULT_KERNELS if kernels is None else kernels,
+                                  **sizes)
+  variables = load_exported_model(workdir, model, _sample_inputs(info, config))
+  if not with_info:
+    return model, variables
+  return model, variables, {**info, "dtype": dtype, "config": config}
+
+
+def _finished_run_info(workdir: str) -> dict:
+  """`model.json` of a finished run, with a `KDJaxError` saying what `workdir` is when it is not one."""
+  if not os.path.isdir(workdir):
+    raise KDJaxError(f"{workdir!r} does not exist or is not a directory. Pass the --workdir of a finished kd_jax "
+                     "run (or <workdir>/networks/<name> for another network of a multi-network run).")
+  if not os.path.isfile(os.path.join(workdir, EXPORT_INFO)):
+    if os.path.isdir(os.path.join(workdir, "checkpoints")) or os.path.isfile(os.path.join(workdir, RUN_CONFIG)):
+      raise KDJaxError(f"The run in {workdir!r} has not finished: it holds no exported model ({EXPORT_INFO} is "
+                       "missing). Run the same command with the same --workdir again to resume and finish it.")
+    raise KDJaxError(f"{workdir!r} is not a kd_jax run directory (no {EXPORT_INFO}, {RUN_CONFIG} or checkpoints). "
+                     "Pass the --workdir of a finished kd_jax run.")
+  try:
+    info = read_export_info(workdir)
+  except json.JSONDecodeError as e:
+    raise KDJaxError(f"{os.path.join(workdir, EXPORT_INFO)} is not valid JSON ({e}); the export is damaged. Run "
+                     "the training again in a new --workdir.") from e
+  if not isinstance(info, dict) or not isinstance(info.get("model"), str):
+    raise KDJaxError(f"{os.path.join(workdir, EXPORT_INFO)} names no model; it was not written by kd_jax's export. "
+                     "Pass the --workdir of a finished kd_jax run.")
+  if not os.path.isdir(os.path.join(workdir, EXPORT_DIR)):
+    raise KDJaxError(f"{workdir!r} has {EXPORT_INFO} but no exported variables ({EXPORT_DIR}/ is missing). Run the "
+                     "training again in a new --workdir.")
+  return info
+
+
+def _run_config(workdir: str) -> Optional[dict]:
+  """The run's `config.json`: in `workdir`, or two levels up for `<workdir>/networks/<name>`; None if absent."""
+  here = os.path.abspath(workdir)
+  parent = os.path.dirname(here)
+  candidates = [here] + ([os.path.dirname(parent)] if os.path.basename(parent) == "networks" else [])
+  for directory in candidates:
+    path = os.path.join(directory, RUN_CONFIG)
+    if os.path.isfile(path):
+      with open(path) as f:
+        return json.load(f)
+  return None
+
+
+def _sample_inputs(info: dict, config: Optional[dict]) -> Any:
+  """One example of the inputs the run's models were applied to (`Task.inputs` of a batch), zeros: what
+  `load_exported_model` traces the model on to learn its parameter shapes."""
+  if info.get("task") == "rating":
+    return {"user": jnp.zeros((1,), jnp.int32), "item": jnp.zeros((1,), jnp.int32)}
+  shape = [int(d) for d in info.get("image_shape", ())]
+  if not shape:
+    raise KDJaxError(f"The export record of model {info['model']!r} has no image_shape, so its input size is "
+                     "unknown; it was written by another kd_jax version. Train it again with this version.")
+  channels = ((config or {}).get("data") or {}).get("student_channels") or ()
+  if info.get("task") == "segmentation" and channels:
+    shape[-1] = len(channels)  # the networks of a privileged-modality run see only the student's channels
+  return jnp.zeros([1] + shape, jnp.float32)
