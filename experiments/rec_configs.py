@@ -16,13 +16,21 @@ reductions where the references sum over the batch, so that a weight does not de
     negatives per rating) + factor_l2 (λ = 0.01).
   * 'student': mf_small alone.
   * 'rd': + 0.5 · RD (the teacher's top-10 unrated items, λ = 1, squared error to its predicted ratings).
-  * 'cd': + 0.5 · CD (10 items drawn by the teacher's rank among its 100 best unrated, λ = 10).
+  * 'rd_hybrid': 'rd' with the reference's hybrid weight (μ = 0.1, the student's rank estimated from 100 unrated
+    items, from epoch 12 on: the reference's `dynamic_start_epoch` = 10).
+  * 'cd': + 0.5 · CD, teacher-guided (10 items drawn by the teacher's rank among its 100 best unrated, λ = 10).
+  * 'cd_student': 'cd' student-guided: the ranks are the student's current ranking of the user's unrated items.
   * 'de_rrd': + 0.1 · DE (10 experts, the reference's 30 tripled the step time here; temperature annealed
     1 → 1e-10 over the run) + 0.01 · RRD (10 of the teacher's top 50 unrated, T = 10, 40 uniform uninteresting
     items).
   * 'td': + 1.0 · TD (full topology among the batch's users and items).
+  * 'td_hier': + 1.0 · TD hierarchical (HTD: 10 preference groups per entity type, the reference's 30 scaled to
+    a batch of 256 ratings; α = 0.5; the group-prototype-to-entity form the reference's guide runs; the Gumbel
+    temperature annealed 1 → 1e-10 over the run).
   * 'bd': config.scheme='mutual': the student and an mf_large peer trained together from scratch, each with
-    supervised + factor_l2 + 0.5 · BD (50 uniform candidates, 10 samples, ε = 10).
+    supervised + factor_l2 + 0.5 · BD (50 uniform unrated candidates; teacher → student 10 samples by tanh,
+    ε = 10; student → teacher 10 samples by exp, ε = 2, BD's defaults). Runs under the mutual scheme are not
+    prepared, so BD's candidates there include rated items (`kd_jax.distillers.recommender`).
   * 'duet': + 0.5 · DUET (teacher 0 = 'teacher' rates, teacher 1 = 'preference_teacher' picks each user's 10
     best unrated items).
 """
@@ -36,18 +44,31 @@ from kd_jax.config import base_config
 TEACHER, STUDENT = "mf_large", "mf_small"
 EPOCHS = 40
 L2 = 0.1
-METHODS = ("teacher", "preference_teacher", "student", "rd", "cd", "de_rrd", "td", "bd", "duet")
+METHODS = ("teacher", "preference_teacher", "student", "rd", "rd_hybrid", "cd", "cd_student", "de_rrd", "td",
+           "td_hier", "bd", "duet")
 # The runs each method reads: its config's teacher.workdir (and extra_workdirs).
-NEEDS = {"rd": ("teacher",), "cd": ("teacher",), "de_rrd": ("teacher",), "td": ("teacher",),
+NEEDS = {"rd": ("teacher",), "rd_hybrid": ("teacher",), "cd": ("teacher",), "cd_student": ("teacher",),
+         "de_rrd": ("teacher",), "td": ("teacher",), "td_hier": ("teacher",),
          "duet": ("teacher", "preference_teacher")}
+# Bumped when the library's behaviour for a method changes under an unchanged config, so that rec_study retrains
+# its finished runs instead of reusing them (absent: 1). 'de_rrd' 2: RRD's uninteresting items are drawn without
+# replacement among unrated items. 'bd' 2: per-direction sampling (exp for student → teacher). 'bd' 3 and
+# 'preference_teacher' 2: runs without a frozen teacher prepare their terms, so their draws skip rated items.
+REVISIONS = {"de_rrd": 2, "bd": 3, "preference_teacher": 2}
 
 TERMS = {
     "rd": {"rd": {"weight": 0.5, "k": 10, "lam": 1.0}},
+    "rd_hybrid": {"rd": {"weight": 0.5, "k": 10, "lam": 1.0, "mu": 0.1, "num_dynamic_samples": 100,
+                         "dynamic_start_epoch": 10}},
     "cd": {"cd": {"weight": 0.5, "num_samples": 10, "lam": 10.0, "candidates": 100}},
+    "cd_student": {"cd": {"weight": 0.5, "num_samples": 10, "lam": 10.0, "candidates": 100,
+                          "mode": "student_guided"}},
     "de_rrd": {"de": {"weight": 0.1, "num_experts": 10, "anneal_epochs": EPOCHS, "reduction": "mean"},
                "rrd": {"weight": 0.01, "num_interesting": 10, "candidates": 50, "temperature": 10.0,
                        "num_uninteresting": 40, "reduction": "mean"}},
     "td": {"td": {"weight": 1.0, "reduction": "mean"}},
+    "td_hier": {"td": {"weight": 1.0, "reduction": "mean", "form": "hierarchical", "num_groups": 10, "alpha": 0.5,
+                       "anneal_epochs": EPOCHS}},
     "bd": {"bd": {"weight": 0.5, "num_candidates": 50, "num_samples": 10, "epsilon": 10.0}},
     "duet": {"duet": {"weight": 0.5, "k": 10, "teacher": (0, 1)}},
 }

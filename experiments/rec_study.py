@@ -1,41 +1,77 @@
-"""The recommender distillation study with explicit ratings (METHODS.md item 15b): RD, CD, DE-RRD, TD, BD and
-DUET against the plain small student on the synthetic ratings, over 3 seeds.
+"""The recommender distillation study with explicit ratings (METHODS.md item 15b): RD (also with its hybrid
+weight), CD (teacher- and student-guided), DE-RRD, TD (full and hierarchical), BD and DUET against the plain small
+student on the synthetic ratings, over 3 seeds.
 
 Usage (the table in docs/methods.md, "Recommenders with explicit ratings", comes from this command):
   python experiments/rec_study.py --seeds 0 1 2 --workdir runs/rec_study --update-docs
 Per seed (experiments/rec_configs.py; every run of a seed shares `config.seed`, so the same validation split
 and training ratings): the rating teacher (mf_large), DUET's preference teacher (mf_large on "rated or not"),
-the student alone (mf_small), then the student with each method: RD, CD, DE-RRD (DE + RRD terms) and TD from the
-rating teacher, BD (the student and an mf_large peer trained together under config.scheme='mutual', no
-pretrained teacher), DUET from both teachers. Rows: test RMSE (the headline; lower is better) and NDCG@10 over
-each user's held-out ratings (higher is better), mean ± std over seeds, the RMSE change against the student
-alone of the same seed (negative = better), and the median step time. The fixed test split (10% of the
-ratings) is only reported; nothing is selected on it. Finished runs are reused, so an interrupted study resumes
-where it stopped. `--quick` shrinks every run to a few steps (a smoke test, not a result; it never writes the
-docs); `--methods` picks rows.
+the student alone (mf_small), then the student with each method: RD, RD hybrid, CD, CD student-guided, DE-RRD
+(DE + RRD terms), TD and TD hierarchical from the rating teacher, BD (the student and an mf_large peer trained
+together under config.scheme='mutual', no pretrained teacher), DUET from both teachers. Rows: test RMSE (the
+headline; lower is better) and NDCG@10 over each user's held-out ratings (higher is better), mean ± std over
+seeds, the RMSE change against the student alone of the same seed (negative = better), and the median step
+time. The fixed test split (10% of the ratings) is only reported; nothing is selected on it. Finished runs are
+reused, so an interrupted study resumes where it stopped, unless they are stale: their loss config differs from
+the current one, or the method's entry of `rec_configs.REVISIONS` (bumped when the library changes what a config
+does) is newer than the one recorded in the run (`study_revision.json`, absent = 1); a stale run is deleted and
+trained again, and so are the runs that read a teacher which was retrained. `--quick` shrinks every run to a few
+steps (a smoke test, not a result; it never writes the docs); `--methods` picks rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import statistics
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from kd_jax.study import median_step_ms, run_or_reuse, write_marked_block
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rec_configs import METHODS, NEEDS, rec_config  # noqa: E402
+from rec_configs import METHODS, NEEDS, REVISIONS, rec_config  # noqa: E402
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "methods.md")
 TEACHERS = ("teacher", "preference_teacher")
 SHOWN = {"teacher": "teacher (mf_large)", "preference_teacher": "preference teacher (mf_large, rated or not)",
-         "student": "student alone (mf_small)", "rd": "RD", "cd": "CD", "de_rrd": "DE-RRD", "td": "TD (full)",
-         "bd": "BD (student with an mf_large peer)", "duet": "DUET"}
+         "student": "student alone (mf_small)", "rd": "RD", "rd_hybrid": "RD, hybrid weight (μ = 0.1)",
+         "cd": "CD (teacher-guided)", "cd_student": "CD (student-guided)", "de_rrd": "DE-RRD", "td": "TD (full)",
+         "td_hier": "TD (hierarchical)", "bd": "BD (student with an mf_large peer)", "duet": "DUET"}
+STAMP = "study_revision.json"
+
+
+def _stale(config, workdir: str, revision: int) -> bool:
+  """Whether a finished run in `workdir` must be trained again (see the module docstring)."""
+  done = os.path.join(workdir, "results.json")
+  if not os.path.isfile(done):
+    return False
+  with open(done) as f:
+    stored_loss = json.load(f).get("loss")
+  stamp = os.path.join(workdir, STAMP)
+  recorded = 1
+  if os.path.isfile(stamp):
+    with open(stamp) as f:
+      recorded = json.load(f)["revision"]
+  return stored_loss != json.loads(json.dumps(config.loss.to_dict())) or recorded < revision
+
+
+def run_current(config, workdir: str, revision: int, force: bool = False) -> Tuple[Dict, bool]:
+  """`(results, trained)`: `run_or_reuse`, after deleting the run in `workdir` when it is stale (or `force`);
+  `trained` is False where a finished run was reused. Records the revision in the run."""
+  if os.path.isdir(workdir) and (force or _stale(config, workdir, revision)):
+    print(f"[rec_study] {workdir} is stale: training it again", flush=True)
+    shutil.rmtree(workdir)
+  reused = os.path.isfile(os.path.join(workdir, "results.json"))
+  result = run_or_reuse(config, workdir)
+  with open(os.path.join(workdir, STAMP), "w") as f:
+    json.dump({"revision": revision}, f)
+  return result, not reused
 
 
 def _mean_std(values: List[float], digits: int = 4) -> str:
@@ -78,13 +114,17 @@ def main(argv=None) -> int:
   for seed in args.seeds:
     base = os.path.join(args.workdir, f"seed{seed}")
     workdirs = {t: os.path.join(base, t) for t in TEACHERS}
+    retrained = set()
     for method in needed + [m for m in args.methods if m not in needed]:
       config = rec_config(method, seed, workdirs["teacher"], workdirs["preference_teacher"])
       if args.quick:
         config.epochs, config.max_steps, config.log_every_steps = 1, 3, 1
       print(f"[rec_study] seed {seed}: {method}", flush=True)
       workdir = os.path.join(base, method)
-      result = run_or_reuse(config, workdir)
+      result, trained = run_current(config, workdir, REVISIONS.get(method, 1),
+                                    force=any(t in retrained for t in NEEDS.get(method, ())))
+      if trained:
+        retrained.add(method)
       results.setdefault(method, {})[seed] = {"rmse": result["test_rmse"], "ndcg": result["test_ndcg@10"],
                                               "step_ms": median_step_ms(workdir)}
   table = study_table(results)

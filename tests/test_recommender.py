@@ -395,7 +395,7 @@ def test_bd_samples_only_items_the_other_network_ranks_higher():
   import jax.numpy as jnp
   from kd_jax import distillers, tasks
   from kd_jax.distillers import Context
-  bd = distillers.make_distiller("bd", num_candidates=20, num_samples=5, epsilon=10.0)
+  bd = distillers.make_distiller("bd", num_candidates=20, num_samples=5, epsilon=10.0, direction="t2s")
   own = lambda u, i: (i % 7).astype(jnp.float32)
   other = lambda u, i: -(i % 7).astype(jnp.float32)
   seen = []

@@ -39,7 +39,8 @@ def _pair(student: jax.Array, teacher: jax.Array, name: str):
 
 
 def ranking_distillation(student: jax.Array, teacher: jax.Array, *, lam: float = 1.0,
-                         form: Literal["mse", "logistic"] = "mse") -> jax.Array:
+                         form: Literal["mse", "logistic"] = "mse",
+                         discrepancy: Optional[jax.Array] = None) -> jax.Array:
   """Ranking Distillation (Tang & Wang, "Ranking Distillation: Learning Compact Ranking Models With High
   Performance for Recommender System", KDD 2018, arXiv:1809.07428): the teacher's top-K items as extra targets
   with position weights.
@@ -51,23 +52,46 @@ def ranking_distillation(student: jax.Array, teacher: jax.Array, *, lam: float =
   Column r − 1 of `student`/`teacher` is the user's r-th item of the teacher's ranking. The reference
   (graytowne/rank_distill, `distill_caser.py` `weight_static`, `losses.py` `weighted_sigmoid_log_loss`)
   normalises the weights to sum 1, sums over the K items and averages over the batch; its defaults are
-  K = 10, λ = 1 (`--K`, `--lamda`). Its optional ranking-discrepancy weight (`--mu`, a hybrid with the
-  student's estimated rank) is not implemented here. In 'logistic' the teacher's scores are not read (only
-  its ranking, through which items are given).
+  K = 10, λ = 1 (`--K`, `--lamda`). `discrepancy` multiplies the position weights elementwise: the reference's
+  hybrid weight w_r · d_br, with d from `rank_discrepancy_weight` and no renormalisation (its default). In
+  'logistic' the teacher's scores are not read (only its ranking, through which items are given).
 
   Args:
     student: [B, K] the student's scores of the teacher's top-K items, best first.
     teacher: [B, K] the teacher's scores of them; constants (`stop_gradient`).
     lam: λ > 0, the sharpness of the position weights.
     form: 'mse' (default, the explicit-feedback adaptation) or 'logistic' (the reference's).
+    discrepancy: [B, K] extra per-item weights d_br (constants); None = 1.
   """
   s, t = _pair(student, teacher, "ranking_distillation")
   if form not in ("mse", "logistic"):
     raise ValueError(f"ranking_distillation: form must be 'mse' or 'logistic', got {form!r}.")
   ranks = jnp.arange(1, s.shape[-1] + 1, dtype=s.dtype)
   weights = jax.nn.softmax(-ranks / lam)
+  if discrepancy is not None:
+    weights = weights * jax.lax.stop_gradient(jnp.asarray(discrepancy, s.dtype))
   per_item = jnp.square(s - t) if form == "mse" else -jax.nn.log_sigmoid(s)
   return jnp.mean(jnp.sum(per_item * weights, axis=-1))
+
+
+def rank_discrepancy_weight(student_rank: jax.Array, position: jax.Array, mu: float) -> jax.Array:
+  """RD's ranking-discrepancy weight of the teacher's r-th item (Tang & Wang, KDD 2018, arXiv:1809.07428, Eq. 9):
+
+      d = max( tanh( μ · (r̂_s − (r − 1)) ), 0 )
+
+  with r̂_s the student's estimated 0-based rank of the item among all items and r − 1 its 0-based position in
+  the teacher's list: large where the student ranks the teacher's item much lower than the teacher does. As the
+  reference (graytowne/rank_distill, `distill_caser.py`, the `dynamic_weight` loop: `tanh(mu * (predicted_rank
+  − col))` clamped at 0; default μ = 0.1, `--mu`). Constants for the gradient.
+
+  Args:
+    student_rank: [B, K] r̂_s.
+    position: [K] or [B, K] the 0-based positions in the teacher's list.
+    mu: μ > 0.
+  """
+  r = jax.lax.stop_gradient(at_least_float32(student_rank))
+  pos = jnp.asarray(position, r.dtype)
+  return jnp.maximum(jnp.tanh(mu * (r - pos)), 0.0)
 
 
 def pointwise_distillation(student: jax.Array, teacher: jax.Array, *, form: Literal["mse", "bce"] = "mse",
@@ -82,8 +106,9 @@ def pointwise_distillation(student: jax.Array, teacher: jax.Array, *, form: Lite
   unobserved items as a soft label), of Bidirectional Distillation (Kweon, Kang & Yu, "Bidirectional
   Distillation for Top-K Recommender System", WWW 2021, arXiv:2106.02870 [paper]: each model follows the
   other's prediction on rank-discrepancy samples) and of DUET's soft ratings (Bae, Kim, Lee & Kim, Information
-  Fusion 120, 2025 [paper]). No reference code for CD or BD was found: the mean over the carried pairs is our
-  reduction [assume]. An all-zero mask gives 0.
+  Fusion 120, 2025 [paper]). BD's reference (WonbinKweon/BD_WWW2021) sums `BCEWithLogitsLoss` over the pairs
+  with targets σ(t / 5); no code for CD was found. The mean over the carried pairs is our reduction [assume]. An
+  all-zero mask gives 0.
 
   Args:
     student: [B, S] student scores (predicted ratings, or logits for 'bce').
@@ -207,8 +232,8 @@ def topology_distillation(student: jax.Array, teacher: jax.Array, *, reduction: 
 
   As the reference (SeongKu-Kang/Topology_Distillation_KDD21, `model.py` `FTD.get_TD_loss`, `utils.py` `sim`)
   over the concatenation [users; items], summed (`reduction='sum'`; 'mean' averages over the N² pairs); the
-  reference's weight is 0.001 (`lmbda_TD`). The reference's hierarchical form (HTD, expert-based groups) is not
-  implemented here.
+  reference's weight is 0.001 (`lmbda_TD`). The hierarchical form (HTD) is `entity_topology` plus
+  `group_topology`.
 
   Args:
     student: [N, d_s] the student's representations of N entities.
@@ -222,19 +247,133 @@ def topology_distillation(student: jax.Array, teacher: jax.Array, *, reduction: 
   return _reduce(jnp.square(_cosine_matrix(t) - _cosine_matrix(s)).reshape(-1), reduction, "topology_distillation")
 
 
+def _cosine_between(a: jax.Array, b: jax.Array) -> jax.Array:
+  unit = lambda x: x / jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), 1e-24))
+  return unit(a) @ unit(b).T
+
+
+def _topology_inputs(student: jax.Array, teacher: jax.Array, groups: jax.Array, name: str):
+  s = at_least_float32(student)
+  t = jax.lax.stop_gradient(at_least_float32(teacher)).astype(s.dtype)
+  g = jax.lax.stop_gradient(jnp.asarray(groups))
+  if s.ndim != 2 or t.ndim != 2 or s.shape[0] != t.shape[0] or g.shape != (s.shape[0],):
+    raise ValueError(f"{name}: student [N, d_s], teacher [N, d_t] and groups [N], got {s.shape}, {t.shape} and "
+                     f"{g.shape}.")
+  return s, t, g
+
+
+def _masked_sum(values: jax.Array, mask: jax.Array, reduction: str, name: str) -> jax.Array:
+  total = jnp.sum(jnp.where(mask, values, 0.0))
+  if reduction == "sum":
+    return total
+  if reduction == "mean":
+    return total / jnp.maximum(jnp.sum(mask), 1)
+  raise ValueError(f"{name}: reduction must be 'sum' or 'mean', got {reduction!r}.")
+
+
+def entity_topology(student: jax.Array, teacher: jax.Array, groups: jax.Array, *,
+                    reduction: Reduction = "sum") -> jax.Array:
+  """HTD's entity-level topology (Kang, Kweon, Lee, Lian, Xie & Yu, "Topology Distillation for Recommender
+  System", KDD 2021, arXiv:2106.08700): the cosine similarities among entities of the same preference group.
+
+      L = Σ_{i,j: g_i = g_j, cos(t_i, t_j) > 0} ( cos(t_i, t_j) − cos(s_i, s_j) )²
+
+  As the reference (SeongKu-Kang/Topology_Distillation_KDD21, `model.py` `HTD.get_TD_loss1/2`): the pairs are
+  those of one group (`Z Zᵀ`) whose teacher similarity is positive (it keeps `t_sim[t_sim > 0]` of the masked
+  matrix, so same-group pairs with cos ≤ 0 drop out too), summed (`reduction='sum'`; 'mean' divides by the
+  number of pairs kept). The diagonal counts and contributes (1 − 1)² = 0.
+
+  Args:
+    student: [N, d_s] the student's representations.
+    teacher: [N, d_t] the teacher's; constants (`stop_gradient`).
+    groups: [N] int, each entity's group (users and items in disjoint ids); constants.
+    reduction: 'sum' (default, the reference's) or 'mean'.
+  """
+  s, t, g = _topology_inputs(student, teacher, groups, "entity_topology")
+  ct, cs = _cosine_matrix(t), _cosine_matrix(s)
+  keep = (g[:, None] == g[None, :]) & (ct > 0)
+  return _masked_sum(jnp.square(ct - cs), keep, reduction, "entity_topology")
+
+
+def group_topology(student: jax.Array, teacher: jax.Array, groups: jax.Array, *, num_groups: int,
+                   form: Literal["prototype_entity", "prototype_prototype"] = "prototype_entity",
+                   reduction: Reduction = "sum") -> jax.Array:
+  """HTD's group-level topology (Kang et al., KDD 2021, arXiv:2106.08700): similarities that involve the groups'
+  prototypes, P_k = the mean representation of the batch's entities in group k (groups without entities left out).
+
+      'prototype_entity':    L = Σ_{k present} Σ_i ( cos(P^t_k, t_i) − cos(P^s_k, s_i) )²
+      'prototype_prototype': L = Σ_{k, l present} ( cos(P^t_k, P^t_l) − cos(P^s_k, P^s_l) )²
+
+  'prototype_entity' is the reference's `choice='second'` ("Group(P,e)", `HTD.get_TD_loss2`), the choice its
+  guide notebook runs; 'prototype_prototype' its `choice='first'` ("Group(P,P)", `get_TD_loss1`). The
+  reference computes both prototypes under `torch.no_grad()`: in 'prototype_entity' the student's gradient then
+  flows through s_i only, which is kept here (P^s is a constant); in 'prototype_prototype' that would leave the
+  term without any gradient, so here the student's prototypes are differentiable there [assume]. Summed as the
+  reference (`reduction='sum'`; 'mean' divides by the number of terms).
+
+  Args:
+    student: [N, d_s]; teacher: [N, d_t] (constants); groups: [N] int in [0, num_groups).
+    num_groups: the number of group ids (HTD: K user groups and K item groups, 2K).
+    form: 'prototype_entity' (default) or 'prototype_prototype'.
+    reduction: 'sum' or 'mean'.
+  """
+  s, t, g = _topology_inputs(student, teacher, groups, "group_topology")
+  if form not in ("prototype_entity", "prototype_prototype"):
+    raise ValueError(f"group_topology: form must be 'prototype_entity' or 'prototype_prototype', got {form!r}.")
+  z = jax.nn.one_hot(g, num_groups, dtype=s.dtype)  # [N, G]
+  counts = jnp.sum(z, axis=0)
+  present = counts > 0
+  share = z.T / jnp.maximum(counts, 1.0)[:, None]  # [G, N]: row k averages group k's entities
+  proto_t, proto_s = share @ t, share @ s
+  if form == "prototype_entity":
+    proto_s = jax.lax.stop_gradient(proto_s)
+    ct, cs = _cosine_between(proto_t, t), _cosine_between(proto_s, s)
+    mask = jnp.broadcast_to(present[:, None], ct.shape)
+  else:
+    ct, cs = _cosine_between(proto_t, proto_t), _cosine_between(proto_s, proto_s)
+    mask = present[:, None] & present[None, :]
+  return _masked_sum(jnp.square(ct - cs), mask, reduction, "group_topology")
+
+
 def rank_discrepancy_probability(own_rank: jax.Array, other_rank: jax.Array, epsilon: float) -> jax.Array:
   """BD's rank-discrepancy-aware sampling probability of an item for the model that learns from the other:
 
       p = tanh( max( ε · (rank_own − rank_other), 0 ) )
 
   high where the other model ranks the item much better (a smaller rank) than the learner does (Kweon et al.,
-  WWW 2021, arXiv:2106.02870 [paper, as we recall it; no reference code was found: assume]). Ranks are
-  0-based positions over the whole item list; ε sets how large a discrepancy saturates the probability.
-  Probabilities, not a loss: constant for the gradient.
+  WWW 2021, arXiv:2106.02870): the teacher → student direction's sampling (reference WonbinKweon/BD_WWW2021,
+  `weights_S`; see `rank_discrepancy_logits` for both directions). Ranks are 0-based positions over the whole
+  item list; ε sets how large a discrepancy saturates the probability. Probabilities, not a loss: constant for
+  the gradient.
   """
   own = jax.lax.stop_gradient(at_least_float32(own_rank))
   other = jax.lax.stop_gradient(at_least_float32(other_rank)).astype(own.dtype)
   return jnp.tanh(jnp.maximum(epsilon * (own - other), 0.0))
+
+
+def rank_discrepancy_logits(own_rank: jax.Array, other_rank: jax.Array, epsilon: float,
+                            form: Literal["tanh", "exp"] = "tanh") -> jax.Array:
+  """Log-probabilities (up to a constant) of BD's rank-discrepancy-aware sampling for the network that learns
+  (Kweon, Kang & Yu, "Bidirectional Distillation for Top-K Recommender System", WWW 2021, arXiv:2106.02870):
+
+      'tanh' (teacher → student): p ∝ tanh( max( ε · (rank_own − rank_other), 0 ) )   (log 0 = −inf)
+      'exp'  (student → teacher): p ∝ exp( ε · (rank_own − rank_other) )
+
+  Ranks are positions with 0 (or 1) for the best item, so both favour items the other network ranks better
+  than the learner. The reference (WonbinKweon/BD_WWW2021, `BD_WWW2021_BPR_CiteULike.ipynb`: `weights_S` with
+  tanh and `eps_t = 1e-2`, `weights_T` with exp and `eps = 1e-4`, on absolute ranks) uses the tanh form for the
+  student and the exp form for the teacher: the student follows only items the teacher places clearly higher,
+  while the teacher, being the stronger, samples every item but leans towards those the student places higher.
+  The notebook orders its ranks by ascending score (`torch.argsort`), which flips the sign of its differences;
+  this follows the paper's description (rank 1 = the top item). Constants for the gradient.
+  """
+  own = jax.lax.stop_gradient(at_least_float32(own_rank))
+  other = jax.lax.stop_gradient(at_least_float32(other_rank)).astype(own.dtype)
+  if form == "tanh":
+    return jnp.log(rank_discrepancy_probability(own, other, epsilon))
+  if form == "exp":
+    return epsilon * (own - other)
+  raise ValueError(f"rank_discrepancy_logits: form must be 'tanh' or 'exp', got {form!r}.")
 
 
 def interaction_log_loss(positive: jax.Array, negative: jax.Array) -> jax.Array:
