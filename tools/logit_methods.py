@@ -45,6 +45,10 @@ METHODS = {
     "NKD": ("digits_nkd.py", {}),
     "TTM": ("digits_ttm.py", {}),
     "WTTM": ("digits_wttm.py", {}),
+    "MLKD": ("digits_mlkd.py", {}),
+    "CTKD": ("digits_ctkd.py", {}),
+    "Energy DKD (paper's T rule)": ("digits_energy_dkd.py", {}),
+    "Energy DKD (repository's T rule)": ("digits_energy_dkd_repo.py", {}),
 }
 # teacher run name -> (model, seed offset); "@name" in a method's overrides is that teacher's workdir.
 TEACHERS = {"teacher": ("cnn_large", 0), "teacher_b": ("cnn_large", 100)}

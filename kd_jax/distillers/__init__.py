@@ -18,6 +18,7 @@ from kd_jax.distillers.feature import (AB, AT, CC, FSP, FT, NST, PKT, SP, ABConn
 from kd_jax.distillers.logit import (DGKD, DIST, DKD, KD, CrossEntropy, EnergyKD, EnsembleKD, LogitStandardizedKD,
                                      Supervised)
 from kd_jax.distillers.logit import NKD, TTM, WTTM
+from kd_jax.distillers.logit import CTKD, MLKD, EnergyDKD
 from kd_jax.distillers.recommender import (BD, CD, DE, DUET, RD, RRD, TD, DistillationExperts, FactorL2,
                                           Interaction)
 from kd_jax.distillers.regression import PseudoLabel
@@ -48,6 +49,9 @@ DISTILLERS: dict[str, type[Distiller]] = {
     "nkd": NKD,
     "ttm": TTM,
     "wttm": WTTM,
+    "mlkd": MLKD,
+    "ctkd": CTKD,
+    "energy_dkd": EnergyDKD,
     "cskd": CSKD,
     "r2kd": R2KD,
     "he_da": HEDA,
@@ -151,3 +155,4 @@ __all__ = ["AB", "ABConnector", "FT", "Paraphraser", "AT", "CC", "CSKD", "DGKD",
 __all__ += ["NKD", "TTM", "WTTM"]
 __all__ += ["BD", "CD", "DE", "DUET", "DistillationExperts", "FactorL2", "Interaction", "RD", "RRD", "TD"]
 __all__ += ["CWD", "PixelKD"]
+__all__ += ["CTKD", "MLKD", "EnergyDKD"]

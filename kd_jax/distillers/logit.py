@@ -1,8 +1,26 @@
-"""Distillers that read logits: cross-entropy, Hinton KD, DKD, DIST, LS-KD, Energy KD, ensemble KD, DGKD, NKD,
-TTM and WTTM, and the task's own supervised loss.
+"""Distillers that read logits: cross-entropy, Hinton KD, DKD, DIST, LS-KD, Energy KD, Energy DKD, ensemble KD,
+DGKD, NKD, TTM, WTTM, MLKD and CTKD, and the task's own supervised loss.
 
 Each reads `class_rows(out.logits)`: classification logits [B, C] as they are, per-pixel logits
 [B, H, W, C] with every pixel as an example (their means then run over pixels and batch).
+
+Logit standardization (Sun, Ren, Li, Wang, Cao, "Logit Standardization in Knowledge Distillation", CVPR 2024,
+arXiv:2403.01427; code sunshangquan/logit-standardization-KD) is the boolean field `standardize` of the
+distillers it suits: both sides' logits go through `kd_jax.losses.standardize_logits` (per-sample Z-score,
+the one place its formula lives) before the temperature. Where, and why:
+  - KD, DKD, MLKD (instance-level terms only, as the code), CTKD: the methods the paper and its code apply it
+    to (`--logit-stand` for KD, DKD and MLKD in `tools/train.py`, the `CTKD/` folder's `DistillKL`). The
+    paper's recipe pairs it with a base temperature of 2 and a KD weight of 9; `ls_kd` is `kd` with
+    `standardize=True` at T = 2.
+  - Ensemble KD and DGKD: yes [assume]; each is Hinton KD from one or several teachers, term by term, so the
+    paper's argument (the student need not match a teacher's logit range) applies to every term unchanged.
+  - DIST: no; its Pearson correlations already compare relations rather than magnitudes, which is what the
+    Z-score buys KD, and neither paper combines the two.
+  - NKD, TTM, WTTM: no; their formulas weigh raw probabilities on purpose (NKD's teacher target
+    probability, TTM's power transform of the teacher with the student at temperature 1, which the method's
+    derivation rests on), and no source combines them with the Z-score.
+  - Energy KD, Energy DKD: no; their per-sample temperature from the teacher's raw energy is their own
+    answer to the per-sample scale, with thresholds fixed on raw energies before training.
 """
 
 from __future__ import annotations
@@ -10,11 +28,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import losses
+from kd_jax.data import augment, cutout
 from kd_jax.distillers.base import Distiller, class_rows, label_rows, require_fraction, require_positive
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
@@ -56,14 +76,35 @@ class KD(Distiller):
 
   temperature: float = 4.0
   reduction: str = "batchmean"
+  standardize: bool = False
 
   def __post_init__(self):
     if not self.temperature > 0:
       raise ValueError(f"kd: temperature must be > 0, got {self.temperature}.")
 
   def loss(self, variables, student, teacher, batch, ctx):
-    value = losses.kd(class_rows(student.logits), class_rows(teacher.logits), self.temperature, reduction=self.reduction)
-    return value, {}, {}
+    zs, zt = standardized(class_rows(student.logits), class_rows(teacher.logits), self.standardize)
+    return losses.kd(zs, zt, self.temperature, reduction=self.reduction), {}, {}
+
+
+def standardized(student_logits: jax.Array, teacher_logits: jax.Array, on: bool, *,
+                 eps: float = 1e-7) -> Tuple[jax.Array, jax.Array]:
+  """`(Z(z_s), Z(z_t))` with `Z = kd_jax.losses.standardize_logits` (per-sample Z-score) if `on`, else unchanged.
+
+  Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024, arXiv:2403.01427; the reference's
+  `normalize` (sunshangquan/logit-standardization-KD, `mdistiller/distillers/KD.py`), eps 1e-7 on the std.
+  """
+  if not on:
+    return student_logits, teacher_logits
+  return (losses.standardize_logits(student_logits, eps=eps),
+          losses.standardize_logits(jax.lax.stop_gradient(teacher_logits), eps=eps))
+
+
+def linear_warmup(epoch, warmup_epochs: float) -> jax.Array:
+  """mdistiller's loss warm-up `min(epoch / warmup_epochs, 1)` (1-based epoch); 1 when `warmup_epochs` is 0."""
+  if not warmup_epochs:
+    return jnp.ones((), jnp.float32)
+  return jnp.minimum(jnp.asarray(epoch, jnp.float32) / warmup_epochs, 1.0)
 
 
 def with_energy_thresholds(distiller, teacher_train_logits):
@@ -90,12 +131,18 @@ class DKD(Distiller):
   `warmup_epochs` onwards 1. The 20 epochs belong to mdistiller's 240-epoch CIFAR-100 schedule: a run of
   fewer than 20 epochs never reaches the full DKD weight, so scale it to a shorter schedule
   (`experiments/digits_dkd.py` sets 3 of 30 epochs); 0 turns the warm-up off.
+
+  `standardize` Z-scores both sides' logits first (logit standardization, arXiv:2403.01427). The paper's
+  DKD+LS command is `--logit-stand --base-temp 2 --kd-weight 9`; as its `tools/train.py` reads, that sets
+  `ALPHA = 1·9` and then `BETA = ALPHA·9 = 81`, and writes the base temperature to `cfg.KD.TEMPERATURE`, which
+  DKD does not read (it keeps `cfg.DKD.T`): set α, β and T in the config explicitly.
   """
 
   alpha: float = 1.0
   beta: float = 8.0
   temperature: float = 4.0
   warmup_epochs: float = 20.0  # mdistiller CFG.DKD.WARMUP
+  standardize: bool = False
 
   def __post_init__(self):
     require_positive("dkd", temperature=self.temperature)
@@ -105,12 +152,11 @@ class DKD(Distiller):
       raise ValueError(f"dkd: warmup_epochs must be >= 0, got {self.warmup_epochs}.")
 
   def warmup_factor(self, epoch) -> jax.Array:
-    if not self.warmup_epochs:
-      return jnp.ones((), jnp.float32)
-    return jnp.minimum(jnp.asarray(epoch, jnp.float32) / self.warmup_epochs, 1.0)
+    return linear_warmup(epoch, self.warmup_epochs)
 
   def loss(self, variables, student, teacher, batch, ctx):
-    zs, zt, labels = class_rows(student.logits), class_rows(teacher.logits), label_rows(batch["label"])
+    zs, zt = standardized(class_rows(student.logits), class_rows(teacher.logits), self.standardize)
+    labels = label_rows(batch["label"])
     tckd, nckd = losses.dkd_parts(zs, zt, labels=labels, temperature=self.temperature)
     t2 = self.temperature**2
     factor = self.warmup_factor(ctx.epoch)
@@ -142,7 +188,8 @@ class DIST(Distiller):
 class LogitStandardizedKD(Distiller):
   """KD on per-sample Z-scored logits, `T²·KL(softmax(Z(z_t)/T) || softmax(Z(z_s)/T))`.
   See `kd_jax.losses.logit_standardized_kd` (arXiv:2403.01427); the reference recipe is
-  `0.1·CE + 9·LS-KD` at T = 2."""
+  `0.1·CE + 9·LS-KD` at T = 2. The same computation as `KD(temperature=T, standardize=True)` (`eps` aside,
+  which `kd` keeps at the reference's 1e-7)."""
 
   temperature: float = 2.0
   eps: float = 1e-7
@@ -153,7 +200,8 @@ class LogitStandardizedKD(Distiller):
       raise ValueError(f"ls_kd: eps must be >= 0, got {self.eps}.")
 
   def loss(self, variables, student, teacher, batch, ctx):
-    return losses.logit_standardized_kd(class_rows(student.logits), class_rows(teacher.logits), self.temperature, eps=self.eps), {}, {}
+    zs, zt = standardized(class_rows(student.logits), class_rows(teacher.logits), True, eps=self.eps)
+    return losses.kd(zs, zt, self.temperature), {}, {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,14 +228,15 @@ class EnergyKD(Distiller):
   energy_temperature: float = 4.0
   low_fraction: float = 0.2
   high_fraction: float = 0.2
+  name = "energy_kd"  # the registry name in messages (a class attribute, not a field)
 
   def __post_init__(self):
-    require_positive("energy_kd", temperature=self.temperature, low_energy_temperature=self.low_energy_temperature,
+    require_positive(self.name, temperature=self.temperature, low_energy_temperature=self.low_energy_temperature,
               high_energy_temperature=self.high_energy_temperature, energy_temperature=self.energy_temperature)
-    require_fraction("energy_kd", low_fraction=self.low_fraction, high_fraction=self.high_fraction)
+    require_fraction(self.name, low_fraction=self.low_fraction, high_fraction=self.high_fraction)
     if (self.energy_low is not None and self.energy_high is not None
         and not float(self.energy_low) <= float(self.energy_high)):
-      raise ValueError(f"energy_kd: energy_low ({self.energy_low}) must be <= energy_high ({self.energy_high}); "
+      raise ValueError(f"{self.name}: energy_low ({self.energy_low}) must be <= energy_high ({self.energy_high}); "
                        "lower low_fraction/high_fraction so the two groups do not overlap.")
 
   def prepare(self, data):
@@ -196,7 +245,7 @@ class EnergyKD(Distiller):
   def _check_thresholds(self):
     if self.energy_low is None or self.energy_high is None:
       raise KDJaxError(
-          "energy_kd: energy_low and energy_high are not set. A training run fills them from a pass of the "
+          f"{self.name}: energy_low and energy_high are not set. A training run fills them from a pass of the "
           "teacher over the training data (Distiller.prepare). They are thresholds of the teacher's energy "
           f"score (T_E = {self.energy_temperature}); to set them yourself compute "
           "kd_jax.losses.energy_thresholds(kd_jax.losses.energy_score(teacher_logits, "
@@ -207,17 +256,60 @@ class EnergyKD(Distiller):
     self._check_thresholds()
     return {}
 
+  def _temperature_kwargs(self):
+    return dict(energy_low=self.energy_low, energy_high=self.energy_high, temperature=self.temperature,
+                low_energy_temperature=self.low_energy_temperature,
+                high_energy_temperature=self.high_energy_temperature, energy_temperature=self.energy_temperature)
+
+  def _group_fractions(self, teacher_logits):
+    energies = losses.energy_score(jax.lax.stop_gradient(teacher_logits), self.energy_temperature)
+    return {"low_energy_fraction": jnp.mean(energies < self.energy_low),
+            "high_energy_fraction": jnp.mean(energies > self.energy_high)}
+
   def loss(self, variables, student, teacher, batch, ctx):
     self._check_thresholds()
     zs, zt = class_rows(student.logits), class_rows(teacher.logits)
-    value = losses.energy_kd(
-        zs, zt, energy_low=self.energy_low, energy_high=self.energy_high,
-        temperature=self.temperature, low_energy_temperature=self.low_energy_temperature,
-        high_energy_temperature=self.high_energy_temperature, energy_temperature=self.energy_temperature)
-    energies = losses.energy_score(jax.lax.stop_gradient(zt), self.energy_temperature)
-    metrics = {"low_energy_fraction": jnp.mean(energies < self.energy_low),
-               "high_energy_fraction": jnp.mean(energies > self.energy_high)}
-    return value, metrics, {}
+    value = losses.energy_kd(zs, zt, **self._temperature_kwargs())
+    return value, self._group_fractions(zt), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyDKD(EnergyKD):
+  """Energy DKD: DKD whose temperature is chosen per sample by the teacher's energy, as `EnergyKD` does for
+  KD, with DKD's warm-up: `min(epoch / warmup_epochs, 1)·mean_b T_b²·(α·TCKD_b + β·NCKD_b)`. See
+  `kd_jax.losses.energy_dkd` (Kim et al., KBS 2024, arXiv:2311.14334; code Seonghak35/EnergyKD
+  `mdistiller/distillers/energyDKD.py`).
+
+  Thresholds, fractions and temperatures as `EnergyKD` (defaults: the paper's rule, low energy → 6, high → 2;
+  the reference's `T.LOW = 2.0`, `T.HIGH = 6.0` reverse it). α = 1, β = 8 and a 20-epoch warm-up are the
+  reference's `CFG.energyDKD` defaults, with CE at weight 1 (a separate `ce` term here); its only Energy-DKD
+  config (vgg13 → vgg8 on CIFAR-100) uses β = 6, energy rates 0.1/0.1 and the repository's temperatures
+  (`experiments/cifar100_energy_dkd.py`). Metrics: `tckd`, `nckd` (each with its samples' T_b², unwarmed), the
+  warm-up factor and the two energy groups' fractions.
+  """
+
+  alpha: float = 1.0
+  beta: float = 8.0
+  warmup_epochs: float = 20.0  # CFG.energyDKD.WARMUP
+  name = "energy_dkd"
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.alpha < 0 or self.beta < 0:
+      raise ValueError(f"energy_dkd: alpha and beta must be >= 0, got alpha={self.alpha}, beta={self.beta}.")
+    if self.warmup_epochs < 0:
+      raise ValueError(f"energy_dkd: warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    self._check_thresholds()
+    zs, zt, labels = class_rows(student.logits), class_rows(teacher.logits), label_rows(batch["label"])
+    kwargs = self._temperature_kwargs()
+    factor = linear_warmup(ctx.epoch, self.warmup_epochs)
+    value = factor * losses.energy_dkd(zs, zt, labels=labels, alpha=self.alpha, beta=self.beta, **kwargs)
+    # Each part alone, with its samples' T_b² (α or β set to 0 leaves the other).
+    tckd = losses.energy_dkd(zs, zt, labels=labels, alpha=1.0, beta=0.0, **kwargs)
+    nckd = losses.energy_dkd(zs, zt, labels=labels, alpha=0.0, beta=1.0, **kwargs)
+    return value, {"tckd": tckd, "nckd": nckd, "warmup": factor, **self._group_fractions(zt)}, {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +323,7 @@ class EnsembleKD(Distiller):
   temperature: float = 4.0
   average: str = "probs"
   weights: Optional[Tuple[float, ...]] = None
+  standardize: bool = False  # logit standardization of the student and of every teacher
 
   def __post_init__(self):
     require_positive("ensemble_kd", temperature=self.temperature)
@@ -246,9 +339,16 @@ class EnsembleKD(Distiller):
     teachers = (teacher,) if isinstance(teacher, ModelOutput) else tuple(teacher)
     if self.weights is not None and len(self.weights) != len(teachers):
       raise ValueError(f"ensemble_kd: {len(self.weights)} weights for {len(teachers)} teachers.")
-    value = losses.ensemble_kd(class_rows(student.logits), [class_rows(t.logits) for t in teachers], self.temperature,
-                               average=self.average, weights=self.weights)
+    zs, zts = _standardized_many(student, teachers, self.standardize)
+    value = losses.ensemble_kd(zs, zts, self.temperature, average=self.average, weights=self.weights)
     return value, {}, {}
+
+
+def _standardized_many(student: ModelOutput, teachers, on: bool):
+  """The student's logit rows and a list of every teacher's, Z-scored if `on` (see `standardized`)."""
+  zs = class_rows(student.logits)
+  pairs = [standardized(zs, class_rows(t.logits), on) for t in teachers]
+  return (pairs[0][0] if pairs else zs), [zt for _, zt in pairs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +368,7 @@ class DGKD(Distiller):
   reduction: str = "batchmean"
   drop_num: int = 0
   survival: float = 1.0
+  standardize: bool = False  # logit standardization of the student and of every teacher
 
   def __post_init__(self):
     require_positive("dgkd", temperature=self.temperature)
@@ -291,8 +392,8 @@ class DGKD(Distiller):
       if ctx.rng is None:
         raise ValueError("dgkd: stochastic teaching needs the step's key (ctx.rng).")
       keep = losses.teacher_keep_mask(ctx.rng, len(teachers), drop_num=self.drop_num, survival=self.survival)
-    value = losses.dgkd(class_rows(student.logits), [class_rows(t.logits) for t in teachers], self.temperature,
-                        keep=keep, reduction=self.reduction)
+    zs, zts = _standardized_many(student, teachers, self.standardize)
+    value = losses.dgkd(zs, zts, self.temperature, keep=keep, reduction=self.reduction)
     if keep is None:
       keep = jnp.ones((len(teachers),), jnp.float32)
     return value, {"kept": jnp.sum(keep), **{f"kept/teacher{k}": keep[k] for k in range(len(teachers))}}, {}
@@ -354,3 +455,208 @@ class WTTM(Distiller):
     zt = jax.lax.stop_gradient(class_rows(teacher.logits)).astype(jnp.float32)
     weight = jnp.mean(jnp.exp(jax.nn.logsumexp(self.exponent * jax.nn.log_softmax(zt, axis=-1), axis=-1)))
     return losses.wttm(class_rows(student.logits), class_rows(teacher.logits), self.exponent), {"weight": weight}, {}
+
+
+def strong_view(rng: jax.Array, images: jax.Array, *, pad: int = 0, flip: bool = True,
+                cutout_fraction: float = 0.5) -> jax.Array:
+  """MLKD's strong view of a batch, from what `kd_jax.data.augment` offers: crop and flip, then per-image Cutout.
+
+  `augment(images, pad, flip)` draws a fresh crop (zero padding `pad`) and mirror per image; then each image
+  gets one `cutout` square of side `u·cutout_fraction·min(H, W)`, `u ~ U(0, 1)` drawn per image, at a uniform
+  centre, filled with 0 (the mean colour of normalised images).
+
+  The reference (Jin-Ying/Multi-Level-Logit-Distillation; `get_cifar100_train_transform_strong` in the
+  logit-standardization copy, `mdistiller/dataset/cifar100.py`) builds its strong view from the raw image:
+  RandomCrop(32, padding 4) and flip drawn independently of the weak view's, then RandAugment(2, 10): two of 14
+  PIL operations (auto-contrast, brightness, colour, contrast, equalize, identity, posterize, rotate,
+  sharpness, shear x/y, solarize, translate x/y) at random magnitudes, then Cutout of side `U(0, 0.5)·W` in
+  grey (125, 123, 114). Departures here: the photometric and geometric RandAugment operations are not
+  available, so the view is weaker; it is made from the batch's weak view, so a second crop (`pad` > 0) would
+  compound the first (`pad = 0` by default; a second flip is an independent flip, as the reference's); the
+  Cutout square is the even side `2·⌊s/2⌋` around an integer centre (`kd_jax.data.augment._box`).
+  """
+  crop_rng, size_rng, cut_rng = jax.random.split(rng, 3)
+  images = augment(crop_rng, images, pad=pad, flip=flip)
+  if not cutout_fraction:
+    return images
+  n, h, w, _ = images.shape
+  sizes = jax.random.uniform(size_rng, (n,)) * cutout_fraction * min(h, w)
+  one = lambda key, image, size: cutout(key, image[None], size)[0]
+  return jax.vmap(one)(jax.random.split(cut_rng, n), images, sizes)
+
+
+def _single_teacher(name: str, teacher) -> ModelOutput:
+  if not isinstance(teacher, ModelOutput):
+    raise KDJaxError(f"{name} reads one teacher; this run gives it {len(teacher)}. Pick one with "
+                     f"config.loss.<term>.teacher = index.")
+  return teacher
+
+
+@dataclasses.dataclass(frozen=True)
+class MLKD(Distiller):
+  """Multi-level logit distillation on a weak and a strong view: instance-level KD at several temperatures,
+  class-level (C×C) and batch-level (B×B) Gram-matrix alignment, with the teacher-confidence masks.
+
+  Jin, Wang, Lin, "Multi-Level Logit Distillation", CVPR 2023; reference Jin-Ying/Multi-Level-Logit-Distillation
+  `mdistiller/distillers/KD_ours.py` [code]. The weak view is the batch the step trained on; the strong view
+  is `strong_view(ctx.rng, batch['image'])` (see there for how it departs from the reference's RandAugment),
+  run through both models with `ctx.forward`. The value is
+
+      kd_weight · Σ mlkd_parts(weak, strong) + strong_ce_weight · CE(z_s^strong, y)
+
+  (`kd_jax.losses.mlkd_parts` has the four terms, their masks and the reference's quirks). The reference's
+  objective is `0.1·(CE(weak) + CE(strong)) + 0.9·Σ parts`: give the weak view's CE as the run's `ce` term
+  at 0.1 and this term weight 1 (`experiments/digits_mlkd.py`). Defaults are the reference's: temperatures
+  (4, 3, 5, 2, 6) (its `cfg.KD.TEMPERATURE` = 4 first), KD weight 0.9, CE weight 0.1, the 50th percentile.
+  `standardize` is the logit-standardization variant (instance terms only, as its code); its recipe is base
+  temperature 2, i.e. `temperatures=(2, 3, 5, 2, 6)`, and `kd_weight=9`.
+
+  The extra student pass runs in train mode with its BatchNorm statistics discarded (`Context.forward`); the
+  reference's strong pass also updates them. Metrics: the four parts (unweighted) and `strong_ce`.
+  """
+
+  temperatures: Tuple[float, ...] = (4.0, 3.0, 5.0, 2.0, 6.0)
+  kd_weight: float = 0.9
+  strong_ce_weight: float = 0.1
+  percentile: float = 50.0
+  standardize: bool = False
+  reference_strong_sum: bool = True
+  strong_pad: int = 0
+  strong_flip: bool = True
+  cutout_fraction: float = 0.5
+
+  def __post_init__(self):
+    temperatures = tuple(float(t) for t in self.temperatures)
+    if not temperatures or not all(t > 0 for t in temperatures):
+      raise KDJaxError(f"mlkd: temperatures must be a non-empty tuple of positive numbers, got {self.temperatures!r}.")
+    object.__setattr__(self, "temperatures", temperatures)
+    if self.kd_weight < 0 or self.strong_ce_weight < 0:
+      raise KDJaxError(f"mlkd: kd_weight and strong_ce_weight must be >= 0, got {self.kd_weight} and "
+                       f"{self.strong_ce_weight}.")
+    if not 0.0 <= self.percentile <= 100.0:
+      raise KDJaxError(f"mlkd: percentile must be in [0, 100], got {self.percentile}.")
+    if not 0.0 <= self.cutout_fraction <= 1.0:
+      raise KDJaxError(f"mlkd: cutout_fraction must be in [0, 1] (a fraction of the image side), got "
+                       f"{self.cutout_fraction}.")
+    if isinstance(self.strong_pad, bool) or not isinstance(self.strong_pad, int) or self.strong_pad < 0:
+      raise KDJaxError(f"mlkd: strong_pad must be an integer >= 0, got {self.strong_pad!r}.")
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    if ctx.forward is None or ctx.rng is None:
+      raise KDJaxError("mlkd runs the models on a strong view of the batch and needs Context.forward and the "
+                       "step's key (the train step provides both).")
+    teacher = _single_teacher("mlkd", teacher)
+    if student.logits.ndim != 2:
+      raise KDJaxError(f"mlkd needs classification logits [B, C], got {student.logits.shape}: its batch-level "
+                       "term compares every pair of examples.")
+    strong_student, strong_teacher = ctx.forward(strong_view(
+        ctx.rng, batch["image"], pad=self.strong_pad, flip=self.strong_flip, cutout_fraction=self.cutout_fraction))
+    strong_teacher = _single_teacher("mlkd", strong_teacher)
+    parts = losses.mlkd_parts(student.logits, teacher.logits, strong_student.logits, strong_teacher.logits,
+                              temperatures=self.temperatures, percentile=self.percentile,
+                              standardize=self.standardize, reference_strong_sum=self.reference_strong_sum)
+    strong_ce = losses.cross_entropy(strong_student.logits, batch["label"])
+    value = self.kd_weight * sum(parts.values()) + self.strong_ce_weight * strong_ce
+    return value, {**parts, "strong_ce": strong_ce}, {}
+
+
+class TemperatureMLP(nn.Module):
+  """CTKD's instance-wise temperature module: `[z_t, z_s] → Dense(hidden) → ReLU → Dense(1)`, one raw value
+  per sample (the distiller maps it into the temperature range)."""
+
+  hidden: int = 256
+
+  @nn.compact
+  def __call__(self, logits_pair: jax.Array) -> jax.Array:
+    x = nn.relu(nn.Dense(self.hidden)(logits_pair))
+    return nn.Dense(1)(x)[:, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class CTKD(Distiller):
+  """Curriculum temperature KD: Hinton KD at a learned temperature that is trained to *increase* the loss,
+  through a gradient-reversal layer whose strength λ grows over the first epochs.
+
+  Li, Li, Yang, Zhao, Song, Luo, Li, Yang, "Curriculum Temperature for Knowledge Distillation", AAAI 2023,
+  arXiv:2211.16231; reference zhengli97/CTKD (`models/temp_global.py`, `helper/loops.py`,
+  `train_student.py`, `scripts/run_cifar_distill.sh`) [code]. Per step:
+
+      T = t_start + t_range · sigmoid(GRL_λ(θ)),   λ = ctkd_lambda(epoch; λ_min, λ_max, lambda_epochs)
+      value = T²·KL(softmax(z_t/T) || softmax(z_s/T))   (batch mean; `kd`)
+
+  `GRL_λ` (`kd_jax.losses.gradient_reversal`) is the identity forward and multiplies the gradient by −λ, so
+  the run's optimiser, which descends the total loss in the student's parameters, ascends this term in θ:
+  the temperature makes distillation harder as λ rises (easy to hard). θ are this distiller's `params`,
+  trained with the student by the run's optimiser (the reference puts them in the same SGD, weight decay
+  included).
+
+  `form`: "global" (the paper's main form and the released code's `Global_T`: θ is one scalar, initialised to
+  1 as `torch.ones(1)`) or "instance" (θ is a small MLP on the concatenated teacher and student logits giving
+  one T_b per sample, and the loss is `kd_per_sample_temperature`). The instance module's code is not in the
+  repository (its README links it on cloud drives and gives only the per-sample loss, `Σ_b T_b²·KL_b / B`);
+  its architecture here, `TemperatureMLP` with `hidden` units, and the stop_gradient on its inputs (the
+  module must not move the student's logits) are [assume].
+
+  Defaults are the reference script's: `--t_start 1 --t_end 20` (`t_range` here: the code computes
+  `t_start + t_end·sigmoid(·)`, so T ∈ (1, 21)), `--cosine_decay 1 --decay_max 0 --decay_min -1
+  --decay_loops 10` (λ from 0 to 1 over 10 epochs; see `ctkd_lambda`), with `-r 0.1 -a 0.9`: `0.1·CE +
+  0.9·ctkd`. `standardize` is the logit-standardization variant (the logit-standardization repository's
+  `CTKD/distiller_zoo/KD.py`: Z-scored logits divided by the learned T).
+  Metrics: `temperature` (mean over the batch) and `lambda`.
+  """
+
+  form: str = "global"
+  t_start: float = 1.0
+  t_range: float = 20.0
+  init_value: float = 1.0
+  lambda_min: float = 0.0
+  lambda_max: float = 1.0
+  lambda_epochs: float = 10.0
+  hidden: int = 256
+  standardize: bool = False
+
+  def __post_init__(self):
+    if self.form not in ("global", "instance"):
+      raise KDJaxError(f"ctkd: form must be 'global' or 'instance', got {self.form!r}.")
+    if not self.t_start > 0 or not self.t_range >= 0:
+      raise KDJaxError(f"ctkd: the temperature range needs t_start > 0 and t_range >= 0, got t_start="
+                       f"{self.t_start}, t_range={self.t_range}.")
+    if not self.lambda_epochs > 0:
+      raise KDJaxError(f"ctkd: lambda_epochs must be > 0, got {self.lambda_epochs}.")
+    if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1:
+      raise KDJaxError(f"ctkd: hidden must be a positive integer, got {self.hidden!r}.")
+
+  @staticmethod
+  def _pair(student_logits, teacher_logits):
+    # Teacher first, as the reference calls its module (`mlp_net(logit_t, logit_s, ...)`).
+    return jax.lax.stop_gradient(jnp.concatenate([teacher_logits, student_logits], axis=-1).astype(jnp.float32))
+
+  def init(self, rng, student, teacher, batch):
+    if self.form == "global":
+      return {"params": {"temperature": jnp.full((), self.init_value, jnp.float32)}}
+    zs, zt = class_rows(student.logits), class_rows(_single_teacher("ctkd", teacher).logits)
+    return {"params": TemperatureMLP(self.hidden).init(rng, self._pair(zs, zt))["params"]}
+
+  def temperature(self, params, student_logits: jax.Array, teacher_logits: jax.Array,
+                  epoch) -> Tuple[jax.Array, jax.Array]:
+    """`(T, λ)`: the temperature (a scalar, or [B] for the instance form) and the epoch's reversal strength."""
+    lam = losses.ctkd_lambda(epoch, lambda_min=self.lambda_min, lambda_max=self.lambda_max,
+                             epochs=self.lambda_epochs)
+    if self.form == "global":
+      raw = params["temperature"]
+    else:
+      raw = TemperatureMLP(self.hidden).apply({"params": params}, self._pair(student_logits, teacher_logits))
+    return self.t_start + self.t_range * jax.nn.sigmoid(losses.gradient_reversal(raw, lam)), lam
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    if "params" not in variables:
+      raise KDJaxError("ctkd owns a trainable temperature: build its variables with CTKD.init (the train "
+                       "state does) and pass them in.")
+    zs, zt = class_rows(student.logits), class_rows(_single_teacher("ctkd", teacher).logits)
+    temps, lam = self.temperature(variables["params"], zs, zt, ctx.epoch)
+    zs, zt = standardized(zs, zt, self.standardize)
+    if self.form == "global":
+      value = losses.kd(zs, zt, temps)
+    else:
+      value = losses.kd_per_sample_temperature(zs, zt, temps)
+    return value, {"temperature": jnp.mean(temps), "lambda": lam}, {}

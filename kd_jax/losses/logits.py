@@ -1,5 +1,5 @@
-"""Losses on logits: cross-entropy, Hinton KD, DKD, DIST, logit-standardized KD, Energy KD, ensemble KD, DGKD,
-NKD, TTM and WTTM.
+"""Losses on logits: cross-entropy, Hinton KD (also with a temperature per sample), DKD, DIST, logit-standardized
+KD, Energy KD and Energy DKD, ensemble KD, DGKD, NKD, TTM, WTTM, MLKD, and CTKD's gradient reversal and curriculum.
 
 Pure functions of arrays: no Flax, no optax, no config. Conventions used throughout kd_jax:
 logits are [B, C]; a loss is a scalar, averaged over the batch unless a docstring says otherwise.
@@ -80,6 +80,31 @@ def kd(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float 
   if reduction == "none":
     return per_example
   raise ValueError(f"kd: unknown reduction {reduction!r}; use 'batchmean', 'mean' or 'none'.")
+
+
+def kd_per_sample_temperature(student_logits: jax.Array, teacher_logits: jax.Array,
+                              temperatures: jax.Array) -> jax.Array:
+  """Hinton KD with a temperature per sample: `mean_b T_b²·KL(softmax(z_t,b/T_b) || softmax(z_s,b/T_b))`.
+
+  The form shared by the methods that choose a temperature per sample: Energy KD (Kim et al., KBS 2024,
+  arXiv:2311.14334; Seonghak35/EnergyKD `mdistiller/distillers/energyKD.py::kd_t_loss`) and CTKD's
+  instance-wise temperature (Li et al., AAAI 2023, arXiv:2211.16231; zhengli97/CTKD README, "Instance-wise
+  Temperature": the per-sample `KL_Loss` summed and divided by B). Each sample's KL is summed over classes and
+  multiplied by its own T_b²; the mean runs over the batch. With every T_b = T this is `kd(..., T)`.
+  The teacher logits are constants (stop_gradient); the temperatures are not stopped, so a learned
+  temperature (CTKD) gets its gradient through here.
+
+  Args:
+    student_logits: [B, C].
+    teacher_logits: [B, C]; constants for the gradient.
+    temperatures: [B] positive temperatures (or a scalar, broadcast to every sample).
+  """
+  _check_pair("kd_per_sample_temperature", student_logits, teacher_logits)
+  temps = jnp.broadcast_to(jnp.asarray(temperatures), student_logits.shape[:1])[:, None]
+  log_p_s = jax.nn.log_softmax(at_least_float32(student_logits) / temps, axis=-1)
+  log_p_t = jax.nn.log_softmax(at_least_float32(jax.lax.stop_gradient(teacher_logits)) / temps, axis=-1)
+  per_example = jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+  return jnp.mean(per_example * temps[:, 0] ** 2)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -378,11 +403,51 @@ def energy_kd(student_logits: jax.Array, teacher_logits: jax.Array, *, energy_lo
   zt = at_least_float32(jax.lax.stop_gradient(teacher_logits))
   temps = energy_temperatures(energy_score(zt, energy_temperature), energy_low, energy_high,
                               low_energy_temperature=low_energy_temperature, temperature=temperature,
-                              high_energy_temperature=high_energy_temperature)[:, None]
-  log_p_s = jax.nn.log_softmax(at_least_float32(student_logits) / temps, axis=-1)
-  log_p_t = jax.nn.log_softmax(zt / temps, axis=-1)
-  per_example = jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
-  return jnp.mean(per_example * temps[:, 0] ** 2)
+                              high_energy_temperature=high_energy_temperature)
+  return kd_per_sample_temperature(student_logits, zt, temps)
+
+
+def energy_dkd(student_logits: jax.Array, teacher_logits: jax.Array, *, labels: jax.Array, energy_low,
+               energy_high, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
+               low_energy_temperature: float = 6.0, high_energy_temperature: float = 2.0,
+               energy_temperature: float = 4.0) -> jax.Array:
+  """Energy DKD: DKD with Energy KD's per-sample temperature, `mean_b T_b²·(α·TCKD_b + β·NCKD_b)`.
+
+  Kim, Ham, Lee, Jang, Kim, "Maximizing discrimination capability of knowledge distillation with energy
+  function", Knowledge-Based Systems 296:111911, 2024, arXiv:2311.14334; code Seonghak35/EnergyKD
+  (`mdistiller/distillers/energyDKD.py::dkd_loss`) [code]. `T_b` is chosen from the teacher's energy exactly
+  as in `energy_kd` (`energy_temperatures(energy_score(z_t, T_E), ...)`), and TCKD_b, NCKD_b are `dkd_parts`
+  at that sample's temperature. With every T_b = T this is `dkd(..., temperature=T)`.
+
+  Conventions (code): each part is summed over its classes, multiplied by its own sample's T_b² and averaged
+  over the batch (`(kl.sum(1)·T²).mean()`). The reference's warm-up `min(epoch/20, 1)` and CE term (weight 1)
+  belong to the distiller and the run. Defaults: α = 1, β = 8 (`CFG.energyDKD`), the paper's temperature
+  rule (low energy → 6, middle 4, high energy → 2); the reference's vgg13→vgg8 config uses β = 6,
+  `T.LOW = 2.0`, `T.HIGH = 6.0` and energy rates 0.1/0.1 (see the ⚠ on direction in `energy_kd`).
+
+  Args:
+    student_logits: [B, C].
+    teacher_logits: [B, C]; constants for the gradient (the temperatures depend on them piecewise constantly).
+    labels: [B] integer target classes.
+    energy_low, energy_high: the energy thresholds (`energy_thresholds` over the training set).
+    alpha: weight of TCKD.
+    beta: weight of NCKD.
+    temperature: the middle temperature.
+    low_energy_temperature: temperature of the samples with E < energy_low.
+    high_energy_temperature: temperature of the samples with E > energy_high.
+    energy_temperature: T_E of the energy score (code: 4).
+  """
+  _check_pair("energy_dkd", student_logits, teacher_logits)
+  for name, t in (("temperature", temperature), ("low_energy_temperature", low_energy_temperature),
+                  ("high_energy_temperature", high_energy_temperature),
+                  ("energy_temperature", energy_temperature)):
+    _check_temperature(f"energy_dkd ({name})", t)
+  zt = at_least_float32(jax.lax.stop_gradient(teacher_logits))
+  temps = energy_temperatures(energy_score(zt, energy_temperature), energy_low, energy_high,
+                              low_energy_temperature=low_energy_temperature, temperature=temperature,
+                              high_energy_temperature=high_energy_temperature)
+  tckd, nckd = dkd_parts(student_logits, zt, labels=labels, temperature=temps[:, None])
+  return jnp.mean(temps**2 * (alpha * tckd + beta * nckd))
 
 
 def ensemble_kd(student_logits: jax.Array, teacher_logits_list, temperature: float = 4.0, *,
@@ -659,3 +724,169 @@ def wttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float =
   log_ps = jax.nn.log_softmax(at_least_float32(student_logits), axis=-1)
   per_example = jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1)
   return jnp.mean(jnp.exp(log_norm) * per_example)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Multi-level logit distillation (MLKD) and curriculum temperature (CTKD).
+# ------------------------------------------------------------------------------------------------------
+
+
+def mlkd_batch_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 4.0) -> jax.Array:
+  """MLKD's batch-level alignment: `Σ_ij (G_t − G_s)²_ij / B`, B×B Gram matrices `G = P·Pᵀ`, `P = softmax(z/T)`.
+
+  Jin, Wang, Lin, "Multi-Level Logit Distillation", CVPR 2023; reference `bc_loss` in
+  Jin-Ying/Multi-Level-Logit-Distillation `mdistiller/distillers/KD_ours.py` [code]. `G_ij` is the inner
+  product of samples i and j's predicted distributions, so the term matches how alike the teacher finds each
+  pair of samples. Summed over all B² entries and divided by B (no T² factor). The teacher is a constant.
+  """
+  _check_pair("mlkd_batch_loss", student_logits, teacher_logits)
+  _check_temperature("mlkd_batch_loss", temperature)
+  ps = jax.nn.softmax(at_least_float32(student_logits) / temperature, axis=-1)
+  pt = jax.nn.softmax(at_least_float32(jax.lax.stop_gradient(teacher_logits)) / temperature, axis=-1)
+  return jnp.sum((pt @ pt.T - ps @ ps.T) ** 2) / student_logits.shape[0]
+
+
+def mlkd_class_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 4.0) -> jax.Array:
+  """MLKD's class-level alignment: `Σ_jk (M_t − M_s)²_jk / C`, C×C Gram matrices `M = Pᵀ·P`, `P = softmax(z/T)`.
+
+  Jin, Wang, Lin, "Multi-Level Logit Distillation", CVPR 2023; reference `cc_loss` in
+  Jin-Ying/Multi-Level-Logit-Distillation `mdistiller/distillers/KD_ours.py` [code]. `M_jk` sums, over the
+  batch, the probability given to class j times that given to class k: how often the model confuses the two.
+  Summed over all C² entries and divided by C (no T² factor). The teacher is a constant.
+  """
+  _check_pair("mlkd_class_loss", student_logits, teacher_logits)
+  _check_temperature("mlkd_class_loss", temperature)
+  ps = jax.nn.softmax(at_least_float32(student_logits) / temperature, axis=-1)
+  pt = jax.nn.softmax(at_least_float32(jax.lax.stop_gradient(teacher_logits)) / temperature, axis=-1)
+  return jnp.sum((pt.T @ pt - ps.T @ ps) ** 2) / student_logits.shape[-1]
+
+
+def _fraction_at_or_below_percentile(values: jax.Array, percentile: float) -> jax.Array:
+  """`mean(values ≤ percentile(values))`, the percentile linearly interpolated as `np.percentile`'s default."""
+  return jnp.mean((values <= jnp.percentile(values, percentile)).astype(values.dtype))
+
+
+def mlkd_parts(student_weak: jax.Array, teacher_weak: jax.Array, student_strong: jax.Array,
+               teacher_strong: jax.Array, *, temperatures=(4.0, 3.0, 5.0, 2.0, 6.0), percentile: float = 50.0,
+               standardize: bool = False, reference_strong_sum: bool = True) -> dict:
+  """The four MLKD terms as the reference computes them, unweighted: a dict of scalars.
+
+  Jin, Wang, Lin, "Multi-Level Logit Distillation", CVPR 2023; reference Jin-Ying/Multi-Level-Logit-Distillation
+  `mdistiller/distillers/KD_ours.py::KD_ours.forward_train` [code] (the same code, with a logit-standardization
+  switch, is `MLKD.py` in sunshangquan/logit-standardization-KD). With `Σ_T` over `temperatures` (the code's
+  `cfg.KD.TEMPERATURE` = 4, then 3, 5, 2, 6), weak view `w`, strong (augmented) view `s`:
+
+      instance_weak   = m · Σ_T KD_T(z_s^w, z_t^w)
+      instance_strong = Σ_{T in temperatures[:3]} KD_T(z_s^s, z_t^s) + Σ_{T in temperatures[3:]} KD_T(z_s^w, z_t^w)
+      class           = c · Σ_T mlkd_class_loss_T(z_s^w, z_t^w)
+      batch           = m · Σ_T mlkd_batch_loss_T(z_s^w, z_t^w)
+
+  `KD_T` is `kd` (T²·batch-mean KL). The masks are the reference's teacher-confidence masks on the weak view:
+  with `p = softmax(z_t^w)` (T = 1, raw logits), `m = mean_b [max_c p_bc ≤ P50_b(max_c p_bc)]` and
+  `c = mean_c [Σ_b p_bc ≤ P50_c(Σ_b p_bc)]` (`np.percentile`, linear interpolation, `≤` as `torch.le`).
+  In the code each mask multiplies an already batch-averaged loss and is then averaged (`(loss * mask).mean()`,
+  the per-sample `reduce=False` commented out), so it acts as this scalar fraction, about 1/2, not as a
+  per-sample selection. Departures from the formulas one would read off the paper, kept because the code
+  (and its published numbers) has them: the last two terms of the strong-view instance sum read the weak
+  view's logits, unmasked (`reference_strong_sum=False` puts every temperature on the strong view); the
+  strong-view class and batch terms are computed there but not added to the loss, so they are absent here.
+
+  `standardize` applies `standardize_logits` to both sides before the instance-level KD only, as the logit
+  standardization code does (`kd_loss(..., logit_stand=...)`; the Gram terms and masks use raw logits).
+  The training objective is `ce_w·(CE(z_s^w) + CE(z_s^s)) + kd_w·(sum of these four)`, with the reference's
+  `ce_w = 0.1`, `kd_w = 0.9` (mdistiller's `CFG.KD.LOSS`); the logit-standardization recipe uses
+  `kd_w = 9` and base temperature 2 (temperatures (2, 3, 5, 2, 6)).
+
+  Args:
+    student_weak, teacher_weak: [B, C] logits on the weak (training) view; the teacher's are constants.
+    student_strong, teacher_strong: [B, C] logits on the strong view; the teacher's are constants.
+    temperatures: the instance-, class- and batch-level temperatures.
+    percentile: the masks' percentile (code: 50).
+    standardize: Z-score the logits of the instance-level KD terms.
+    reference_strong_sum: the reference's strong-view instance sum (see above).
+  """
+  for name, (s, t) in (("weak", (student_weak, teacher_weak)), ("strong", (student_strong, teacher_strong))):
+    _check_pair(f"mlkd ({name} view)", s, t)
+  if student_weak.shape != student_strong.shape:
+    raise ValueError(f"mlkd: weak-view logits {student_weak.shape} and strong-view logits {student_strong.shape} "
+                     "must have the same shape.")
+  temperatures = tuple(temperatures)
+  if not temperatures:
+    raise ValueError("mlkd: give at least one temperature.")
+  for t in temperatures:
+    _check_temperature("mlkd", t)
+  if not 0.0 <= percentile <= 100.0:
+    raise ValueError(f"mlkd: percentile must be in [0, 100], got {percentile}.")
+  zt_w = at_least_float32(jax.lax.stop_gradient(teacher_weak))
+  zt_s = at_least_float32(jax.lax.stop_gradient(teacher_strong))
+  p_t = jax.nn.softmax(zt_w, axis=-1)
+  sample_mask = _fraction_at_or_below_percentile(jnp.max(p_t, axis=-1), percentile)
+  class_mask = _fraction_at_or_below_percentile(jnp.sum(p_t, axis=0), percentile)
+
+  prep = standardize_logits if standardize else at_least_float32
+  kd_w = lambda t: kd(prep(student_weak), prep(zt_w), t)
+  kd_s = lambda t: kd(prep(student_strong), prep(zt_s), t)
+  if reference_strong_sum:
+    instance_strong = sum(kd_s(t) for t in temperatures[:3]) + sum(kd_w(t) for t in temperatures[3:])
+  else:
+    instance_strong = sum(kd_s(t) for t in temperatures)
+  return {
+      "instance_weak": sample_mask * sum(kd_w(t) for t in temperatures),
+      "instance_strong": instance_strong,
+      "class": class_mask * sum(mlkd_class_loss(student_weak, zt_w, t) for t in temperatures),
+      "batch": sample_mask * sum(mlkd_batch_loss(student_weak, zt_w, t) for t in temperatures),
+  }
+
+
+def mlkd(student_weak: jax.Array, teacher_weak: jax.Array, student_strong: jax.Array, teacher_strong: jax.Array,
+         **kwargs) -> jax.Array:
+  """Multi-level logit distillation, the sum of `mlkd_parts` (instance, class and batch levels, both views).
+
+  Jin, Wang, Lin, "Multi-Level Logit Distillation", CVPR 2023; reference Jin-Ying/Multi-Level-Logit-Distillation
+  `mdistiller/distillers/KD_ours.py` [code]. Unweighted: the reference multiplies the whole sum by its KD
+  weight (0.9) and adds `0.1·(CE(weak) + CE(strong))`. Keyword arguments as `mlkd_parts`.
+  """
+  return sum(mlkd_parts(student_weak, teacher_weak, student_strong, teacher_strong, **kwargs).values())
+
+
+@jax.custom_vjp
+def gradient_reversal(x: jax.Array, strength) -> jax.Array:
+  """The identity forward; backward, the incoming gradient times `−strength` (and none for `strength`).
+
+  Ganin, Lempitsky, "Unsupervised Domain Adaptation by Backpropagation", ICML 2015, arXiv:1409.7495. CTKD
+  (Li et al., AAAI 2023, arXiv:2211.16231) puts it between its temperature module and the KD loss, so that
+  the optimiser that *descends* the loss in the student's parameters *ascends* it in the temperature's, with
+  the curriculum `strength` λ (`ctkd_lambda`). The reference (zhengli97/CTKD `models/temp_global.py`,
+  `GradientReversalFunction`) multiplies by the value it is passed, which its training script makes
+  negative (`decay_max 0`, `decay_min −1`); here the strength is λ ≥ 0 and the sign is in the layer, as the
+  paper writes it.
+  """
+  del strength
+  return x
+
+
+def _gradient_reversal_fwd(x, strength):
+  return x, strength
+
+
+def _gradient_reversal_bwd(strength, g):
+  return (-strength * g).astype(g.dtype), jnp.zeros_like(strength)
+
+
+gradient_reversal.defvjp(_gradient_reversal_fwd, _gradient_reversal_bwd)
+
+
+def ctkd_lambda(epoch, *, lambda_min: float = 0.0, lambda_max: float = 1.0, epochs: float = 10.0) -> jax.Array:
+  """CTKD's cosine curriculum: `λ(e) = λ_min + (λ_max − λ_min)·(1 − cos(π·min(max(e, 0), E)/E))/2`.
+
+  Li, Li, Yang, Zhao, Song, Luo, Li, Yang, "Curriculum Temperature for Knowledge Distillation", AAAI 2023,
+  arXiv:2211.16231; reference `CosineDecay.get_value(epoch)` in zhengli97/CTKD `train_student.py` [code],
+  called with the 1-based epoch and, in `scripts/run_cifar_distill.sh`, `--decay_max 0 --decay_min -1
+  --decay_loops 10`: the value `(cos(π·e/10) + 1)/2 − 1` it passes to the reversal layer is exactly −λ(e)
+  with λ_min = 0, λ_max = 1, E = 10. λ rises from λ_min at e = 0 to λ_max at e ≥ E and stays there
+  (the code's first epoch, e = 1, already has λ = (1 − cos(π/10))/2 ≈ 0.024).
+  """
+  if not epochs > 0:
+    raise ValueError(f"ctkd_lambda: epochs must be > 0, got {epochs}.")
+  e = jnp.clip(jnp.asarray(epoch, jnp.float32), 0.0, epochs)
+  return lambda_min + (lambda_max - lambda_min) * (1.0 - jnp.cos(jnp.pi * e / epochs)) / 2.0
