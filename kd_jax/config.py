@@ -111,12 +111,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.cache_fields = ("logits",)  # ModelOutput fields to cache: logits, embedding, stages, preact_stages
   c.teacher.cache_max_gb = 4.0    # refuse a cache larger than this (stage features grow fast)
   c.teacher.cache_dir = ""        # '' = <workdir>/teacher_cache; entries are keyed by teacher and data
+  # Self-distillation (scheme 'distill', kd_jax.train.teachers.SelfTeacher): the teacher is the student network
+  # with other weights, kept in the train state. '' = off; 'ema': an exponential moving average of the student's
+  # parameters and BatchNorm statistics, updated after every step; 'snapshot': a copy of them taken every
+  # snapshot_every steps. Not with teacher.workdir, the teacher cache or calibration.
+  c.teacher.self = ""
+  c.teacher.ema_decay = 0.999     # 'ema': d in τ ← d·τ + (1 − d)·θ (a plain average for the first 1/(1 − d) steps)
+  c.teacher.snapshot_every = 100  # 'snapshot': steps between copies (the first steps distil from the initial net)
 
   # Weighted sum of distillers: term -> {weight, distiller (defaults to the term's name), hyper-params}.
   c.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "sgd"            # 'sgd' or 'adamw'
+  c.optim.name = "sgd"            # 'sgd', 'adamw' or 'dot' (scheme 'distill' only; kd_jax.train.optim.dot)
   c.optim.lr = 0.05
   c.optim.momentum = 0.9
   c.optim.nesterov = False
@@ -125,6 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.milestones = (150, 180, 210)  # epochs at which multistep multiplies the lr by gamma
   c.optim.gamma = 0.1
   c.optim.warmup_epochs = 0
+  # DOT (optim.name='dot'): SGD with momentum (momentum - dot_delta) for the task terms' gradient (ce,
+  # supervised) and (momentum + dot_delta) for the distillation terms'; 0.075 is the reference's default.
+  c.optim.dot_delta = 0.075
 
   # Multi-phase training (kd_jax.train.phases): a tuple of dicts with keys name, epochs, loss, optim
   # (overrides), trainable, teacher_batch_statistics; keys a phase omits come from the top level. () = one
@@ -277,13 +287,14 @@ CHOICES = {
     "scheme": ("distill", "mutual", "adversarial"),
     "mutual_update": ("sequential", "simultaneous"),
     "optim.schedule": ("multistep", "cosine", "constant"),
-    "optim.name": ("sgd", "adamw"),
+    "optim.name": ("sgd", "adamw", "dot"),
     "compute_dtype": ("float32", "bfloat16"),
     "conv_backward": CONV_BACKWARDS,
     "cpu_conv_kernels": CPU_CONV_KERNELS,
     "sharding.params": ("replicated", "fsdp"),
     "teacher.calibration_split": ("val", "train"),
     "teacher.calibration_at_bound": ("error", "keep_one"),
+    "teacher.self": ("", "ema", "snapshot"),
 }
 
 
@@ -346,11 +357,15 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   if not 0.0 < labeled <= 1.0:
     problems.append(f"data.labeled_fraction must be in (0, 1], got {labeled}")
   problems += _scheme_problems(config)
+  problems += _self_teacher_problems(config)
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
   if config.get("phases"):
     from kd_jax.train.phases import resolve_phases  # late: kd_jax.train imports this module
     resolve_phases(config)
+  problems = _dot_problems(config)
+  if problems:
+    raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
 
 
 def peer_specs(config: ml_collections.ConfigDict) -> list:
@@ -396,4 +411,80 @@ def _scheme_problems(config: ml_collections.ConfigDict) -> list:
                     "config.teacher.workdir='' (or use scheme 'distill')")
   if config.get("phases"):
     problems.append(f"config.phases is for the scheme 'distill'; scheme {scheme!r} runs one phase")
+  return problems
+
+
+TASK_DISTILLERS = ("ce", "supervised")  # DOT's task loss; every other term of config.loss is distillation
+
+
+def _optim_settings(config: ml_collections.ConfigDict) -> list:
+  """`(where, optimizer settings, phase or None)` for every optimizer the config builds (overrides applied)."""
+  from kd_jax.train.optim import with_overrides  # late: kd_jax.train imports this module
+  from kd_jax.train.phases import resolve_phases
+  if config.get("scheme", "distill") == "distill":
+    return [(f"config.phases[{i}] ({p.name})" if config.get("phases") else "config.optim", p.optim, p)
+            for i, p in enumerate(resolve_phases(config))]
+  extra = [("config.student.optim", config.student.get("optim"))]
+  extra += [(f"config.peers[{i}].optim", optim) for i, (_, _, optim) in enumerate(peer_specs(config))]
+  extra += [(f"config.discriminators.{k}", config.discriminators.get(k)) for k in ("optim", "network_optim")]
+  return [("config.optim", config.optim, None)] + [(where, with_overrides(config.optim, o), None) for where, o in extra]
+
+
+def _dot_problems(config: ml_collections.ConfigDict) -> list:
+  """DOT (optim.name='dot') splits one distillation step's gradient into its task and distillation parts:
+  only under scheme 'distill', with both kinds of terms, every parameter group trained, plain momentum."""
+  if "optim" not in config or "scheme" not in config:
+    return []
+  problems = []
+  for where, optim, phase in _optim_settings(config):
+    if optim.get("name") != "dot":
+      continue
+    if config.scheme != "distill":
+      problems.append(f"{where}: optim.name='dot' (DOT) separates the task and distillation gradients of one "
+                      f"student's step, which scheme {config.scheme!r} does not have: use config.scheme='distill' "
+                      "for DOT, or optim.name='sgd' with this scheme")
+      continue
+    beta, delta = optim.momentum, optim.dot_delta
+    if not (0.0 <= beta - delta < 1.0 and 0.0 <= beta + delta < 1.0):
+      problems.append(f"{where}: DOT's momenta optim.momentum ∓ optim.dot_delta = {beta - delta:g}, {beta + delta:g} "
+                      "must both lie in [0, 1) (the reference: momentum 0.9, dot_delta 0.075)")
+    if optim.nesterov:
+      problems.append(f"{where}: DOT uses plain momentum, as its reference code: set optim.nesterov=False")
+    kinds = {spec.get("distiller", name) in TASK_DISTILLERS for name, spec in phase.loss.items()}
+    if kinds != {True, False}:
+      problems.append(f"{where}: DOT gives the task terms ({', '.join(TASK_DISTILLERS)}) and the distillation terms "
+                      f"(every other one) separate momenta, and this loss ({', '.join(phase.loss.keys())}) has "
+                      + ("no distillation term" if True in kinds else "no task term")
+                      + ": add one, or use optim.name='sgd'")
+    if not set(phase.trainable) >= {"student", "distiller"}:
+      problems.append(f"{where}: DOT updates every parameter group; a phase that freezes some (trainable="
+                      f"{tuple(phase.trainable)}) needs optim.name='sgd'")
+  return problems
+
+
+def _self_teacher_problems(config: ml_collections.ConfigDict) -> list:
+  """A self teacher (teacher.self) replaces frozen teachers: it excludes their workdirs, cache and calibration."""
+  teacher = config.get("teacher", {})
+  kind = teacher.get("self", "")
+  problems = []
+  if not 0.0 <= teacher.get("ema_decay", 0.0) < 1.0:
+    problems.append(f"teacher.ema_decay must be in [0, 1), got {teacher.ema_decay}")
+  every = teacher.get("snapshot_every", 1)
+  if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    problems.append(f"teacher.snapshot_every must be an integer >= 1 (steps), got {every!r}")
+  if not kind:
+    return problems
+  where = f"teacher.self={kind!r} makes the student its own teacher"
+  if config.get("scheme", "distill") != "distill":
+    problems.append(f"{where}, under scheme 'distill' only (scheme {config.scheme!r} has its own partners): set "
+                    "config.scheme='distill' or config.teacher.self=''")
+  clashes = [
+      (teacher.get("workdir") or teacher.get("extra_workdirs"), "teacher.workdir='' and teacher.extra_workdirs=()"),
+      (teacher.get("cache"), "teacher.cache=False (the self teacher changes every step)"),
+      (teacher.get("calibrate"), "teacher.calibrate=False"),
+      (teacher.get("pruned_copy_rate"), "teacher.pruned_copy_rate=0.0"),
+      (config.get("data", {}).get("teacher_channels"), "data.teacher_channels=() (it sees the student's inputs)")]
+  for clash, fix in clashes:
+    if clash:
+      problems.append(f"{where}; it replaces frozen teachers: set {fix}")
   return problems

@@ -67,7 +67,7 @@ def _train(tmp_path, *overrides, config="experiments/digits_teacher.py"):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["--config.optim.lrr=0.1"], "Unknown config key config.optim.lrr. Valid keys of config.optim: gamma, lr"),
+    (["--config.optim.lrr=0.1"], "Unknown config key config.optim.lrr. Valid keys of config.optim: dot_delta, gamma, lr"),
     (["--config.nope=1"], "Valid keys of config: batch_size"),
     (["--config.optim.lr=fast"], "optim.lr expects float"),
     (["--config.optim.lr=-1.0"], "optim.lr must be > 0"),

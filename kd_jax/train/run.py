@@ -44,8 +44,8 @@ from kd_jax.train import teacher_cache as kd_teacher_cache
 from kd_jax.train.checkpoint import read_export_info
 from kd_jax.train.schemes import adversarial, distill, mutual
 from kd_jax.train.step import TrainState
-from kd_jax.train.teachers import (Teachers, calibrate_teachers, load_teachers, teacher_logits, teacher_pair_scores,
-                                   teacher_workdirs)
+from kd_jax.train.teachers import (Teachers, calibrate_teachers, load_teachers, self_teacher, self_teachers,
+                                   teacher_logits, teacher_pair_scores, teacher_workdirs)
 
 SCHEMES = {"distill": distill, "mutual": mutual, "adversarial": adversarial}
 STUDENT = "student"
@@ -162,7 +162,8 @@ def _distill_optimizers(phases, steps_per_epoch: int, trainable_tree: Optional[D
   """Per phase: the student's and distillers' optimizer (masked to the phase's trainable groups; the tree
   of `{'student', 'distiller'}` parameter shapes is needed only where a phase freezes some)."""
   schedules = [optim.learning_rate_schedule(p.optim, steps_per_epoch, p.epochs * steps_per_epoch) for p in phases]
-  optimizers = [{STUDENT: kd_phases.masked_optimizer(optim.make_optimizer(p.optim, s), trainable_tree, p.trainable)}
+  optimizers = [{STUDENT: kd_phases.masked_optimizer(optim.make_optimizer(p.optim, s, distill.DOT_DISTILLATION_ONLY),
+                                                     trainable_tree, p.trainable)}
                 for p, s in zip(phases, schedules)]
   return tuple(optimizers), tuple(schedules)
 
@@ -247,7 +248,8 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
   The filled values are written to `<workdir>/<filename>` with the loss config they belong to (`loss`,
   default `config.loss`); a resumed run with the same loss config reads them back instead of recomputing,
   so it trains with the same ones. The teacher pass reads `teacher_cache` (its original view) when given.
-  `workdir=None` (a benchmark) stores nothing.
+  `workdir=None` (a benchmark) stores nothing. `teacher_variables=None` (a self teacher, which has no
+  outputs before training) refuses a distiller that asks for the teacher's outputs.
   """
   path = os.path.join(workdir, filename) if workdir else None
   loss_config = json.loads(json.dumps((config.loss if loss is None else loss).to_dict()))
@@ -259,6 +261,8 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
   cache = {}
 
   def train_logits() -> np.ndarray:
+    if teacher_variables is None:
+      raise KDJaxError(_NO_TEACHER_YET)
     if "logits" not in cache:
       if teacher_cache is not None:
         logits = teacher_cache.logits(view=0)
@@ -279,6 +283,8 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
                          "teacher(s), numbered from 0 in the order config.teacher.workdir, "
                          "config.teacher.extra_workdirs: add the missing run to config.teacher.extra_workdirs or "
                          "change the term's `teacher` key.")
+      if teacher_variables is None:
+        raise KDJaxError(_NO_TEACHER_YET)
       if k not in scores:
         scores[k] = teacher_pair_scores(teachers, teacher_variables, k, dataset.info["num_users"],
                                         dataset.info["num_items"],
@@ -298,6 +304,12 @@ def prepare_distiller(distiller: kd_distillers.WeightedSum, teachers: Teachers, 
   return prepared
 
 
+_NO_TEACHER_YET = ("A term of config.loss fixes constants from a frozen teacher's outputs on the training split before "
+                   "training (Distiller.prepare), and this run has none then (a self teacher, config.teacher.self, or "
+                   "the mutual scheme's peers): use a frozen teacher (config.teacher.workdir) under "
+                   "config.scheme='distill' for that term.")
+
+
 def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_distillers.WeightedSum:
   """Every phase's terms once, by name: the distiller whose `init` builds the run's shared variables."""
   terms: Dict[str, Tuple[str, float, kd_distillers.Distiller]] = {}
@@ -314,11 +326,33 @@ def _union_of_terms(distillers: Sequence[kd_distillers.WeightedSum]) -> kd_disti
   return kd_distillers.WeightedSum(tuple(terms.values()), tuple(picks.items()))
 
 
+def _prepared_without_teachers(config, dataset, phases, distillers, workdir):
+  """The distillers of a run with no frozen teacher, prepared where the data give them constants of their own:
+  a recommender term learns each user's rated items (to draw only unrated ones) under the mutual scheme or
+  with no teacher at all (BD, DUET's preference teacher). Other tasks' terms prepare only from teachers."""
+  if dataset.task != "rating":
+    return distillers
+  return [prepare_distiller(d, Teachers(), None, dataset, config, workdir, phase.loss,
+                            "prepared.json" if len(phases) == 1 else f"prepared-{phase.name}.json")
+          for d, phase in zip(distillers, phases)]
+
+
 def _teachers_for(config, task, dataset, phases, distillers, networks, sample, workdir, mesh, kernels):
   """Frozen teachers (loaded, optionally cached and calibrated) and the distillers prepared with them."""
   teachers, teacher_variables, report, cache = Teachers(), (), {}, None
   if not any(d.needs_teacher for d in distillers):
-    return teachers, teacher_variables, report, cache, distillers
+    if config.teacher.self:
+      raise KDJaxError(f"config.teacher.self={config.teacher.self!r} makes the student its own teacher, but no term "
+                       "of config.loss reads a teacher: add a distillation term (e.g. area_rkd) or set "
+                       "config.teacher.self=''.")
+    return (teachers, teacher_variables, report, cache,
+            _prepared_without_teachers(config, dataset, phases, distillers, workdir))
+  if config.teacher.self:  # the student's module; its variables live in the train state
+    teachers = self_teachers(networks[0][1])
+    return teachers, (), report, cache, [
+        prepare_distiller(d, teachers, None, dataset, config, workdir, phase.loss,
+                          "prepared.json" if len(phases) == 1 else f"prepared-{phase.name}.json")
+        for d, phase in zip(distillers, phases)]
   teachers, teacher_variables = load_teachers(config, task.model_kwargs(dataset),
                                               task.teacher_inputs({k: v[:1] for k, v in sample.items()}), kernels)
   for teacher_workdir in teacher_workdirs(config):
@@ -376,7 +410,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
                                              task.teacher_inputs({k: v[:1] for k, v in sample.items()}), kernels)
     teacher_parts = (frozen, frozen_variables, {}, None, distillers)
   elif config.scheme != "distill":
-    teacher_parts = (Teachers(), (), {}, None, distillers)
+    teacher_parts = (Teachers(), (), {}, None, _prepared_without_teachers(config, dataset, phases, distillers, workdir))
   elif teachers is not None:
     teacher_parts = (teachers[0], teachers[1], {}, None,
                      [prepare_distiller(d, teachers[0], teachers[1], dataset, config, None, p.loss)
@@ -400,7 +434,8 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
     trainable_tree = None
     if any(not set(p.trainable) >= set(kd_phases.ALL_TRAINABLE) for p in phases):
       # A phase that freezes some parameters masks its optimizer by parameter path: trace the state's shapes.
-      init = distill.initializer(networks[0][1], _union_of_terms(distillers), optax.identity(), frozen, task)
+      init = distill.initializer(networks[0][1], _union_of_terms(distillers), optax.identity(), frozen, task,
+                                 self_teacher(config))
       shapes = _fitting(config, lambda: jax.eval_shape(init, jax.random.PRNGKey(0), _device_sample(config, dataset),
                                                        frozen_variables))
       trainable_tree = {STUDENT: shapes.params, "distiller": shapes.distiller_params}
@@ -439,7 +474,7 @@ def _initial_state(run: Run) -> TrainState:
   if config.scheme == "distill":
     return _fitting(config, lambda: distill.create_train_state(
         rng, run.models[0][1], _union_of_terms(run.distillers), optax.identity(), sample, run.teachers,
-        run.teacher_variables, task=run.task))
+        run.teacher_variables, task=run.task, self_teacher=self_teacher(config)))
   if config.scheme == "mutual":
     return _fitting(config, lambda: mutual.create_train_state(rng, run.models, run.distillers[0], run.optimizers[0],
                                                               sample, task=run.task))
@@ -500,7 +535,8 @@ def step_function(run: Run, index: int):
         distill.train_step, student=run.models[0][1], teachers=teachers, distiller=run.distillers[index],
         tx=run.optimizers[index][STUDENT], schedule=run.schedules[index], student_train=phase.trains_student,
         phase_start=phase.steps(run.steps_per_epoch)[0],
-        teacher_cache=run.output_cache.layout if run.uses_cache(index) else None, **common)
+        teacher_cache=run.output_cache.layout if run.uses_cache(index) else None,
+        self_teacher=self_teacher(config), **common)
   if run.scheme == "mutual":
     return functools.partial(mutual.train_step, models=run.models, distiller=run.distillers[index],
                              txs=run.optimizers[index], schedule=run.schedules[index], update=config.mutual_update,

@@ -4,6 +4,10 @@ Several teachers (an ensemble, or dense guidance from teacher assistants) reach 
 of `ModelOutput`s in the order of `config.teacher.workdir`, then `config.teacher.extra_workdirs`, then the
 pruned copy of the first teacher if `config.teacher.pruned_copy_rate` > 0; a single teacher reaches them as
 one `ModelOutput`.
+
+A self teacher (`config.teacher.self`, `SelfTeacher`) is the student's own network with other weights: an
+exponential moving average of its parameters, or a snapshot of them refreshed every few steps. Its variables
+live in the train state, not here.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -59,6 +64,53 @@ class Teachers:
     if not outs:
       return None
     return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfTeacher:
+  """Self-distillation: the teacher is the student network with averaged or earlier weights.
+
+  With `v` the student's variables (parameters and BatchNorm statistics) after update k and `τ` the teacher's:
+
+  - 'ema': `τ_k = d_k·τ_{k−1} + (1 − d_k)·v_k` with `d_k = min(d, 1 − 1/(k + 1))`, `τ_0 = v_0`: the plain
+    average of `v_0 … v_k` until the exponential one, with its horizon of 1/(1 − d) updates, has that many to
+    average (a mean teacher: Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017,
+    arXiv:1703.01780; reference code CuriousAI/mean-teacher, `pytorch/main.py`, `update_ema_variables`,
+    which averages parameters only and lets the teacher's own train-mode passes move its BatchNorm
+    statistics; here the teacher runs in eval mode, so its statistics are averaged like its parameters).
+  - 'snapshot': `τ_k = v_k` when k is a multiple of `snapshot_every`, else `τ_{k−1}`; `τ_0 = v_0`, so the
+    first `snapshot_every` steps distil from the initial network.
+
+  Area-wise RKD (Cho, Park, Lim, CSAM 30(5), 2023; no arXiv, no code) reports +0.5% "introducing the RKD
+  method to self-KD" without saying what the teacher is; METHODS.md item 12 reads it [assume] as an earlier
+  snapshot of the model, hence 'snapshot', with 'ema' as the smooth variant. Either teacher runs in eval
+  mode under a stop-gradient, like a frozen teacher.
+  """
+
+  kind: str
+  ema_decay: float = 0.999
+  snapshot_every: int = 1
+
+  def update(self, teacher: Any, student: Any, step: jax.Array) -> Any:
+    """The teacher's variables once the student's are `student`, after update number `step` (1-based)."""
+    if self.kind == "ema":
+      d = jnp.minimum(self.ema_decay, 1.0 - 1.0 / (step.astype(jnp.float32) + 1.0))
+      return jax.tree.map(lambda t, v: (d * t + (1.0 - d) * v).astype(t.dtype), teacher, student)
+    refresh = step % self.snapshot_every == 0
+    return jax.tree.map(lambda t, v: jnp.where(refresh, v, t), teacher, student)
+
+
+def self_teacher(config: ml_collections.ConfigDict) -> Optional[SelfTeacher]:
+  """The run's `SelfTeacher` (`config.teacher.self`), or None for runs with frozen teachers or none."""
+  kind = config.teacher.get("self", "")
+  if not kind:
+    return None
+  return SelfTeacher(kind, float(config.teacher.ema_decay), int(config.teacher.snapshot_every))
+
+
+def self_teachers(student: nn.Module) -> Teachers:
+  """The `Teachers` of a self-distillation run: the student's module in eval mode, temperature 1."""
+  return Teachers((student,), (1.0,), (False,))
 
 
 def teacher_workdirs(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
