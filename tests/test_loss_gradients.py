@@ -41,6 +41,8 @@ NOT_DIFFERENTIABLE = {
     "crd_memory_update",        # the memory-bank update after a step: state, not a loss
     "crd_sample_indices",       # the negative sampler: integer bank rows
     "energy_thresholds",        # NumPy on the host, once before training: quantiles of sorted energies
+    "gradient_reversal",        # identity forward, gradient −λ·g by design: tests/test_mlkd_ctkd.py checks it
+    "ctkd_lambda",              # CTKD's curriculum λ(epoch), a schedule: tests/test_mlkd_ctkd.py checks it
     "teacher_keep_mask",        # stochastic DGKD's 0/1 mask over teachers, drawn from a PRNG key
 }
 
@@ -157,6 +159,35 @@ def _energy_kd_cases(rng):
   e = np.sort(np.asarray(losses.energy_score(t, 4.0)))
   low, high = float(e[1] + e[2]) / 2, float(e[3] + e[4]) / 2  # two samples in each group, away from the thresholds
   return [Case(lambda s, t: losses.energy_kd(s, t, energy_low=low, energy_high=high), (s,), (t,))]
+
+
+def _energy_dkd_cases(rng):
+  s, t = _logit_pair(rng, b=6)
+  e = np.sort(np.asarray(losses.energy_score(t, 4.0)))
+  low, high = float(e[1] + e[2]) / 2, float(e[3] + e[4]) / 2  # two samples in each group, away from the thresholds
+  return [Case(lambda s, t: losses.energy_dkd(s, t, labels=_labels(6), energy_low=low, energy_high=high, beta=6.0),
+               (s,), (t,))]
+
+
+def _kd_per_sample_temperature_cases(rng):
+  s, t = _logit_pair(rng)
+  temps = jnp.asarray(1.0 + 5.0 * rng.random(4))  # the temperatures are differentiated too (CTKD learns them)
+  return [Case(lambda s, temps, t: losses.kd_per_sample_temperature(s, t, temps), (s, temps), (t,))]
+
+
+def _mlkd_gram_cases(fn):
+  def cases(rng):
+    s, t = _logit_pair(rng)
+    return [Case(lambda s, t, T=T: fn(s, t, T), (s,), (t,)) for T in (1.0, 4.0)]
+  return cases
+
+
+def _mlkd_cases(fn):
+  def cases(rng):
+    (s_w, t_w), (s_s, t_s) = _logit_pair(rng, b=5), _logit_pair(rng, b=5)  # the masks read the teacher only
+    return [Case(lambda a, b, c, d, ls=ls: fn(a, c, b, d, standardize=ls), (s_w, s_s), (t_w, t_s))
+            for ls in (False, True)]
+  return cases
 
 
 def _ensemble_kd_cases(rng):
@@ -433,6 +464,47 @@ def _topology_distillation_cases(rng):
   return [Case(lambda s, t: losses.topology_distillation(s, t), (s,), (t,))]
 
 
+def _entity_topology_cases(rng):
+  s, t = _normal(rng, 6, 3), _normal(rng, 6, 4)
+  groups = jnp.asarray([0, 1, 0, 1, 0, 2])
+  return [Case(lambda s, t, r=r: losses.entity_topology(s, t, groups, reduction=r), (s,), (t,))
+          for r in ("sum", "mean")]
+
+
+def _group_topology_cases(rng):
+  s, t = _normal(rng, 6, 3), _normal(rng, 6, 4)
+  groups = jnp.asarray([0, 1, 0, 1, 0, 3])  # group 2 is empty and drops out
+  present = (0, 1, 3)
+
+  def cosine(a, b):
+    return jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1))
+
+  def prototypes(x):
+    return jnp.stack([jnp.mean(x[np.asarray(groups) == k], axis=0) for k in present])
+
+  def entity_form(student_prototypes):
+    # cos(P^t_k, t_i) − cos(P^s_k, s_i) summed over present groups k and entities i, P^s held at the given values.
+    return lambda s, t: sum(jnp.sum(jnp.square(cosine(pt, t) - cosine(ps, s)))
+                            for pt, ps in zip(prototypes(t), student_prototypes(s)))
+
+  return [Case(lambda s, t: losses.group_topology(s, t, groups, num_groups=4, form="prototype_entity"), (s,), (t,),
+               frozen=entity_form(lambda _: prototypes(s))),
+          Case(lambda s, t: losses.group_topology(s, t, groups, num_groups=4, form="prototype_prototype"), (s,),
+               (t,))]
+
+
+def _rank_discrepancy_weight_cases(rng):
+  rank = jnp.asarray(rng.integers(0, 50, (3, 4)), jnp.float64)
+  return [Case(lambda r: losses.rank_discrepancy_weight(r, jnp.arange(4), 0.1), (), (rank,))]
+
+
+def _rank_discrepancy_logits_cases(rng):
+  other = jnp.asarray(rng.integers(0, 20, 6), jnp.float64)
+  own = other + jnp.asarray(rng.integers(1, 20, 6), jnp.float64)  # tanh form: every probability positive
+  return [Case(lambda a, b, f=f: losses.rank_discrepancy_logits(a, b, 0.1, f), (), (own, other))
+          for f in ("tanh", "exp")]
+
+
 def _rank_discrepancy_cases(rng):
   own, other = jnp.asarray(rng.integers(0, 50, 6), jnp.float64), jnp.asarray(rng.integers(0, 50, 6), jnp.float64)
   return [Case(lambda a, b: losses.rank_discrepancy_probability(a, b, 0.1), (), (own, other))]
@@ -474,6 +546,12 @@ CASES = {
     "dkd": _dkd_cases,
     "dkd_parts": _dkd_parts_cases,
     "energy_kd": _energy_kd_cases,
+    "energy_dkd": _energy_dkd_cases,
+    "kd_per_sample_temperature": _kd_per_sample_temperature_cases,
+    "mlkd": _mlkd_cases(losses.mlkd),
+    "mlkd_parts": _mlkd_cases(losses.mlkd_parts),
+    "mlkd_batch_loss": _mlkd_gram_cases(losses.mlkd_batch_loss),
+    "mlkd_class_loss": _mlkd_gram_cases(losses.mlkd_class_loss),
     "energy_score": _energy_score_cases,
     "energy_temperatures": _energy_temperatures_cases,
     "ensemble_confidence": _ensemble_confidence_cases,
@@ -516,6 +594,10 @@ CASES = {
     "ranking_distillation": _ranking_distillation_cases,
     "relaxed_ranking": _relaxed_ranking_cases,
     "topology_distillation": _topology_distillation_cases,
+    "entity_topology": _entity_topology_cases,
+    "group_topology": _group_topology_cases,
+    "rank_discrepancy_weight": _rank_discrepancy_weight_cases,
+    "rank_discrepancy_logits": _rank_discrepancy_logits_cases,
 }
 
 
