@@ -115,9 +115,11 @@ def test_r2kd_adds_the_same_loss_on_an_augmented_copy(augment):
   expected = losses.r2kd(student_fn(images), blend(images)) + losses.r2kd(student_fn(aug), blend(aug))
   np.testing.assert_allclose(value, expected, rtol=1e-5)
   assert "aug_value" in metrics and "aug_rank" in metrics
-  if augment == "cutmixpick":  # the picked samples are the highest-entropy ones of the blended teacher
-    p = jax.nn.softmax(blend(images))
-    entropy = -np.sum(np.asarray(p) * np.log(np.asarray(p)), -1)
+  if augment == "cutmixpick":  # the picked samples are the highest-entropy ones of the original teacher
+    z = np.asarray(teacher_fn(images), np.float64)  # (reference `cutmixpick_data(..., self.teacher)`)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    entropy = -np.sum(p * np.log(p), -1)
     partner_rng, mix_rng = jax.random.split(rng)
     mixed, _ = cutmix(mix_rng, images, jax.random.permutation(partner_rng, b), 1.0)
     np.testing.assert_allclose(aug, np.asarray(mixed)[np.argsort(-entropy)[:3]], rtol=1e-6)

@@ -305,7 +305,7 @@ def _fsp_cases(rng):
 def _ft_cases(rng):
   s, t = _feature_map(rng, h=4, w=4, c=3), _feature_map(rng, h=2, w=2, c=5)  # reference: pooled, channel-mean
   s_same, t_same = _feature_map(rng), _feature_map(rng)
-  return [Case(lambda s, t: losses.factor_transfer(s, t), (s,), (t,))] + [
+  return [Case(lambda s, t: losses.factor_transfer(s, t, form="reference"), (s,), (t,))] + [
       Case(lambda s, t, p=p: losses.factor_transfer(s, t, p=p, form="paper"), (s_same,), (t_same,)) for p in (1, 2)]
 
 

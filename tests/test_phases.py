@@ -53,23 +53,25 @@ def test_activation_boundary_hand_value_and_zero_when_boundaries_agree_with_marg
 def test_factor_transfer_hand_values_forms_and_scale_invariance():
   s = jnp.array([1.0, 0.0]).reshape(1, 1, 1, 2)
   t = jnp.array([0.0, 1.0]).reshape(1, 1, 1, 2)
-  # paper: flattened maps are orthogonal unit vectors, |diff| = (1, 1), mean 1.
-  assert float(losses.factor_transfer(s, t, form="paper")) == pytest.approx(1.0)
+  # paper (the default, the official code's form): flattened maps are orthogonal unit vectors,
+  # |diff| = (1, 1), mean 1.
+  assert float(losses.factor_transfer(s, t)) == pytest.approx(1.0)
   assert float(losses.factor_transfer(s, t, form="paper", p=2)) == pytest.approx(1.0)
-  # reference: the channel mean of squares is 0.5 at the one position for both, normalised to 1: no loss.
-  assert float(losses.factor_transfer(s, t)) == pytest.approx(0.0)
+  # reference (RepDistiller): the channel mean of squares is 0.5 at the one position for both, normalised
+  # to 1: no loss.
+  assert float(losses.factor_transfer(s, t, form="reference")) == pytest.approx(0.0)
   a, b = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 4, 4, 3))
   base = float(losses.factor_transfer(a, b, form="paper"))
   assert float(losses.factor_transfer(5 * a, 0.1 * b, form="paper")) == pytest.approx(base, rel=1e-5)
   # Two positions with mean squares (1, 0) vs (0, 1): normalised factors differ by 1 at each: mean 1.
   s2 = jnp.array([[1.0, 0.0], [0.0, 0.0]]).reshape(1, 1, 2, 2)
   t2 = jnp.array([[0.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 2, 2)
-  assert float(losses.factor_transfer(s2, t2)) == pytest.approx(1.0)
+  assert float(losses.factor_transfer(s2, t2, form="reference")) == pytest.approx(1.0)
   # reference pools a larger map to the smaller one's size; paper refuses.
   big = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 3))
-  assert np.isfinite(float(losses.factor_transfer(big, b)))
+  assert np.isfinite(float(losses.factor_transfer(big, b, form="reference")))
   with pytest.raises(ValueError, match="translator"):
-    losses.factor_transfer(big, b, form="paper")
+    losses.factor_transfer(big, b)
 
 
 # ---------------------------------------------------------------- AB and FT distillers

@@ -3,7 +3,8 @@
 Usage (the numbers in docs/methods.md come from this command):
   python tools/feature_methods.py --seeds 0 1 2 --workdir runs/feature_methods
 Per seed it trains the teachers (the study's cnn_large; a second cnn_large on seed + 100 for FEED's two
-teachers; a resnet20 for FSP, which needs equal stage widths), then each method's config from experiments/.
+teachers; a resnet20 for FSP, which needs equal stage widths and a stem), then each method's config from
+experiments/ (FSP's student is resnet8, compared with resnet8 trained by CE alone).
 Most methods train cnn_small (the maps they read need spatial stages); RKD and area-wise RKD read
 embeddings and train the study's mlp_small. Each row is compared with the CE student of the same model.
 Writes <workdir>/summary.md; `--quick` shrinks every run to a few steps (a smoke test, not a result);
@@ -19,6 +20,7 @@ CE = {"loss": {"ce": {"weight": 1.0}}}
 METHODS = {
     "CE (cnn_small)": ("digits_at.py", CE),
     "CE (mlp_small)": ("digits_kd.py", CE),
+    "CE (resnet8)": ("digits_fsp.py", {**CE, "phases": ()}),  # FSP's student alone
     "KD (cnn_small)": ("digits_kd.py", {"student.model": "cnn_small"}),
     "KD (mlp_small)": ("digits_kd.py", {}),
     "FitNet": ("digits_fitnet.py", {}),
@@ -32,7 +34,7 @@ METHODS = {
     "RKD": ("digits_rkd.py", {}),
     "Area-wise RKD": ("digits_area_rkd.py", {}),
     "AB (init phase, then CE)": ("digits_ab.py", {}),
-    "FT (paraphraser phase, then CE + 50·FT)": ("digits_ft.py", {}),
+    "FT (paraphraser phase, then CE + 500·FT)": ("digits_ft.py", {}),
     "CRD": ("digits_crd.py", {}),
     "ReviewKD": ("digits_review_kd.py", {}),
     "FEED, parallel (2 teachers)": ("digits_feed.py", {"teacher.extra_workdirs": ("@teacher_b",)}),
@@ -44,7 +46,7 @@ def summarize(per_seed: dict) -> str:
   seeds = sorted(per_seed)
   first = per_seed[seeds[0]]
   ce = {student: _stats([per_seed[s][f"CE ({student})"]["test_accuracy"] for s in seeds])[0]
-        for student in ("cnn_small", "mlp_small")}
+        for student in ("cnn_small", "mlp_small", "resnet8")}
   lines = [f"| method | student | loss | test acc, mean ± std ({len(seeds)} seeds) | vs CE | per-seed |",
            "|---|---|---|---:|---:|---|"]
   for name in TEACHERS:

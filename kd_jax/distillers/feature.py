@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from kd_jax import losses
 from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 
 
@@ -101,7 +102,7 @@ class FitNet(Distiller):
 # AT, SP, CC, PKT, NST, FSP. Defaults and the features read follow RepDistiller (`helper/loops.py`,
 # `train_student.py`, `scripts/run_cifar_distill.sh`), whose feature list for the CIFAR ResNets and WRNs is
 # `[stem, stage 1, ..., stage n, pooled]`: its `feat[1:-1]` is `ModelOutput.stages` (all of them), its
-# `feat[-2]` is `stages[-1]` and its `feat[-1]` is `embedding`. The stem is not in `ModelOutput`.
+# `feat[-2]` is `stages[-1]` and its `feat[-1]` is `embedding`; its `feat[0]`, the stem, is `ModelOutput.stem`.
 # ------------------------------------------------------------------------------------------------------
 
 
@@ -311,39 +312,86 @@ class NST(Distiller):
     return value, metrics, {}
 
 
+STEM = "stem"  # names `ModelOutput.stem` in FSP's `stage_pairs`, next to stage indices
+
+
+def _fsp_feature(who: str, out: ModelOutput, key) -> jax.Array:
+  """The map a `stage_pairs` entry names: `ModelOutput.stem` for 'stem', else a stage output."""
+  if key == STEM:
+    if out.stem is None:
+      raise KDJaxError(f"fsp: stage_pairs names the stem, but the {who}'s output has none (only models with a "
+                       "separate stem, such as the CIFAR ResNets, fill `ModelOutput.stem`); drop the stem pair.")
+    return out.stem
+  return _stage("fsp", who, out, key)
+
+
+def _fsp_default_pairs(student: ModelOutput, teacher: ModelOutput) -> Tuple[Tuple[Any, Any], ...]:
+  """RepDistiller's pairs: consecutive entries of `(stem, stage 1, ..., stage n)`, the stem only if both have one."""
+  if len(student.stages) != len(teacher.stages):
+    raise KDJaxError(f"fsp: the student has {len(student.stages)} stages and the teacher {len(teacher.stages)}; "
+                     "pass stage_pairs=((first, second), ...) to choose the maps to pair.")
+  if (student.stem is None) != (teacher.stem is None):
+    has, lacks = ("student", "teacher") if teacher.stem is None else ("teacher", "student")
+    raise KDJaxError(f"fsp: the {has} has a stem feature and the {lacks} none (a teacher-output cache does not "
+                     "hold it either), so RepDistiller's (stem, stage 1) pair is undefined; pass stage_pairs "
+                     "explicitly, e.g. ((0, 1), (1, 2)), or set config.teacher.cache=False.")
+  keys = ((STEM,) if student.stem is not None else ()) + tuple(range(len(student.stages)))
+  return tuple(zip(keys[:-1], keys[1:]))
+
+
+def _fsp_key(value):
+  if isinstance(value, str):
+    if value != STEM:
+      raise KDJaxError(f"fsp: a stage_pairs entry is a stage index or 'stem', got {value!r}.")
+    return STEM
+  return int(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class FSP(Distiller):
-  """Flow-of-solution-procedure matrices between pairs of stages, `losses.fsp(student_pairs, teacher_pairs)`.
+  """Flow-of-solution-procedure matrices between pairs of maps, `losses.fsp(student_pairs, teacher_pairs)`.
 
-  Yim et al., CVPR 2017. RepDistiller pairs consecutive entries of `feat[:-1]` = (stem, stage 1, ..., stage n);
-  `ModelOutput` has no stem, so the default pairs are the consecutive stages (0, 1), (1, 2) of a three-stage
-  model. Paired student and teacher stages need equal channel counts (e.g. cnn_small ↔ resnet20, widths
-  16/32/64; resnet8x4 ↔ resnet32x4). RepDistiller trains FSP alone in a 30-epoch initialisation phase, then CE
-  alone (its `-b 50` multiplies a zero); here it is one term of the joint objective.
+  Yim, Joo, Bae, Kim, CVPR 2017 (no arXiv). Reference: RepDistiller (HobbitLong/RepDistiller,
+  `distiller_zoo/FSP.py`, `train_student.py`, `helper/pretrain.py`), which pairs consecutive entries of
+  `feat[:-1]` = (stem, stage 1, ..., stage n): with `stage_pairs=None` (default) the pairs are
+  `('stem', 0), (0, 1), ..., (n-2, n-1)` when both models fill `ModelOutput.stem` (the CIFAR ResNets do),
+  and the consecutive stage pairs when neither does; a stem on one side only raises. Paired maps need
+  equal channel counts in student and teacher (resnet8 ↔ resnet20: 16/16/32/64; resnet8x4 ↔ resnet32x4).
+
+  FSP is a pre-training method in both references: RepDistiller trains the student's feature layers on
+  `Σ_pairs fsp` alone (no weight: its `-b 50` multiplies a zero later) for 30 epochs at a constant lr 0.05
+  with the teacher in eval mode, then trains with cross-entropy alone; the paper likewise trains on the FSP
+  loss first, then on the task. `experiments/digits_fsp.py` declares those two phases; a term weight only
+  matters if FSP is added to a joint objective instead, which neither reference does.
 
   Attributes:
-    stage_pairs: `((first, second), ...)` indices into `ModelOutput.stages`, the same for student and teacher.
+    stage_pairs: `((first, second), ...)`, each entry an index into `ModelOutput.stages` or 'stem', the
+      same for student and teacher; None = RepDistiller's pairs (above).
     form: "reference" (RepDistiller's per-pair mean) or "paper" (see `losses.fsp`).
   """
 
-  stage_pairs: Tuple[Tuple[int, int], ...] = ((0, 1), (1, 2))
+  stage_pairs: Optional[Tuple[Tuple[Any, Any], ...]] = None
   form: str = "reference"
 
   def __post_init__(self):
     _check_form("fsp", self.form)
-    pairs = tuple(tuple(int(i) for i in pair) for pair in self.stage_pairs)
+    if self.stage_pairs is None:
+      return
+    pairs = tuple(tuple(pair) for pair in self.stage_pairs)
     if not pairs or any(len(pair) != 2 for pair in pairs):
-      raise ValueError(f"fsp: stage_pairs must be a non-empty sequence of (first, second) stage indices, "
-                       f"got {self.stage_pairs!r}.")
-    object.__setattr__(self, "stage_pairs", pairs)
+      raise KDJaxError(f"fsp: stage_pairs must be a non-empty sequence of (first, second) entries (stage "
+                       f"indices or 'stem'), or None for RepDistiller's pairs; got {self.stage_pairs!r}.")
+    object.__setattr__(self, "stage_pairs", tuple(tuple(_fsp_key(k) for k in pair) for pair in pairs))
+
+  def pairs(self, student: ModelOutput, teacher: ModelOutput) -> Tuple[Tuple[Any, Any], ...]:
+    """The `(first, second)` keys this term pairs for these outputs."""
+    return self.stage_pairs if self.stage_pairs is not None else _fsp_default_pairs(student, teacher)
 
   def loss(self, variables, student, teacher, batch, ctx):
-    s_pairs = [(_stage("fsp", "student", student, a), _stage("fsp", "student", student, b))
-               for a, b in self.stage_pairs]
-    t_pairs = [(_stage("fsp", "teacher", teacher, a), _stage("fsp", "teacher", teacher, b))
-               for a, b in self.stage_pairs]
-    t_pairs = jax.lax.stop_gradient(t_pairs)
-    return losses.fsp(s_pairs, t_pairs, form=self.form), {}, {}
+    pairs = self.pairs(student, teacher)
+    s_pairs = [(_fsp_feature("student", student, a), _fsp_feature("student", student, b)) for a, b in pairs]
+    t_pairs = [(_fsp_feature("teacher", teacher, a), _fsp_feature("teacher", teacher, b)) for a, b in pairs]
+    return losses.fsp(s_pairs, jax.lax.stop_gradient(t_pairs), form=self.form), {}, {}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -486,12 +534,16 @@ class Paraphraser(nn.Module):
 class FT(Distiller):
   """Factor transfer: a paraphraser pre-trained on the teacher's feature, then a translator on the student's.
 
-  Kim, Park, Kwak, NeurIPS 2018, arXiv:1802.04977. Both parts live under this term's parameters
-  (`paraphraser`, `translator`) and `mode` says which loss a phase trains:
+  Kim, Park, Kwak, NeurIPS 2018, arXiv:1802.04977; reference Jangho-Kim/Factor-Transfer-pytorch
+  (`train_Paraphraser.py`, `train_student.py`, `Models/FeatureProjection.py`). Both parts live under this
+  term's parameters (`paraphraser`, `translator`) and `mode` says which loss a phase trains:
   - `mode="paraphraser"` (phase 1; train only `distiller/<term>/paraphraser`): the reconstruction
     `mean |x_t − P(x_t)|` of the teacher feature x_t (L1 as the official code; the paper writes L2).
   - `mode="transfer"` (phase 2; train `student` and `distiller/<term>/translator`): `losses.factor_transfer(
-    Tr(x_s), enc(x_t), p, form)` with the paraphraser frozen (β = 500 is the loss weight in the configs).
+    Tr(x_s), enc(x_t), p, form)` with the paraphraser frozen; by default the official code's
+    `mean_{b,d} |Tr(x_s)/‖·‖₂ − enc(x_t)/‖·‖₂|` on the flattened factors, with β = 500 (its default)
+    as the term's weight in the configs. `form="reference"` is RepDistiller's channel-mean-of-squares
+    factor (β 200 there).
   Taps the last stage (before pooling) by default, as the paper. Factor channels `k·C_t`, `rate` k = 0.5.
   `experiments/digits_ft.py` chains the phases.
 
@@ -499,15 +551,16 @@ class FT(Distiller):
     mode: 'paraphraser' or 'transfer'.
     stage: the stage both models are tapped at (negative counts from the end).
     rate: factor rate k.
-    p: the factor loss's norm (1 in the paper).
-    form: see `losses.factor_transfer` ('reference' = RepDistiller's, 'paper' = the official code's).
+    p: the factor loss's norm (1 in the paper and the official code).
+    form: see `losses.factor_transfer`: 'paper' (default; the paper's flattened factor, averaged as the
+      official code does) or 'reference' (RepDistiller's re-implementation).
   """
 
   mode: str = "transfer"
   stage: int = -1
   rate: float = 0.5
   p: int = 1
-  form: str = "reference"
+  form: str = "paper"
 
   def __post_init__(self):
     if self.mode not in ("paraphraser", "transfer"):

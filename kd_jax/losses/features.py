@@ -35,6 +35,7 @@ def fitnet(student_feature: jax.Array, teacher_feature: jax.Array) -> jax.Array:
 # Attention, similarity, correlation, probabilistic, neuron-selectivity and flow-of-solution losses.
 # Defaults are the forms in RepDistiller's `distiller_zoo` (HobbitLong/RepDistiller), the code behind the
 # CRD paper's CIFAR-100 tables (arXiv:1910.10699); where a paper writes another form it is `form="paper"`.
+# Factor transfer is the exception: its authors published code, whose form (`form="paper"`) is its default.
 # ------------------------------------------------------------------------------------------------------
 
 Form = Literal["reference", "paper"]
@@ -326,8 +327,8 @@ def fsp(student_pairs: Sequence[tuple[jax.Array, jax.Array]], teacher_pairs: Seq
 
   - `form="reference"` (default): `Σ_pairs mean_{b,i,j} (G_s − G_t)²`, RepDistiller's `FSP` (per-pair mean,
     summed over pairs). RepDistiller uses it only in a 30-epoch initialisation phase that trains the student's
-    feature layers on this loss alone, then trains with cross-entropy alone; kd_jax's `FSP` distiller adds it
-    to the objective instead.
+    feature layers on this loss alone, then trains with cross-entropy alone (`experiments/digits_fsp.py`
+    declares the same two phases).
   - `form="paper"`: Eq. 2 with equal λ_i = 1: `Σ_pairs mean_b ‖G_s − G_t‖_F²`.
 
   Student and teacher flow matrices must have the same shape: the paired stages need equal channel counts
@@ -358,8 +359,8 @@ def fsp(student_pairs: Sequence[tuple[jax.Array, jax.Array]], teacher_pairs: Seq
 
 
 def _factor(feature: jax.Array, form: str) -> jax.Array:
-  """Per-example factor vector, L2-normalised: the flattened map (paper) or the channel mean of squares
-  (reference: RepDistiller's `FactorTransfer.factor` with p1 = 2)."""
+  """Per-example factor vector, L2-normalised: the flattened map (paper, official code) or the channel mean of
+  squares (reference: RepDistiller's `FactorTransfer.factor` with p1 = 2)."""
   x = at_least_float32(feature)
   if form == "reference":
     x = jnp.mean(jnp.square(x), axis=-1)
@@ -367,23 +368,28 @@ def _factor(feature: jax.Array, form: str) -> jax.Array:
 
 
 def factor_transfer(student_factor: jax.Array, teacher_factor: jax.Array, *, p: int = 1,
-                    form: Form = "reference") -> jax.Array:
+                    form: Form = "paper") -> jax.Array:
   """Factor transfer loss between the student's translated factor and the teacher's paraphrased factor.
 
   Kim, Park, Kwak, "Paraphrasing Complex Network: Network Compression via Factor Transfer", NeurIPS 2018,
   arXiv:1802.04977. `L = mean_{b,d} |F_S/‖F_S‖₂ − F_T/‖F_T‖₂|^p`, each factor flattened per example.
-  - form="reference" (default; RepDistiller's `FactorTransfer(p1=2, p2=p)`, the code behind its CIFAR-100
-    table): the factor vector is the channel mean of the squared map, `mean_c F²` ([B, H·W]), and maps of
-    different spatial sizes are average-pooled to the smaller one first.
-  - form="paper" (the paper and its official code, `Jangho-Kim/Factor-Transfer-pytorch`): the whole map
-    flattened ([B, H·W·C]); shapes must match. The paper's p-norm is averaged over batch × dimension here,
-    as that code's `L1Loss` does.
+  - form="paper" (default): the paper's factor and its official code (Jangho-Kim/Factor-Transfer-pytorch,
+    `train_student.py`: `BETA * L1Loss(FT(factor_s), FT(factor_t.detach()))` with `FT(x) =
+    F.normalize(x.view(B, -1))`, β = 500): the whole map flattened ([B, H·W·C]) and L2-normalised; shapes
+    must match. The paper writes the p-norm `‖·‖_p` per example; the code's `L1Loss` averages over batch ×
+    dimension instead, which for p = 1 is the norm divided by the constant D = H·W·C (absorbed by β), and
+    the code's mean is what is computed here. p = 2 gives the mean squared difference (not in the code).
+  - form="reference" (RepDistiller's re-implementation `FactorTransfer(p1=2, p2=p)`, the code behind the
+    CRD paper's CIFAR-100 table, β = 200 there): the factor vector is the channel mean of the squared map,
+    `mean_c F²` ([B, H·W]), and maps of different spatial sizes are average-pooled to the smaller one first.
+    It differs from the official code, so it is an option, not the default.
   The teacher factor is a constant (stop_gradient).
 
   Args:
     student_factor: [B, H, W, C_s] translator output.
     teacher_factor: [B, H', W', C_t] paraphraser-encoder output (the FT factor), or any teacher feature.
     p: 1 (the paper's choice) or 2.
+    form: "paper" or "reference", see above.
   """
   _check_form("factor_transfer", form)
   _check_nhwc("factor_transfer", student_factor=student_factor, teacher_factor=teacher_factor)

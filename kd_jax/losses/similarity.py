@@ -164,6 +164,73 @@ def cskd_cswt(student_logits: jax.Array, teacher_logits: jax.Array, *, t_low: fl
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The extended CSKD code's extras (not in arXiv:2311.14307): the median-confidence factors and the
+# class-class / batch-batch Gram-matrix cosine terms (MLKD-style).
+# ---------------------------------------------------------------------------------------------------------
+
+
+def fraction_at_or_below_median(values: jax.Array) -> jax.Array:
+  """`mean_i 1{v_i ≤ median(v)}`, a scalar in (0, 1], for a 1-D `values`.
+
+  The median is numpy's `percentile(v, 50)` (the mean of the two middle values for an even count), as the
+  extended CSKD code computes it. For distinct values this is ½ (even count) or (n + 1)/(2n) (odd count);
+  ties at the median raise it. Stop-gradiented: a constant for the optimiser.
+  """
+  v = jax.lax.stop_gradient(jnp.asarray(values))
+  if v.ndim != 1:
+    raise ValueError(f"fraction_at_or_below_median: values must be 1-D, got shape {v.shape}.")
+  return jnp.mean((v <= jnp.median(v)).astype(jnp.float32))
+
+
+def cskd_confidence_factors(teacher_logits: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """The extended CSKD code's two "50th-percentile confidence mask" factors, `(sample_factor, class_factor)`.
+
+  With `p = softmax(z_t)` (T = 1, weak view): `sample_factor = fraction_at_or_below_median(max_c p_ic)` over
+  the B samples, `class_factor = fraction_at_or_below_median(Σ_i p_ic)` over the C classes. In the code the
+  masks multiply *scalar* losses and are then averaged (`(cs_loss(...) * mask).mean()`), so each acts as one
+  scalar factor (about ½), not as a per-sample selection: `sample_factor` scales the weak view's class-wise
+  cosine terms and batch-batch Gram terms, `class_factor` the class-class Gram terms.
+  """
+  if teacher_logits.ndim != 2:
+    raise ValueError(f"cskd_confidence_factors: teacher logits must be [B, C], got {teacher_logits.shape}.")
+  p = jax.nn.softmax(at_least_float32(jax.lax.stop_gradient(teacher_logits)), axis=-1)
+  return fraction_at_or_below_median(jnp.max(p, axis=-1)), fraction_at_or_below_median(jnp.sum(p, axis=0))
+
+
+def cskd_gram(student_logits: jax.Array, teacher_logits: jax.Array,
+              temperature: Union[float, jax.Array] = 4.0, *, kind: Literal["class", "batch"] = "class") -> jax.Array:
+  """Gram-matrix cosine distance of the extended CSKD code: `1 − mean_rows |cos(G_s[r], G_t[r])|`.
+
+  `P = softmax(z / T)` row by row (T a scalar, or a [B] vector of per-sample CSWT temperatures: the code's
+  `cc_loss_mat`/`bc_loss_mat`); `G = Pᵀ P` ([C, C], class-class: the code's `cc_loss`) or `G = P Pᵀ`
+  ([B, B], batch-batch: `bc_loss`); the absolute uncentred cosine (ε = 1e-8) between corresponding rows of
+  the student's and the teacher's G, averaged over rows. No α and no T² factor, as in that code. MLKD-style
+  class and batch correlation terms (Jin et al., CVPR 2023); the CSKD paper (arXiv:2311.14307) does not
+  have them.
+
+  Args:
+    student_logits: [B, C].
+    teacher_logits: [B, C]; a constant for the gradient.
+    temperature: T > 0, or a [B] array of per-sample temperatures (stop-gradiented).
+    kind: "class" (Pᵀ P) or "batch" (P Pᵀ).
+  """
+  _check_shapes("cskd_gram", student_logits, teacher_logits)
+  if kind not in ("class", "batch"):
+    raise ValueError(f"cskd_gram: kind must be 'class' or 'batch', got {kind!r}.")
+  t = jax.lax.stop_gradient(jnp.asarray(temperature, jnp.float32))
+  if t.ndim == 1:
+    if t.shape != student_logits.shape[:1]:
+      raise ValueError(f"cskd_gram: temperatures {t.shape} must have shape [B] = {student_logits.shape[:1]}.")
+    t = t[:, None]
+  elif t.ndim != 0:
+    raise ValueError(f"cskd_gram: temperature must be a scalar or [B], got shape {t.shape}.")
+  zs, zt = _prepare(student_logits, teacher_logits)
+  p_s, p_t = jax.nn.softmax(zs / t, axis=-1), jax.nn.softmax(zt / t, axis=-1)
+  gram = (lambda p: p.T @ p) if kind == "class" else (lambda p: p @ p.T)
+  return 1.0 - jnp.mean(abs_cosine_similarity(gram(p_s), gram(p_t), axis=1))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # R2KD
 # ---------------------------------------------------------------------------------------------------------
 

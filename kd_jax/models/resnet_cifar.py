@@ -112,7 +112,8 @@ class ResNetCIFAR(nn.Module):
 
   Outputs (`ModelOutput`): `stages[i]` is the output of the last block of stage i (after its ReLU);
   `preact_stages[i]` is the same tensor before that ReLU (RepDistiller's `preact=True` features);
-  `embedding` is the pooled stage-3 output fed to the classifier.
+  `embedding` is the pooled stage-3 output fed to the classifier; `stem` is the conv-BN-ReLU output
+  before stage 1 (RepDistiller's `f0`, which its FSP pairs with stage 1).
 
   Attributes:
     num_classes: classifier outputs.
@@ -140,6 +141,7 @@ class ResNetCIFAR(nn.Module):
     dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     x = conv3x3(self.stem_width, 1, dt, pdt, "conv1", kernels=k)(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn1")(x))
+    stem = x
     stages, preacts = [], []
     for s, width in enumerate(self.widths):
       for b in range(n):
@@ -150,7 +152,7 @@ class ResNetCIFAR(nn.Module):
     embedding = global_avg_pool(x, train, k)
     logits = classifier(self.num_classes, dt, pdt)(embedding)
     return ModelOutput(prediction=logits, stages=tuple(stages), preact_stages=tuple(preacts),
-                       embedding=embedding)
+                       embedding=embedding, stem=stem)
 
 
 def resnet(num_classes: int, *, depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16, 32, 64),
