@@ -20,6 +20,41 @@ def small_config(**overrides):
   return c
 
 
+def segmentation_config(**overrides):
+  """A short segmentation run on buildings tiles: unet_tiny on EO (channels 0-2), the teacher on EO+SAR."""
+  import ml_collections
+  c = base_config()
+  c.task = "segmentation"
+  c.data.name = "buildings"
+  c.data.student_channels = (0, 1, 2)
+  c.data.teacher_channels = (0, 1, 2, 3)
+  c.data.flip, c.data.crop_pad = True, 2
+  c.student.model = "unet_tiny"
+  c.loss = ml_collections.ConfigDict({"supervised": {"weight": 1.0}})
+  c.optim.name, c.optim.lr, c.optim.schedule = "adamw", 3e-3, "constant"
+  c.optim.weight_decay = 0.0
+  c.batch_size, c.eval_batch_size, c.epochs = 8, 16, 2
+  c.log_every_steps, c.progress_bar = 2, False
+  for key, value in overrides.items():
+    set_value(c, key, value)
+  return c
+
+
+def export_random_mlp_teacher(workdir, seed=7):
+  """An untrained mlp_tiny exported to `workdir` as a digits teacher run: a fast teacher for short runs."""
+  import os
+  import jax
+  import jax.numpy as jnp
+  from kd_jax import models
+  from kd_jax.train import checkpoint as ckpt
+  os.makedirs(workdir)
+  teacher = models.create_model("mlp_tiny", 10)
+  variables = jax.jit(teacher.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))
+  ckpt.export_model(workdir, variables, {"model": "mlp_tiny", "num_classes": 10, "dataset": "digits",
+                                         "image_shape": [8, 8, 1], "step": 0})
+  return workdir
+
+
 def train_teacher(tmp_path_factory, dataset, **overrides):
   """A cnn_small teacher trained for a few steps (`small_config` plus `overrides`); returns its workdir."""
   from kd_jax.train.loop import train_and_evaluate

@@ -11,12 +11,13 @@ from jax.test_util import check_grads
 
 from kd_jax import data as kd_data
 from kd_jax import models
-from kd_jax.config import base_config, set_value
 from kd_jax.errors import KDJaxError
 from kd_jax.models.deformable import DeformableConv2D, deform_conv2d
 from kd_jax.train import run as kd_run
 from kd_jax.train import sharding
 from kd_jax.train.teachers import Teachers
+
+from helpers import segmentation_config
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -282,21 +283,7 @@ def test_generic_deeplab_fits_any_size_and_refuses_bad_arguments():
 
 
 def _config(**overrides):
-  c = base_config()
-  c.task = "segmentation"
-  c.data.name = "buildings"
-  c.data.student_channels = (0, 1, 2)
-  c.data.teacher_channels = (0, 1, 2, 3)
-  c.data.flip, c.data.crop_pad = True, 2
-  c.student.model = "deeplab_tiny"
-  c.loss = ml_collections.ConfigDict({"supervised": {"weight": 1.0}})
-  c.optim.name, c.optim.lr, c.optim.schedule = "adamw", 3e-3, "constant"
-  c.optim.weight_decay = 0.0
-  c.batch_size, c.eval_batch_size, c.epochs = 8, 16, 1
-  c.log_every_steps, c.progress_bar = 1, False
-  for key, value in overrides.items():
-    set_value(c, key, value)
-  return c
+  return segmentation_config(**{"student.model": "deeplab_tiny", "epochs": 1, **overrides})
 
 
 def test_a_deeplab_student_distils_from_a_deformable_teacher_on_eo_plus_sar():

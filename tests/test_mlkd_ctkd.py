@@ -19,11 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd_jax import distillers, losses, models
+from kd_jax import distillers, losses
 from kd_jax.config import load_config_file
 from kd_jax.distillers.logit import TemperatureMLP, strong_view
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
+
+from helpers import export_random_mlp_teacher
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
@@ -397,15 +399,9 @@ def test_configs_load_and_build(file):
 
 def test_new_distillers_train_end_to_end_on_digits(tmp_path, digits):
   """Three steps with MLKD, CTKD (both forms) and Energy DKD together (CE once), from a random teacher."""
-  from kd_jax.train import checkpoint as ckpt
   from kd_jax.train.loop import train_and_evaluate
 
-  teacher_dir = str(tmp_path / "teacher")
-  os.makedirs(teacher_dir)
-  teacher = models.create_model("mlp_tiny", 10)
-  variables = jax.jit(teacher.init)(jax.random.PRNGKey(7), jnp.zeros((1, 8, 8, 1)))
-  ckpt.export_model(teacher_dir, variables, {"model": "mlp_tiny", "num_classes": 10, "dataset": "digits",
-                                             "image_shape": [8, 8, 1], "step": 0})
+  teacher_dir = export_random_mlp_teacher(str(tmp_path / "teacher"))
   loss = {}
   for file in ("digits_mlkd.py", "digits_ctkd.py", "digits_energy_dkd.py"):
     loss.update(load_config_file(os.path.join(EXPERIMENTS, file)).loss.to_dict())

@@ -14,13 +14,14 @@ import pytest
 
 from kd_jax import distillers, losses, metrics, models, tasks
 from kd_jax import data as kd_data
-from kd_jax.config import base_config, set_value
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 from kd_jax.train import sharding
 from kd_jax.train import run as kd_run
 from kd_jax.train.loop import train_and_evaluate
 from kd_jax.train.teachers import Teachers
+
+from helpers import segmentation_config
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +31,7 @@ def tiles():
                                           channel_names=("red", "green", "blue", "sar"))
 
 
-def _config(**overrides):
-  c = base_config()
-  c.task = "segmentation"
-  c.data.name = "buildings"
-  c.data.student_channels = (0, 1, 2)
-  c.data.teacher_channels = (0, 1, 2, 3)
-  c.data.flip, c.data.crop_pad = True, 2
-  c.student.model = "unet_tiny"
-  c.loss = ml_collections.ConfigDict({"supervised": {"weight": 1.0}})
-  c.optim.name, c.optim.lr, c.optim.schedule = "adamw", 3e-3, "constant"
-  c.optim.weight_decay = 0.0
-  c.batch_size, c.eval_batch_size, c.epochs = 8, 16, 2
-  c.log_every_steps, c.progress_bar = 2, False
-  for key, value in overrides.items():
-    set_value(c, key, value)
-  return c
+_config = segmentation_config
 
 
 def _out(logits):
