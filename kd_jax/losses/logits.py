@@ -395,16 +395,25 @@ def energy_kd(student_logits: jax.Array, teacher_logits: jax.Array, *, energy_lo
     high_energy_temperature: temperature of the high-energy group.
     energy_temperature: T_E of the energy score (code: 4).
   """
-  _check_pair("energy_kd", student_logits, teacher_logits)
-  for name, t in (("temperature", temperature), ("low_energy_temperature", low_energy_temperature),
-                  ("high_energy_temperature", high_energy_temperature),
-                  ("energy_temperature", energy_temperature)):
-    _check_temperature(f"energy_kd ({name})", t)
+  zt, temps = _energy_sample_temperatures("energy_kd", student_logits, teacher_logits, energy_low, energy_high,
+                                         temperature, low_energy_temperature, high_energy_temperature,
+                                         energy_temperature)
+  return kd_per_sample_temperature(student_logits, zt, temps)
+
+
+def _energy_sample_temperatures(name, student_logits, teacher_logits, energy_low, energy_high, temperature,
+                                low_energy_temperature, high_energy_temperature, energy_temperature):
+  """`(z_t, T_b)`: the teacher's logits as constants and each sample's temperature from its energy (Energy KD's
+  rule, `energy_temperatures`), after checking the inputs; shared by `energy_kd` and `energy_dkd`."""
+  _check_pair(name, student_logits, teacher_logits)
+  for key, t in (("temperature", temperature), ("low_energy_temperature", low_energy_temperature),
+                 ("high_energy_temperature", high_energy_temperature), ("energy_temperature", energy_temperature)):
+    _check_temperature(f"{name} ({key})", t)
   zt = at_least_float32(jax.lax.stop_gradient(teacher_logits))
   temps = energy_temperatures(energy_score(zt, energy_temperature), energy_low, energy_high,
                               low_energy_temperature=low_energy_temperature, temperature=temperature,
                               high_energy_temperature=high_energy_temperature)
-  return kd_per_sample_temperature(student_logits, zt, temps)
+  return zt, temps
 
 
 def energy_dkd(student_logits: jax.Array, teacher_logits: jax.Array, *, labels: jax.Array, energy_low,
@@ -437,15 +446,9 @@ def energy_dkd(student_logits: jax.Array, teacher_logits: jax.Array, *, labels: 
     high_energy_temperature: temperature of the samples with E > energy_high.
     energy_temperature: T_E of the energy score (code: 4).
   """
-  _check_pair("energy_dkd", student_logits, teacher_logits)
-  for name, t in (("temperature", temperature), ("low_energy_temperature", low_energy_temperature),
-                  ("high_energy_temperature", high_energy_temperature),
-                  ("energy_temperature", energy_temperature)):
-    _check_temperature(f"energy_dkd ({name})", t)
-  zt = at_least_float32(jax.lax.stop_gradient(teacher_logits))
-  temps = energy_temperatures(energy_score(zt, energy_temperature), energy_low, energy_high,
-                              low_energy_temperature=low_energy_temperature, temperature=temperature,
-                              high_energy_temperature=high_energy_temperature)
+  zt, temps = _energy_sample_temperatures("energy_dkd", student_logits, teacher_logits, energy_low, energy_high,
+                                         temperature, low_energy_temperature, high_energy_temperature,
+                                         energy_temperature)
   tckd, nckd = dkd_parts(student_logits, zt, labels=labels, temperature=temps[:, None])
   return jnp.mean(temps**2 * (alpha * tckd + beta * nckd))
 
