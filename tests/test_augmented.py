@@ -1,14 +1,21 @@
 """Mixing within a subset (CutMix, MixUp) and the HE-DA distiller."""
 
+import dataclasses
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from kd_jax import distillers, losses
+from kd_jax import distillers, losses, models
 from kd_jax.data import cutmix, mixup, partner_within
 from kd_jax.models.outputs import ModelOutput
+from kd_jax.train.schemes import distill
+from kd_jax.train.step import TrainState, apply_train
+from kd_jax.train.teachers import Teachers
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -57,13 +64,20 @@ def test_he_da_is_kd_on_images_mixed_within_the_high_energy_subset():
   he_da = distillers.HEDA(energy_low=-np.inf, energy_high=high, include_first=2)
   student_fn = lambda x: x.reshape(x.shape[0], -1) @ w
   teacher_fn = lambda x: 2.0 * x.reshape(x.shape[0], -1) @ w + 1.0
-  forward = lambda x: (_out(student_fn(x)), _out(teacher_fn(x)))
+  masks = []
+
+  def forward(x, mask=None):
+    masks.append(mask)
+    return _out(student_fn(x)), _out(teacher_fn(x))
+
   rng = jax.random.PRNGKey(7)
   value, metrics, _ = he_da(({}), _out(student_fn(images)), _out(teacher_logits), {"image": images},
                             rng=rng, train=True, forward=forward)
   selected = np.array(energies > high)
   selected[:2] = True
   np.testing.assert_array_equal(he_da.selection(teacher_logits), selected)
+  # The mixed pass's BatchNorm statistics come from the selected subset only, as the reference forwards it.
+  np.testing.assert_array_equal(masks[0], selected)
   partner_rng, mix_rng = jax.random.split(rng)
   partner = partner_within(partner_rng, jnp.asarray(selected))
   mixed, _ = cutmix(mix_rng, images, partner, 1.0)
@@ -73,8 +87,50 @@ def test_he_da_is_kd_on_images_mixed_within_the_high_energy_subset():
   # The gradient reaches the student through the mixed forward pass.
   grad = jax.grad(lambda w_: he_da({}, _out(images.reshape(b, -1) @ w_), _out(teacher_logits),
                                    {"image": images}, rng=rng, train=True,
-                                   forward=lambda x: (_out(x.reshape(b, -1) @ w_), _out(teacher_fn(x))))[0])(w)
+                                   forward=lambda x, mask=None: (_out(x.reshape(b, -1) @ w_),
+                                                                 _out(teacher_fn(x))))[0])(w)
   assert float(jnp.abs(grad).sum()) > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _SubsetPass(distillers.Distiller):
+  """KD on a shifted copy of the batch through `ctx.forward`, with BatchNorm statistics from `rows` only."""
+
+  rows: tuple = ()
+
+  def loss(self, variables, student, teacher, batch, ctx):
+    other_student, other_teacher = ctx.forward(batch["image"] * 0.5 + 1.0, mask=jnp.asarray(self.rows))
+    return losses.kd(other_student.logits, other_teacher.logits, 4.0), {}, {}
+
+
+def test_an_extra_pass_takes_its_subsets_statistics_and_the_step_keeps_its_running_update():
+  model = models.create_model("cnn_tiny", num_classes=5)
+  images = jax.random.normal(jax.random.PRNGKey(0), (8, 8, 8, 1))
+  variables = model.init(jax.random.PRNGKey(1), images, train=False)
+  params, stats = variables["params"], variables["batch_stats"]
+  rows = (True, False, True, True, False, False, True, False)
+  mask = np.array(rows)
+  # A masked pass equals a forward of the subset alone, on the subset's rows and in the running statistics.
+  train = jax.jit(functools.partial(apply_train, model))
+  out, masked_stats = train(params, stats, images, batch_mask=jnp.asarray(mask))
+  alone, alone_stats = train(params, stats, images[mask])
+  chex.assert_trees_all_close(out.logits[mask], alone.logits, atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(masked_stats, alone_stats, atol=1e-6, rtol=1e-5)
+  _, whole_stats = train(params, stats, images)
+  assert not np.allclose(jax.tree.leaves(whole_stats)[0], jax.tree.leaves(alone_stats)[0])
+  # The distill step keeps the extra pass's update after the main pass's, as PyTorch's two forwards do.
+  tx = optax.sgd(0.0)
+  state = TrainState(step=jnp.asarray(0), params=params, batch_stats=stats, distiller_params={},
+                     distiller_state={}, opt_state=tx.init({"student": params, "distiller": {}}),
+                     rng=jax.random.PRNGKey(2))
+  batch = {"image": images, "label": jnp.arange(8) % 5}
+  step = jax.jit(functools.partial(distill.train_step, student=model, teachers=Teachers((model,), (1.0,), (False,)),
+                                   distiller=_SubsetPass(rows), tx=tx, schedule=optax.constant_schedule(0.0),
+                                   steps_per_epoch=1))
+  new_state, _ = step(state, batch, (variables,))
+  _, after_main = train(params, stats, images)
+  _, expected = train(params, after_main, images * 0.5 + 1.0, batch_mask=jnp.asarray(mask))
+  chex.assert_trees_all_close(new_state.batch_stats, expected, atol=1e-6, rtol=1e-5)
 
 
 def test_he_da_thresholds_from_prepare_and_errors():

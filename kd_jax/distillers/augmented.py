@@ -28,9 +28,11 @@ class HEDA(Distiller):
     2. mix within that subset: CutMix (Beta(1, 1)) or MixUp (Beta(0.2, 0.2)), partners drawn from the subset;
     3. return `T²·KL(p_t^T ‖ p_s^T)` on the mixed images, averaged over the subset (no CE on them).
   The reference objective is `0.1·CE + 0.9·KD + 0.9·HE-DA` with T = 4: compose it as a `WeightedSum`.
-  The thresholds are filled by `prepare` from a teacher pass over the training data. The mixed batch keeps
-  the batch's static shape (unselected samples pass through unmixed and are masked out of the loss), so
-  it costs one extra student and teacher forward over the whole batch.
+  The thresholds are filled by `prepare` from a teacher pass over the training data. The reference forwards
+  the selected subset alone; here the mixed batch keeps the batch's static shape (unselected samples pass
+  through unmixed and are masked out of the loss) and the student's BatchNorm takes its batch statistics
+  from the selected rows only (`ctx.forward`'s mask), which gives the selected rows the reference's values
+  and running-statistics update. It costs one extra student and teacher forward over the whole batch.
   """
 
   temperature: float = 4.0
@@ -76,7 +78,7 @@ class HEDA(Distiller):
       mixed, lam = cutmix(mix_rng, batch["image"], partner, self.cutmix_alpha)
     else:
       mixed, lam = mixup(mix_rng, batch["image"], partner, self.mixup_alpha)
-    mixed_student, mixed_teacher = ctx.forward(mixed)
+    mixed_student, mixed_teacher = ctx.forward(mixed, mask=selected)
     per_example = losses.kd(mixed_student.logits, mixed_teacher.logits, self.temperature, reduction="none")
     weight = selected.astype(jnp.float32)
     value = jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1.0)

@@ -27,14 +27,17 @@ Batch = Mapping[str, jax.Array]
 
 
 TeacherOutput = Union[None, ModelOutput, Tuple[ModelOutput, ...]]
-# forward(images) -> (student output in train mode, teacher output): the models at this step's parameters
-# on other images (a mixed or augmented copy of the batch), or on other model inputs in general (a
-# recommender's `{'user', 'item'}` ids of items sampled for the batch's users), in the form of the batch's
-# input field; each model gets its own view of them (`Task.views`: a segmentation student and teacher see
-# different channels). The extra student pass's BatchNorm statistics are discarded; gradients flow through
-# it. Under a weighted sum, a term that picks teachers gets their outputs only; under the mutual scheme the
-# "teacher" is the other network (detached).
-Forward = Callable[[jax.Array], Tuple[ModelOutput, TeacherOutput]]
+# forward(images, mask=None) -> (student output in train mode, teacher output): the models at this step's
+# parameters on other images (a mixed or augmented copy of the batch), or on other model inputs in general
+# (a recommender's `{'user', 'item'}` ids of items sampled for the batch's users), in the form of the
+# batch's input field; each model gets its own view of them (`Task.views`: a segmentation student and
+# teacher see different channels). Gradients flow through the student pass. `mask` ([B] bool): the rows
+# the student's BatchNorm takes its batch statistics from (a reference that forwards only a subset of the
+# batch); the others still pass through. The distill scheme's step keeps each extra pass's update of the
+# running statistics, in call order after the main pass, as PyTorch's train-mode forwards do. Under a
+# weighted sum, a term that picks teachers gets their outputs only; under the mutual scheme the "teacher"
+# is the other network (detached) and the extra passes' statistics are discarded.
+Forward = Callable[..., Tuple[ModelOutput, TeacherOutput]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,8 +245,8 @@ class WeightedSum(Distiller):
     if forward is None or dict(self.teacher_picks).get(name) is None:
       return forward
 
-    def picked(inputs):
-      student, teacher = forward(inputs)
+    def picked(inputs, mask=None):
+      student, teacher = forward(inputs, mask)
       return student, self.teacher_for(name, teacher)
 
     return picked

@@ -511,8 +511,9 @@ class MLKD(Distiller):
   `standardize` is the logit-standardization variant (instance terms only, as its code); its recipe is base
   temperature 2, i.e. `temperatures=(2, 3, 5, 2, 6)`, and `kd_weight=9`.
 
-  The extra student pass runs in train mode with its BatchNorm statistics discarded (`Context.forward`); the
-  reference's strong pass also updates them. Metrics: the four parts (unweighted) and `strong_ce`.
+  The extra student pass runs in train mode and, as the reference's strong pass, updates the BatchNorm
+  running statistics after the weak pass (`Context.forward`). Metrics: the four parts (unweighted) and
+  `strong_ce`.
   """
 
   temperatures: Tuple[float, ...] = (4.0, 3.0, 5.0, 2.0, 6.0)

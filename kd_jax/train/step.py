@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from kd_jax.errors import KDJaxError
 from kd_jax.tasks import Task, get_task
 from kd_jax.train.teacher_cache import BATCH_PREFIX
 
@@ -73,11 +74,38 @@ def prepare_batch(rng: jax.Array, batch: Dict[str, jax.Array], task: Task, crop_
   return task.augment(rng, batch, crop_pad=crop_pad, flip=flip), cached
 
 
-def apply_train(model: nn.Module, params: Any, batch_stats: Any, inputs: Any, train: bool = True):
-  """`(output, new batch_stats)` of `model` in train mode (eval mode, statistics unchanged, if not `train`)."""
+def apply_train(model: nn.Module, params: Any, batch_stats: Any, inputs: Any, train: bool = True,
+                batch_mask: Optional[jax.Array] = None):
+  """`(output, new batch_stats)` of `model` in train mode (eval mode, statistics unchanged, if not `train`).
+
+  `batch_mask` ([B] bool, optional): in train mode every BatchNorm computes its batch statistics (and
+  updates its running ones) from the rows where it is True only, so the pass equals a forward of that
+  subset alone on those rows; the other rows still pass through, normalised with the subset's statistics.
+  """
+  if batch_mask is not None and train:
+    with batch_statistics_over(batch_mask):
+      return apply_train(model, params, batch_stats, inputs, train)
   out, updates = model.apply({"params": params, "batch_stats": batch_stats}, inputs, train=train,
                              mutable=["batch_stats"])
   return out, (updates.get("batch_stats", {}) if train else batch_stats)
+
+
+def batch_statistics_over(batch_mask: jax.Array):
+  """A context in which every `nn.BatchNorm` call takes its batch statistics over the rows of `batch_mask`
+  ([B] bool) only (Flax's `mask` argument, given through a method interceptor so that no model needs to
+  thread it). A static shape stands in for the subset a PyTorch reference forwards on its own."""
+
+  def interceptor(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+      x = args[0]
+      if x.shape[:1] != batch_mask.shape:
+        raise KDJaxError(f"batch_mask has {batch_mask.shape[0]} rows but BatchNorm "
+                         f"{'/'.join(context.module.path)} normalises an input of shape {x.shape}: the mask "
+                         f"must have one entry per example of the batch.")
+      kwargs = dict(kwargs, mask=jnp.reshape(batch_mask, (-1,) + (1,) * (x.ndim - 1)))
+    return next_fun(*args, **kwargs)
+
+  return nn.intercept_methods(interceptor)
 
 
 def apply_updates(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any) -> Tuple[Any, Any]:

@@ -220,7 +220,8 @@ def check_reads(distiller: Distiller, student, teachers: Teachers, variables: Se
     teacher_out = teachers(teacher_variables, images)
     distiller_variables = distiller.init(rng, student_out, teacher_out, batch)
 
-    def forward(other):
+    def forward(other, mask=None):
+      del mask  # eval mode: no batch statistics
       return student.apply(student_variables, other, train=False), teachers(teacher_variables, other)
 
     distiller.loss(distiller_variables, student_out, layout.mask(teacher_out), batch,

@@ -162,17 +162,21 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
   def loss_fn(trainable):
     student_out, batch_stats = apply_train(student, trainable["student"], state.batch_stats, inputs,
                                            student_train)
+    # Each extra student pass (ctx.forward) updates the running statistics again, in call order, after the
+    # main pass: what every train-mode forward of the PyTorch references does.
+    latest_stats = [batch_stats]
 
-    def forward(other_inputs):
+    def forward(other_inputs, mask=None):
       student_view, teacher_view = task.views(other_inputs)
-      other_out, _ = apply_train(student, trainable["student"], state.batch_stats, student_view, student_train)
+      other_out, latest_stats[0] = apply_train(student, trainable["student"], latest_stats[0], student_view,
+                                               student_train, mask)
       return other_out, teachers(teacher_variables, teacher_view)
 
     ctx = Context(rng=distiller_rng, train=True, step=phase_step, epoch=phase_step // steps_per_epoch + 1,
                   forward=forward, task=task)
     loss, metrics, new_distiller_state = distiller.loss(
         {"params": trainable["distiller"], **own_state}, student_out, teacher_out, batch, ctx)
-    return loss, (metrics, batch_stats, new_distiller_state, student_out.prediction)
+    return loss, (metrics, latest_stats[0], new_distiller_state, student_out.prediction)
 
   trainable = {"student": state.params, "distiller": state.distiller_params}
   if takes_two_gradients(tx):  # DOT: the task and distillation gradients, each with its own momentum

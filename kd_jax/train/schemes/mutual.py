@@ -124,9 +124,9 @@ def pair_forwards(models: Models, k: int, own_params: Any, params: Dict[str, Any
   def forward(j):
     name_j, model_j = models[j]
 
-    def run(inputs):
-      out, _ = apply_train(model_k, own_params, batch_stats[name_k], inputs)
-      other, _ = apply_train(model_j, params[name_j], batch_stats[name_j], inputs)
+    def run(inputs, mask=None):
+      out, _ = apply_train(model_k, own_params, batch_stats[name_k], inputs, batch_mask=mask)
+      other, _ = apply_train(model_j, params[name_j], batch_stats[name_j], inputs, batch_mask=mask)
       return out, jax.lax.stop_gradient(other)
 
     return run
