@@ -8,9 +8,9 @@ batch 64, 240 epochs, lr × 0.1 at epochs 150/180/210, as the reference config.
 
 Published top-1 on CIFAR-100 (mdistiller README, "DOT" table; KD rows from the CRD benchmark):
   resnet32x4 → resnet8x4:      KD 73.33, KD+DOT 75.12
-  vgg13 → vgg8:                KD 72.98, KD+DOT 73.77  (--config.teacher.model=vgg13 --config.student.model=vgg8)
-  resnet32x4 → ShuffleNet-V2:  KD 74.45, KD+DOT 75.55  (--config.student.model=shufflenetv2
-                                                        --config.optim.lr=0.01, as its config)
+  vgg13 → vgg8:                KD 72.98, KD+DOT 73.77  (--config experiments/cifar100_dot.py:vgg13_vgg8)
+  resnet32x4 → ShuffleNet-V2:  KD 74.45, KD+DOT 75.55  (--config experiments/cifar100_dot.py:res32x4_shuv2,
+                                                        which also sets its config's lr 0.01)
 mdistiller reports the best test accuracy over epochs; kd_jax reports the last epoch's.
 
 Launch (teacher from experiments/cifar100_teacher.py):
@@ -22,8 +22,8 @@ Launch (teacher from experiments/cifar100_teacher.py):
 import cifar100_kd
 
 
-def get_config():
-  c = cifar100_kd.get_config()
+def get_config(pair: str = "res32x4_res8x4"):
+  c = cifar100_kd.get_config(pair)
   c.optim.name = "dot"
   c.optim.momentum = 0.9
   c.optim.dot_delta = 0.075

@@ -21,9 +21,7 @@ import cifar100_kd
 
 
 def get_config():
-  c = cifar100_kd.get_config()
-  c.student.model = "vgg8"
-  c.teacher.model = "vgg13"
+  c = cifar100_kd.get_config("vgg13_vgg8")
   c.epochs = 360
   c.optim.milestones = (150, 180, 210, 240, 270, 300)
   c.loss = {"ce": {"weight": 1.0},

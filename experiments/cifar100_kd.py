@@ -4,18 +4,20 @@ Same recipe as the teacher (experiments/cifar100_teacher.py). RepDistiller repor
 student and 72.50% for resnet8x4 trained with CE alone (run this config with
 --config.loss="{'ce': {'weight': 1.0}}" for that baseline).
 
+Another pair of experiments/cifar100_pairs.py, with its reference learning rate:
+`--config experiments/cifar100_kd.py:res32x4_shuv2`.
+
 Launch:
   python -m kd_jax train --config experiments/cifar100_kd.py \
       --config.data.data_dir=$HOME/tensorflow_datasets \
       --config.teacher.workdir=runs/c100_resnet32x4 --workdir runs/c100_kd_r8x4
 """
 
+import cifar100_pairs
 import cifar100_teacher
 
 
-def get_config():
-  c = cifar100_teacher.get_config()
-  c.student.model = "resnet8x4"
-  c.teacher.model = "resnet32x4"
+def get_config(pair: str = "res32x4_res8x4"):
+  c = cifar100_pairs.use_pair(cifar100_teacher.get_config(), pair)
   c.loss = {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}}
   return c

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import os
 import sys
 from typing import Iterable, Optional
@@ -210,8 +211,23 @@ def load_python_file(path: str, function: str):
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """Executes a Python config file and returns its `get_config()`."""
-  config = load_python_file(path, "get_config")()
+  """Executes a Python config file and returns its `get_config()`.
+
+  `path` may end in `:<argument>` (ml_collections' convention), which is passed as `get_config(argument)`:
+  one file then serves several settings, e.g. `experiments/cifar100_energy_kd.py:res56_res20` for a
+  teacher/student pair with its own reference hyper-parameters.
+  """
+  argument = None
+  if not os.path.isfile(path) and ":" in path:
+    path, argument = path.rsplit(":", 1)
+  get_config = load_python_file(path, "get_config")
+  if argument is None:
+    config = get_config()
+  elif not inspect.signature(get_config).parameters:
+    raise KDJaxError(f"Config file {path!r} was given the argument {argument!r} (after ':') but its "
+                     f"get_config() takes none: drop ':{argument}'.")
+  else:
+    config = get_config(argument)
   validate(config)
   return config
 
