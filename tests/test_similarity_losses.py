@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd_jax import distillers, losses, pruning
+from kd_jax import distillers, losses
+from kd_jax.compression import pruning
 from kd_jax.losses import similarity
 from kd_jax.models.outputs import ModelOutput
 

@@ -104,7 +104,7 @@ from kd_jax import tasks as kd_tasks
 from kd_jax.config import CHOICES, base_config
 from kd_jax.data import super_resolution as sr_data
 from kd_jax.errors import KDJaxError
-from kd_jax.pruning import prune_by_magnitude
+from kd_jax.compression.pruning import prune_by_magnitude
 from kd_jax.train import sharding
 from kd_jax.train.run import Run, build_run, init_state, make_step
 from kd_jax.train.teachers import Teachers

@@ -152,7 +152,7 @@ class R2KD(Distiller):
 
   Teacher: either one `ModelOutput` (plain teacher) or a pair `(teacher, pruned_teacher)`, which is blended
   as `blend_weight·z_T + (1 − blend_weight)·z_Tpruned` (`losses.r2kd_teacher_logits`, 0.7 = `PRUNE.WEIGHT`).
-  The pruned teacher is `kd_jax.pruning.prune_by_magnitude(teacher_params, 0.1)`: a run makes it with
+  The pruned teacher is `kd_jax.compression.pruning.prune_by_magnitude(teacher_params, 0.1)`: a run makes it with
   `config.teacher.pruned_copy_rate = 0.1` and runs it with batch statistics (train-mode BatchNorm, as the
   reference does: mdistiller's `Distiller.train()` sets only `teacher` to eval) while the original teacher
   stays in eval mode.

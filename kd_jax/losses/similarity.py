@@ -366,7 +366,7 @@ def r2kd_teacher_logits(teacher_logits: jax.Array, pruned_teacher_logits: jax.Ar
                         weight: float = 0.7) -> jax.Array:
   """R2KD's teacher target: `w·z_T + (1 − w)·z_Tpruned`, a blend of logits (not probabilities).
 
-  Kim et al., arXiv:2311.13934: the pruned copy (`kd_jax.pruning.prune_by_magnitude`, 10% per layer, no
+  Kim et al., arXiv:2311.13934: the pruned copy (`kd_jax.compression.pruning.prune_by_magnitude`, 10% per layer, no
   fine-tuning) perturbs the teacher's targets, which the paper credits for making strong augmentation help.
   `w = 0.7` is the reference's `PRUNE.WEIGHT`. In the reference the pruned copy runs in train mode
   (batch-statistics BatchNorm) while the original teacher runs in eval mode (Seonghak35/R2KD: the pruned

@@ -8,11 +8,22 @@ print (resnet8x4 1.23M, resnet32x4 7.43M, resnet20 0.28M, resnet56 0.86M, resnet
 
 Submodules are named after the PyTorch reference (`conv1`, `bn1`, `layer1_0`, ..., `fc`) so a converter
 for its published teacher checkpoints is a renaming, not a rewrite.
+
+Two options make smaller students; at their defaults the parameter tree is the reference's, unchanged, so
+existing checkpoints load:
+  - `conv` (cheap convolutions, `block_conv`): the two 3x3 convs of every residual block become Moonshine's
+    grouped + pointwise substitute ('g<g>') or its depthwise-separable form ('dw_sep'); the stem conv and
+    the 1x1 projection shortcuts stay as they are. Crowley, Gray, Storkey, "Moonshine: Distilling with
+    Cheap Convolutions", NeurIPS 2018, arXiv:1711.02613.
+  - `inner_widths` (structured filter pruning): the output width of each block's first conv, i.e. the
+    network `kd_jax.compression.pruning.prune_filters` leaves after removing filters (Li et al., "Pruning
+    Filters for Efficient ConvNets", ICLR 2017, arXiv:1608.08710). Block outputs keep the stage widths.
 """
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+import re
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -53,6 +64,100 @@ def conv1x1(features: int, stride: int, dtype: Dtype, param_dtype: Dtype, name: 
                  conv_general_dilated=kernels.conv_general_dilated, name=name)
 
 
+# Cheap convolutions (`conv` option): 'standard', 'dw_sep', or 'g<g>' for an integer g >= 1.
+STANDARD_CONV = "standard"
+DEPTHWISE_SEPARABLE = "dw_sep"
+_GROUPED = re.compile(r"^g([1-9][0-9]*)$")
+
+
+def conv_groups(conv: str) -> Optional[int]:
+  """The group count of the grouped 3x3 conv of `block_conv`'s substitute for `conv`: None for 'standard'
+  (no substitution), 0 for 'dw_sep' (g = the input channels, depthwise), g for 'g<g>'.
+
+  Raises:
+    KDJaxError: `conv` is none of these (the message lists them).
+  """
+  if conv == STANDARD_CONV:
+    return None
+  if conv == DEPTHWISE_SEPARABLE:
+    return 0
+  match = _GROUPED.match(conv) if isinstance(conv, str) else None
+  if match is None:
+    raise KDJaxError(f"conv must be 'standard', 'dw_sep' (depthwise-separable) or 'g<g>' for a grouped + "
+                     f"pointwise conv with an integer g >= 1 groups (e.g. 'g2', 'g4'); got conv={conv!r}.")
+  return int(match.group(1))
+
+
+def validate_conv(conv: str) -> str:
+  """`conv` if it names a block convolution (`conv_groups`), else a KDJaxError listing the choices."""
+  conv_groups(conv)
+  return conv
+
+
+class GroupedPointwiseConv(nn.Module):
+  """Moonshine's cheap substitute for a 3x3 convolution: a grouped 3x3 conv, BN, ReLU, then a 1x1 conv.
+
+      y = conv1x1_{C_in -> features}( relu( bn( gconv3x3_{C_in -> C_in, g groups, stride}(x) ) ) )
+
+  Crowley, Gray, Storkey, "Moonshine: Distilling with Cheap Convolutions", NeurIPS 2018, arXiv:1711.02613,
+  Sec. 3 and Fig. 1: G(g) "substitutes a k x k convolution with a grouped convolution followed by a
+  pointwise (1x1) convolution"; g = C_in is the depthwise-separable block DW (MobileNet's depthwise 3x3 then
+  pointwise 1x1). The structure follows the reference code, BayesWatch/pytorch-moonshine
+  `models/blocks.py::DConv` (G(g) is its `DConvA<g>`, DW its `DConv`): the grouped conv keeps the *input*
+  width C_in (stride and padding 1 of the conv it replaces), and BatchNorm + ReLU sit between it and the
+  pointwise conv, which maps C_in to the output width; no bias. The paper's text and table count only the
+  two convolutions; the intermediate BN + ReLU is the reference code's (its comment: the substitute's
+  output goes through the block's own BN + ReLU, the internal ones are written out), and we follow the
+  code. The BN + ReLU after the pointwise conv are the replaced conv's own (the block's). Not implemented: the reference's G(N/g) variants (`DConvG<g>`, g
+  channels per group) and the bottleneck blocks B(b), BG(b, g).
+
+  Parameters (counted by `param_count`): 9·C_in·C_in/g (grouped kernel) + 2·C_in (BN scale and bias) +
+  C_in·features (pointwise), against 9·C_in·features for the 3x3 conv; the paper's Table 1 cost
+  N²(k²/g + 1) for C_in = features = N, plus the BN. Children: `conv_grouped` ([3, 3, C_in/g, C_in]), `bn`
+  (with running statistics in `batch_stats`) and `conv_pointwise` ([1, 1, C_in, features]).
+
+  Attributes:
+    features: output channels.
+    stride: the replaced conv's stride (taken by the grouped conv).
+    groups: g; 0 means g = C_in (depthwise). g must divide C_in.
+    train: BatchNorm mode (batch statistics when True), as for the block's own BNs.
+  """
+
+  features: int
+  stride: int = 1
+  groups: int = 0
+  train: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernels: Kernels = DEFAULT_KERNELS
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    channels = x.shape[-1]
+    groups = channels if self.groups == 0 else self.groups
+    if groups < 1 or channels % groups:
+      raise KDJaxError(f"{self.name}: a grouped conv with g={groups} groups needs input channels divisible by g, "
+                       f"got {channels} channels; choose conv='g<g>' with g dividing every block's width (or "
+                       "'dw_sep').")
+    y = nn.Conv(channels, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)), feature_group_count=groups,
+                use_bias=False, kernel_init=conv_init, dtype=dt, param_dtype=pdt,
+                conv_general_dilated=k.conv_general_dilated, name="conv_grouped")(x)
+    y = nn.relu(batch_norm(self.train, dt, pdt, "bn")(y))
+    return conv1x1(self.features, 1, dt, pdt, "conv_pointwise", kernels=k)(y)
+
+
+def block_conv(conv: str, features: int, stride: int, train: bool, dtype: Dtype, param_dtype: Dtype, name: str,
+               *, kernels: Kernels) -> Union[nn.Conv, GroupedPointwiseConv]:
+  """A residual block's 3x3 convolution for `conv` (see `conv_groups`), named `name`, called as `m(x)`:
+  `conv3x3` for 'standard' (the reference, same parameter tree), else a `GroupedPointwiseConv` with the
+  same output size (H - 1) // stride + 1 by (W - 1) // stride + 1 and width."""
+  groups = conv_groups(conv)
+  if groups is None:
+    return conv3x3(features, stride, dtype, param_dtype, name, kernels=kernels)
+  return GroupedPointwiseConv(features, stride, groups, train, dtype, param_dtype, kernels, name=name)
+
+
 def classifier(num_classes: int, dtype: Dtype, param_dtype: Dtype, name: str = "fc") -> nn.Dense:
   """The linear head. Every model in the zoo names it `fc`, so `params["fc"]` is always the classifier."""
   return nn.Dense(num_classes, kernel_init=dense_init, bias_init=nn.initializers.zeros, dtype=dtype,
@@ -79,7 +184,9 @@ class BasicBlock(nn.Module):
 
   The shortcut is the identity when shapes agree and otherwise a 1x1 convolution with the block's stride
   followed by BN (option B of the paper, as in RepDistiller). Returns `(out, preact)`, where `preact` is
-  the sum before the final ReLU and `out = relu(preact)`.
+  the sum before the final ReLU and `out = relu(preact)`. `inner_features` (default `features`) is the
+  width of conv1 and bn1, i.e. of the block after filter pruning; `conv` replaces both 3x3 convs
+  (`block_conv`; 'standard' is the reference block).
   """
 
   features: int
@@ -87,13 +194,16 @@ class BasicBlock(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   kernels: Kernels = DEFAULT_KERNELS
+  conv: str = STANDARD_CONV
+  inner_features: Optional[int] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
     dt, pdt, k = self.dtype, self.param_dtype, self.kernels
-    y = conv3x3(self.features, self.stride, dt, pdt, "conv1", kernels=k)(x)
+    inner = self.features if self.inner_features is None else self.inner_features
+    y = block_conv(self.conv, inner, self.stride, train, dt, pdt, "conv1", kernels=k)(x)
     y = nn.relu(batch_norm(train, dt, pdt, "bn1")(y))
-    y = conv3x3(self.features, 1, dt, pdt, "conv2", kernels=k)(y)
+    y = block_conv(self.conv, self.features, 1, train, dt, pdt, "conv2", kernels=k)(y)
     y = batch_norm(train, dt, pdt, "bn2")(y)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
@@ -123,6 +233,10 @@ class ResNetCIFAR(nn.Module):
     dtype: computation dtype (pass jnp.bfloat16 for mixed precision).
     param_dtype: parameter dtype.
     kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
+    conv: the blocks' 3x3 convolutions: 'standard' (the reference), 'dw_sep' or 'g<g>' (Moonshine's cheap
+      substitutes, `GroupedPointwiseConv`); the stem conv stays a full 3x3 conv, as in Moonshine.
+    inner_widths: None (every block's conv1 as wide as its stage), or one conv1 output width per block in
+      network order (3n entries: stage 1's blocks first), as `prune_filters` returns them.
   """
 
   num_classes: int
@@ -132,12 +246,16 @@ class ResNetCIFAR(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   kernels: Kernels = DEFAULT_KERNELS
+  conv: str = STANDARD_CONV
+  inner_widths: Optional[Tuple[int, ...]] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     n = blocks_per_stage(self.depth)
     if len(self.widths) != 3:
       raise KDJaxError(f"ResNetCIFAR takes three stage widths; got widths={self.widths}.")
+    inner = validate_inner_widths(self.inner_widths, self.depth)
+    validate_conv(self.conv)
     dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     x = conv3x3(self.stem_width, 1, dt, pdt, "conv1", kernels=k)(x)
     x = nn.relu(batch_norm(train, dt, pdt, "bn1")(x))
@@ -146,7 +264,9 @@ class ResNetCIFAR(nn.Module):
     for s, width in enumerate(self.widths):
       for b in range(n):
         stride = 2 if (s > 0 and b == 0) else 1
-        x, preact = BasicBlock(width, stride, dt, pdt, k, name=f"layer{s + 1}_{b}")(x, train)
+        inner_width = None if inner is None else inner[s * n + b]
+        x, preact = BasicBlock(width, stride, dt, pdt, k, self.conv, inner_width,
+                               name=f"layer{s + 1}_{b}")(x, train)
       stages.append(x)
       preacts.append(preact)
     embedding = global_avg_pool(x, train, k)
@@ -155,29 +275,52 @@ class ResNetCIFAR(nn.Module):
                        embedding=embedding, stem=stem)
 
 
+def validate_inner_widths(inner_widths: Optional[Sequence[int]], depth: int) -> Optional[Tuple[int, ...]]:
+  """`inner_widths` as a tuple of ints, checked to give one positive width per block of a depth-`depth`
+  ResNet (3n entries), or None."""
+  if inner_widths is None:
+    return None
+  blocks = 3 * blocks_per_stage(depth)
+  try:
+    widths = tuple(int(w) for w in inner_widths)
+  except (TypeError, ValueError) as e:
+    raise KDJaxError(f"inner_widths must be a sequence of {blocks} positive integers (one per block); got "
+                     f"{inner_widths!r}.") from e
+  if len(widths) != blocks or any(w < 1 for w in widths) or any(isinstance(w, bool) for w in inner_widths):
+    raise KDJaxError(f"inner_widths must hold one positive integer per residual block, {blocks} for depth {depth} "
+                     f"(stage 1's blocks first); got {inner_widths!r}. Use the widths prune_filters returns, "
+                     "or None for the full network.")
+  return widths
+
+
 def resnet(num_classes: int, *, depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16, 32, 64),
-           dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-           kernels: Kernels = DEFAULT_KERNELS) -> ResNetCIFAR:
-  """Any BasicBlock CIFAR ResNet: depth 6n+2, a stem width and three stage widths."""
+           conv: str = STANDARD_CONV, inner_widths: Optional[Sequence[int]] = None, dtype: Dtype = jnp.float32,
+           param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> ResNetCIFAR:
+  """Any BasicBlock CIFAR ResNet: depth 6n+2, a stem width, three stage widths, the blocks' `conv`
+  ('standard', 'dw_sep' or 'g<g>') and optionally per-block `inner_widths` (filter-pruned)."""
   blocks_per_stage(depth)
   widths = tuple(int(w) for w in widths)
   if len(widths) != 3:
     raise KDJaxError(f"resnet takes three stage widths; got widths={widths}.")
   return ResNetCIFAR(num_classes=num_classes, depth=depth, stem_width=stem_width, widths=widths,
-                     dtype=dtype, param_dtype=param_dtype, kernels=kernels)
+                     dtype=dtype, param_dtype=param_dtype, kernels=kernels, conv=validate_conv(conv),
+                     inner_widths=validate_inner_widths(inner_widths, depth))
 
 
 def _named(depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16, 32, 64)):
-  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+  def constructor(num_classes: int, *, conv: str = STANDARD_CONV, inner_widths: Optional[Sequence[int]] = None,
+                  dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
                   kernels: Kernels = DEFAULT_KERNELS) -> ResNetCIFAR:
     return ResNetCIFAR(num_classes=num_classes, depth=depth, stem_width=stem_width, widths=widths,
-                       dtype=dtype, param_dtype=param_dtype, kernels=kernels)
+                       dtype=dtype, param_dtype=param_dtype, kernels=kernels, conv=validate_conv(conv),
+                       inner_widths=validate_inner_widths(inner_widths, depth))
 
   x4 = "x4" if stem_width != 16 else ""
   constructor.__name__ = constructor.__qualname__ = f"resnet{depth}{x4}"
   constructor.__doc__ = (f"ResNet-{depth}{x4} for CIFAR: stem {stem_width}, stage widths {widths}, "
                          f"{(depth - 2) // 6} BasicBlocks per stage "
-                         f"(RepDistiller's `{constructor.__name__}`).")
+                         f"(RepDistiller's `{constructor.__name__}`); `conv` and `inner_widths` as in "
+                         "`ResNetCIFAR`.")
   return constructor
 
 

@@ -19,6 +19,15 @@ of every block) becomes, keeping its name, its stride and the output size of the
     3x3 conv's name (`params["conv1"]["conv_3x1"]["kernel"]`, ...);
   - '1x3': one 1x3 kernel, padding ((0, 0), (1, 1)).
 The 1x1 projection shortcuts stay 1x1.
+
+Cheap convolutions (`conv`, for Moonshine: Crowley, Gray, Storkey, "Moonshine: Distilling with Cheap
+Convolutions", NeurIPS 2018, arXiv:1711.02613, whose students are WRN-40-2 with every block's convs
+replaced; reference BayesWatch/pytorch-moonshine): 'standard' (default, the reference tree), 'dw_sep'
+(depthwise-separable) or 'g<g>' (grouped with g groups + pointwise) replace both 3x3 convs of every block
+by `resnet_cifar.GroupedPointwiseConv` (a grouped 3x3 conv, BN, ReLU, a 1x1 conv), keeping their names.
+Unlike `kernel`, `conv` leaves the stem conv a full 3x3 conv, as Moonshine does (its `conv1` is a plain
+`nn.Conv2d` whatever the block type); the shortcuts stay 1x1. `kernel` and `conv` do not combine: a
+non-'3x3' kernel needs conv='standard'.
 """
 
 from __future__ import annotations
@@ -32,8 +41,8 @@ import jax.numpy as jnp
 from kd_jax.backends import DEFAULT_KERNELS, Kernels
 from kd_jax.errors import KDJaxError, one_of
 from kd_jax.models.outputs import ModelOutput
-from kd_jax.models.resnet_cifar import (Dtype, batch_norm, classifier, conv1x1, conv3x3, conv_init,
-                                        global_avg_pool)
+from kd_jax.models.resnet_cifar import (STANDARD_CONV, Dtype, batch_norm, block_conv, classifier, conv1x1,
+                                        conv3x3, conv_init, global_avg_pool, validate_conv)
 
 # The kernel shapes a WRN's 3x3 convolutions can be replaced by (see the module docstring).
 WRN_KERNELS = ("3x3", "2x3", "3x1_1x3", "1x3")
@@ -57,6 +66,16 @@ def validate_kernel(kernel: str) -> str:
   if kernel not in WRN_KERNELS:
     raise KDJaxError(f"WRN kernel must be {one_of(WRN_KERNELS)}; got kernel={kernel!r}.")
   return kernel
+
+
+def validate_kernel_and_conv(kernel: str, conv: str) -> Tuple[str, str]:
+  """`(kernel, conv)` if each is valid and they do not both replace the 3x3 convs, else a KDJaxError."""
+  validate_kernel(kernel)
+  validate_conv(conv)
+  if kernel != "3x3" and conv != STANDARD_CONV:
+    raise KDJaxError(f"A WRN takes either a kernel shape (kernel={kernel!r}, Pacemaker KD) or cheap convolutions "
+                     f"(conv={conv!r}, Moonshine), not both; set kernel='3x3' or conv='standard'.")
+  return kernel, conv
 
 
 def _conv(features: int, size: Tuple[int, int], strides: Tuple[int, int], padding, dtype: Dtype,
@@ -109,7 +128,8 @@ class PreActBlock(nn.Module):
   conv (with the block's stride) applied to the *activated* input relu(bn1(x)), as in the reference.
   Returns `(out, normed)` where `normed = bn1(x)` is the block's input after its first BN and before the
   ReLU: the WRN uses it as the pre-activation feature of the previous stage. `kernel` replaces both 3x3
-  convs (`kernel_conv`; '3x3' is the reference block).
+  convs (`kernel_conv`; '3x3' is the reference block), or else `conv` does (`resnet_cifar.block_conv`;
+  'standard' is the reference block).
   """
 
   features: int
@@ -118,15 +138,23 @@ class PreActBlock(nn.Module):
   param_dtype: Dtype = jnp.float32
   kernels: Kernels = DEFAULT_KERNELS
   kernel: str = "3x3"
+  conv: str = STANDARD_CONV
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> Tuple[jax.Array, jax.Array]:
     dt, pdt, k = self.dtype, self.param_dtype, self.kernels
+    validate_kernel_and_conv(self.kernel, self.conv)
+
+    def conv3(features: int, stride: int, name: str):
+      if self.conv == STANDARD_CONV:
+        return kernel_conv(self.kernel, features, stride, dt, pdt, name, kernels=k)
+      return block_conv(self.conv, features, stride, train, dt, pdt, name, kernels=k)
+
     normed = batch_norm(train, dt, pdt, "bn1")(x)
     act = nn.relu(normed)
-    y = kernel_conv(self.kernel, self.features, self.stride, dt, pdt, "conv1", kernels=k)(act)
+    y = conv3(self.features, self.stride, "conv1")(act)
     y = nn.relu(batch_norm(train, dt, pdt, "bn2")(y))
-    y = kernel_conv(self.kernel, self.features, 1, dt, pdt, "conv2", kernels=k)(y)
+    y = conv3(self.features, 1, "conv2")(y)
     if self.stride == 1 and x.shape[-1] == self.features:
       shortcut = x
     else:
@@ -157,6 +185,8 @@ class WideResNet(nn.Module):
     kernels: the convolutions' and pools' kernels (`kd_jax.backends.Kernels`; a run passes its own).
     kernel: what replaces every 3x3 conv, one of `WRN_KERNELS` ('3x3': the reference network; see the
       module docstring).
+    conv: what replaces the blocks' 3x3 convs (not the stem's): 'standard' (the reference), 'dw_sep' or
+      'g<g>' (Moonshine's cheap convolutions; see the module docstring). Needs kernel='3x3'.
   """
 
   num_classes: int
@@ -166,11 +196,12 @@ class WideResNet(nn.Module):
   param_dtype: Dtype = jnp.float32
   kernels: Kernels = DEFAULT_KERNELS
   kernel: str = "3x3"
+  conv: str = STANDARD_CONV
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
     n = wrn_blocks_per_stage(self.depth)
-    kernel = validate_kernel(self.kernel)
+    kernel, conv = validate_kernel_and_conv(self.kernel, self.conv)
     dt, pdt, k = self.dtype, self.param_dtype, self.kernels
     widths = (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
     x = kernel_conv(kernel, 16, 1, dt, pdt, "conv1", kernels=k)(x)
@@ -178,7 +209,7 @@ class WideResNet(nn.Module):
     for s, width in enumerate(widths):
       for b in range(n):
         stride = 2 if (s > 0 and b == 0) else 1
-        x, normed = PreActBlock(width, stride, dt, pdt, k, kernel, name=f"block{s + 1}_layer{b}")(x, train)
+        x, normed = PreActBlock(width, stride, dt, pdt, k, kernel, conv, name=f"block{s + 1}_layer{b}")(x, train)
         if s > 0 and b == 0:
           preacts.append(normed)  # bn1 of this stage's first block applied to the previous stage's output
       stages.append(x)
@@ -190,29 +221,36 @@ class WideResNet(nn.Module):
                        embedding=embedding)
 
 
-def wrn(num_classes: int, *, depth: int, widen_factor: int, kernel: str = "3x3", dtype: Dtype = jnp.float32,
-        param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
-  """Any WRN-d-k: depth d = 6n+4, widen factor k >= 1, `kernel` one of `WRN_KERNELS` (default '3x3')."""
+def wrn(num_classes: int, *, depth: int, widen_factor: int, kernel: str = "3x3", conv: str = STANDARD_CONV,
+        dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+        kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
+  """Any WRN-d-k: depth d = 6n+4, widen factor k >= 1, `kernel` one of `WRN_KERNELS` (default '3x3') or
+  `conv` 'dw_sep'/'g<g>' (Moonshine's cheap block convolutions; default 'standard')."""
   wrn_blocks_per_stage(depth)
   if widen_factor < 1:
     raise KDJaxError(f"WRN widen_factor must be a positive integer; got widen_factor={widen_factor}.")
+  kernel, conv = validate_kernel_and_conv(kernel, conv)
   return WideResNet(num_classes=num_classes, depth=depth, widen_factor=widen_factor, dtype=dtype,
-                    param_dtype=param_dtype, kernels=kernels, kernel=validate_kernel(kernel))
+                    param_dtype=param_dtype, kernels=kernels, kernel=kernel, conv=conv)
 
 
 def _named(depth: int, widen_factor: int, kernel: str = "3x3", doc: str = ""):
   validate_kernel(kernel)
 
-  def constructor(num_classes: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-                  kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
+  def constructor(num_classes: int, *, conv: str = STANDARD_CONV, dtype: Dtype = jnp.float32,
+                  param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
+    validate_kernel_and_conv(kernel, conv)
     return WideResNet(num_classes=num_classes, depth=depth, widen_factor=widen_factor, dtype=dtype,
-                      param_dtype=param_dtype, kernels=kernels, kernel=kernel)
+                      param_dtype=param_dtype, kernels=kernels, kernel=kernel, conv=conv)
 
   suffix = "" if kernel == "3x3" else f"_{kernel}"
   name = constructor.__name__ = constructor.__qualname__ = f"wrn_{depth}_{widen_factor}{suffix}"
   if kernel != "3x3":
     doc = f"WRN-{depth}-{widen_factor}, every 3x3 conv replaced by {_KERNEL_WORDS[kernel]} (Pacemaker KD)"
-  constructor.__doc__ = (doc or f"WRN-{depth}-{widen_factor} for CIFAR (RepDistiller's `{name}`)") + "."
+  else:
+    doc = (doc or f"WRN-{depth}-{widen_factor} for CIFAR (RepDistiller's `{name}`)") + (
+        "; `conv` 'dw_sep' or 'g<g>' gives Moonshine's cheap-convolution student")
+  constructor.__doc__ = doc + "."
   return constructor
 
 

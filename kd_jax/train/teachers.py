@@ -27,7 +27,7 @@ from kd_jax import backends
 from kd_jax import models as kd_models
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
-from kd_jax.pruning import prune_by_magnitude
+from kd_jax.compression.pruning import prune_by_magnitude
 from kd_jax.train import checkpoint as ckpt
 from kd_jax.train.distributed import is_main_process
 
