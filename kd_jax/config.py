@@ -120,6 +120,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.ema_decay = 0.999     # 'ema': d in τ ← d·τ + (1 − d)·θ (a plain average for the first 1/(1 − d) steps)
   c.teacher.snapshot_every = 100  # 'snapshot': steps between copies (the first steps distil from the initial net)
 
+  # Compressing the student while it trains (kd_jax/compression; scheme 'distill'), with any distiller:
+  # unstructured magnitude pruning (Zhu & Gupta's gradual schedule, or one-shot) and quantisation-aware
+  # training (fake-quantised kernels per channel and Conv/Dense inputs per tensor, straight-through gradient).
+  c.compression = ml_collections.ConfigDict()
+  c.compression.sparsity = 0.0            # s_f: fraction of the prunable kernel weights that end at zero; 0 = off
+  c.compression.initial_sparsity = 0.0    # s_i: sparsity of the first mask update
+  c.compression.prune_scope = "layer"     # 'layer' (each kernel loses s) or 'global' (one magnitude threshold)
+  c.compression.prune_exclude = ()        # regexes of '/'-joined kernel paths kept dense, e.g. ('^conv1/', '^fc/')
+  c.compression.prune_begin_epoch = 0     # t_0, in epochs of the whole run (all phases)
+  c.compression.prune_end_epoch = 0       # t_0 + nΔt; <= prune_begin_epoch: one-shot pruning at t_0
+  c.compression.prune_every_steps = 100   # Δt, steps between mask updates
+  c.compression.weight_bits = 0           # QAT: kernel bits (2-16); 0 = full precision (then activation_bits 0 too)
+  c.compression.activation_bits = 0       # QAT: bits of every Conv/Dense input
+  c.compression.weight_range = "minmax"   # 'minmax' (max|w| per channel) or 'lsq' (learned step sizes)
+  c.compression.activation_range = "minmax"  # 'minmax' (moving min/max observers) or 'lsq'
+  c.compression.observer_momentum = 0.9   # m in lo ← m·lo + (1 − m)·min(batch)
+  c.compression.first_last_bits = 8       # the first layer and the classifier at this width; 0 = as the others
+  c.compression.quant_begin_epoch = 0     # QAT in the phases that start at or after this epoch (a phase start)
+
   # Weighted sum of distillers: term -> {weight, distiller (defaults to the term's name), hyper-params}.
   c.loss = ml_collections.ConfigDict({"ce": {"weight": 1.0}})
 
@@ -374,6 +393,7 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
     problems.append(f"data.labeled_fraction must be in (0, 1], got {labeled}")
   problems += _scheme_problems(config)
   problems += _self_teacher_problems(config)
+  problems += _compression_problems(config)
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
   if config.get("phases"):
@@ -382,6 +402,35 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   problems = _dot_problems(config)
   if problems:
     raise KDJaxError("Invalid config: " + "; ".join(problems) + ".")
+
+
+def compression_enabled(config: ml_collections.ConfigDict) -> bool:
+  compression = config.get("compression", {})
+  return bool(compression.get("sparsity", 0.0) or compression.get("weight_bits", 0))
+
+
+def _compression_problems(config: ml_collections.ConfigDict) -> list:
+  c = config.get("compression")
+  if c is None or not compression_enabled(config):
+    return []
+  problems = []
+  if config.get("scheme", "distill") != "distill":
+    problems.append(f"config.compression compresses the student of scheme 'distill'; scheme "
+                    f"{config.scheme!r} is not supported yet: set compression.sparsity=0 and weight_bits=0")
+  if config.teacher.get("self"):
+    problems.append("config.compression cannot be combined with a self-teacher (teacher.self): the teacher would "
+                    "average the pruning masks")
+  if not 0.0 <= c.initial_sparsity <= c.sparsity < 1.0:
+    problems.append(f"compression needs 0 <= initial_sparsity <= sparsity < 1, got initial_sparsity="
+                    f"{c.initial_sparsity}, sparsity={c.sparsity}")
+  if c.prune_every_steps < 1:
+    problems.append(f"compression.prune_every_steps must be >= 1, got {c.prune_every_steps}")
+  if c.prune_begin_epoch < 0:
+    problems.append(f"compression.prune_begin_epoch must be >= 0, got {c.prune_begin_epoch}")
+  if bool(c.weight_bits) != bool(c.activation_bits):
+    problems.append(f"compression.weight_bits and activation_bits are both set (QAT) or both 0 (full precision); "
+                    f"got {c.weight_bits} and {c.activation_bits}")
+  return problems
 
 
 def peer_specs(config: ml_collections.ConfigDict) -> list:

@@ -174,6 +174,18 @@ def _flat_shapes(tree: Any) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def as_exported(model: nn.Module, info: dict) -> Any:
+  """`model` as the run that exported `info` (its `model.json`) trained it: wrapped in a
+  `kd_jax.compression.CompressedModel` when the run pruned or quantised it (masks, observers and LSQ step
+  sizes are among the exported variables; a quantised export computes quantised, as the run evaluated it)."""
+  settings = info.get("compression")
+  if not settings:
+    return model
+  from kd_jax.compression.model import CompressedModel, compression_from_settings  # late: optional part
+  pruning, quant = compression_from_settings(settings)
+  return CompressedModel(model, pruning, quant, quantize=bool(settings.get("quantized", quant is not None)))
+
+
 def load_exported_model(workdir: str, model: nn.Module, sample_images: jax.Array) -> Any:
   """Loads an exported model's variables, checking every parameter against `model`'s shapes.
 
@@ -236,8 +248,8 @@ def load_model(workdir: str, *, with_info: bool = False, kernels: Optional[backe
   name = info["model"]
   sizes = {k: info[k] for k in kd_models.model_arguments(name)
            if k in info and k not in ("dtype", "param_dtype", "kernels")}
-  model = kd_models.create_model(name, dtype=dtype, kernels=backends.DEFAULT_KERNELS if kernels is None else kernels,
-                                  **sizes)
+  model = as_exported(kd_models.create_model(name, dtype=dtype, kernels=backends.DEFAULT_KERNELS if kernels is None
+                                             else kernels, **sizes), info)
   variables = load_exported_model(workdir, model, _sample_inputs(info, config))
   if not with_info:
     return model, variables

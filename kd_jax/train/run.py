@@ -33,7 +33,8 @@ from kd_jax import data as kd_data
 from kd_jax import distillers as kd_distillers
 from kd_jax import models as kd_models
 from kd_jax import tasks as kd_tasks
-from kd_jax.config import peer_specs
+from kd_jax.compression.model import CompressedModel, compression_from_settings
+from kd_jax.config import compression_enabled, peer_specs
 from kd_jax.errors import KDJaxError
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.train import distributed
@@ -156,6 +157,26 @@ def create_networks(config: ml_collections.ConfigDict, task: kd_tasks.Task, data
                        f"{', '.join(takes)}, the task's data gives {', '.join(sizes)}. Choose a {task.name} model.")
     networks.append((name, kd_models.create_model(model, dtype=config.compute_dtype, kernels=kernels, **sizes)))
   return tuple(networks)
+
+
+def quantizes_in(config: ml_collections.ConfigDict, phase: kd_phases.Phase) -> bool:
+  """Whether the student trains with fake quantisation in `phase` (config.compression.quant_begin_epoch)."""
+  return phase.start_epoch >= config.compression.quant_begin_epoch
+
+
+def _compressed_student(config: ml_collections.ConfigDict, networks, phases, steps_per_epoch: int):
+  """`networks` with the student wrapped in a `CompressedModel` when config.compression asks for pruning or
+  quantisation-aware training (quantising as the last phase does, for evaluation and export)."""
+  if not compression_enabled(config):
+    return networks
+  pruning, quant = compression_from_settings(config.compression.to_dict(), steps_per_epoch)
+  starts = [p.start_epoch for p in phases]
+  if quant is not None and config.compression.quant_begin_epoch not in starts:
+    raise KDJaxError(f"compression.quant_begin_epoch={config.compression.quant_begin_epoch} is not the start of a "
+                     f"phase (phases start at epochs {', '.join(map(str, starts))}): quantisation-aware training "
+                     "switches on at a phase boundary; give it a phase of its own in config.phases.")
+  (name, model), rest = networks[0], networks[1:]
+  return ((name, CompressedModel(model, pruning, quant, quantize=quantizes_in(config, phases[-1]))),) + tuple(rest)
 
 
 def _distill_optimizers(phases, steps_per_epoch: int, trainable_tree: Optional[Dict[str, Any]]):
@@ -401,6 +422,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   networks = create_networks(config, task, dataset, kernels)
   sample = sample_batch(config, dataset)
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
+  networks = _compressed_student(config, networks, phases, steps_per_epoch)
   total_steps = phases[-1].steps(steps_per_epoch)[1]
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
@@ -531,8 +553,11 @@ def step_function(run: Run, index: int):
     teachers = run.teachers
     if phase.teacher_batch_statistics:
       teachers = dataclasses.replace(teachers, batch_statistics=(True,) * len(teachers.modules))
+    student = run.models[0][1]
+    if isinstance(student, CompressedModel):
+      student = dataclasses.replace(student, quantize=quantizes_in(config, phase))
     return functools.partial(
-        distill.train_step, student=run.models[0][1], teachers=teachers, distiller=run.distillers[index],
+        distill.train_step, student=student, teachers=teachers, distiller=run.distillers[index],
         tx=run.optimizers[index][STUDENT], schedule=run.schedules[index], student_train=phase.trains_student,
         phase_start=phase.steps(run.steps_per_epoch)[0],
         teacher_cache=run.output_cache.layout if run.uses_cache(index) else None,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kd_jax.compression.model import CompressedModel
 from kd_jax.data.augment import flip_decisions
 from kd_jax.distillers import Context, CrossEntropy, Distiller, Supervised, WeightedSum, split_state
 from kd_jax.errors import KDJaxError
@@ -186,6 +187,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
     (loss, (metrics, batch_stats, distiller_state, prediction)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(trainable)
   trainable, opt_state = apply_updates(tx, grads, state.opt_state, trainable)
+  if isinstance(student, CompressedModel):  # pruned weights back to zero; the schedule's next masks
+    trainable["student"], batch_stats = student.after_update(trainable["student"], batch_stats, state.step)
   distiller_state = merge(own_state, distiller_state)
   if self_teacher is not None:
     distiller_state[SELF_TEACHER] = self_teacher.update(
