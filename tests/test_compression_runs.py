@@ -130,3 +130,29 @@ def test_bad_compression_settings_are_refused(tmp_path, digits, teacher):
   phased = _config(teacher, **QAT, **{"compression.quant_begin_epoch": 1, "epochs": 2})
   with pytest.raises(KDJaxError, match="start of a phase"):
     kd_run.build_run(phased, digits, mesh=sharding.make_mesh(jax.devices()[:1]))
+
+
+def test_ab_initialisation_then_gradual_pruning_then_qat_in_one_run(tmp_path_factory, digits):
+  from helpers import train_teacher
+  from kd_jax.config import load_config_file
+  config = load_config_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+                                         "digits_ab_prune_qat.py"))
+  config.teacher.workdir, config.teacher.model = train_teacher(tmp_path_factory, digits), "cnn_small"
+  # One epoch per phase, batch 128: pruning over the `prune` phase, QAT from the `qat` phase's start.
+  config.phases = tuple(dict(p, epochs=1) for p in config.phases)
+  config.epochs, config.batch_size, config.progress_bar = 3, 128, False
+  config.compression.prune_begin_epoch, config.compression.prune_end_epoch = 1, 2
+  config.compression.quant_begin_epoch = 2
+  config.compression.prune_every_steps = 2
+  workdir = str(tmp_path_factory.mktemp("ab_prune_qat"))
+  result = train_and_evaluate(config, workdir, dataset=digits)
+  model, variables = kd_jax.load_model(workdir)
+  assert model.quantized and model.pruning is not None
+  params = _kernels(variables["params"])
+  for path in prunable_paths(variables["params"], exclude=config.compression.prune_exclude):
+    assert int(np.sum(params[path] == 0)) == int(round(0.8 * params[path].size)), path
+  assert np.all(params["stage1_conv0/kernel"] != 0)
+  test = digits.test.get(np.arange(len(digits.test)))
+  logits = model.apply(variables, jnp.asarray(test["image"]), train=False).prediction
+  assert float(np.mean(np.argmax(logits, -1) == test["label"])) == pytest.approx(
+      result["networks"][0]["test"]["accuracy"], abs=1e-6)

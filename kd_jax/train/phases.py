@@ -108,13 +108,15 @@ def trainable_labels(trainable_tree: Dict[str, Any], groups: Sequence[str]) -> D
   A group that matches no parameter raises `KDJaxError` listing the groups that exist, so a typo cannot
   silently freeze everything.
   """
-  flat = traverse_util.flatten_dict(trainable_tree)
+  # Empty subtrees (a distiller without parameters) are kept, so the labels have the tree's structure.
+  flat = traverse_util.flatten_dict(trainable_tree, keep_empty_nodes=True)
   paths = {_path(k): k for k in flat}
   for group in groups:
     if not any(p == group or p.startswith(group + "/") for p in paths):
       existing = sorted({"/".join(k[:3]) for k in flat if k[0] == "distiller"} | {"student", "distiller"})
       raise KDJaxError(f"Trainable group {group!r} matches no parameter. Groups that exist: {', '.join(existing)}.")
-  labels = {k: "train" if any(p == g or p.startswith(g + "/") for g in groups) else "freeze"
+  labels = {k: flat[k] if flat[k] is traverse_util.empty_node
+            else "train" if any(p == g or p.startswith(g + "/") for g in groups) else "freeze"
             for p, k in paths.items()}
   return traverse_util.unflatten_dict(labels)
 
