@@ -120,7 +120,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.ema_decay = 0.999     # 'ema': d in τ ← d·τ + (1 − d)·θ (a plain average for the first 1/(1 − d) steps)
   c.teacher.snapshot_every = 100  # 'snapshot': steps between copies (the first steps distil from the initial net)
 
-  # Compressing the student while it trains (kd_jax/compression; scheme 'distill'), with any distiller:
+  # Compressing the trained networks (the student; under 'mutual'/'adversarial' every network) while they
+  # train (kd_jax/compression), with any distiller and scheme:
   # unstructured magnitude pruning (Zhu & Gupta's gradual schedule, or one-shot) and quantisation-aware
   # training (fake-quantised kernels per channel and Conv/Dense inputs per tensor, straight-through gradient).
   c.compression = ml_collections.ConfigDict()
@@ -414,9 +415,6 @@ def _compression_problems(config: ml_collections.ConfigDict) -> list:
   if c is None or not compression_enabled(config):
     return []
   problems = []
-  if config.get("scheme", "distill") != "distill":
-    problems.append(f"config.compression compresses the student of scheme 'distill'; scheme "
-                    f"{config.scheme!r} is not supported yet: set compression.sparsity=0 and weight_bits=0")
   if config.teacher.get("self"):
     problems.append("config.compression cannot be combined with a self-teacher (teacher.self): the teacher would "
                     "average the pruning masks")

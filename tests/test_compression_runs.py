@@ -120,13 +120,30 @@ def test_eight_devices_match_one(digits, teacher):
   chex.assert_trees_all_close(eight.batch_stats, one.batch_stats, rtol=1e-5, atol=1e-6)
 
 
+# 'adversarial' only (its step updates each network twice: against the discriminators, then on its loss);
+# 'mutual' calls the same CompressedModel.after_update after its single update.
+@pytest.mark.parametrize("scheme", ["adversarial"])
+def test_every_network_of_an_online_scheme_is_compressed(tmp_path, digits, scheme):
+  config = small_config(**{"scheme": scheme, "peers": ("cnn_tiny",), "max_steps": 3,
+                           "loss": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}},
+                           **{**PRUNE, **QAT, "compression.prune_every_steps": 1}})
+  train_and_evaluate(config, str(tmp_path / "run"), dataset=digits)
+  for network in ("", "networks/peer1"):
+    model, variables = kd_jax.load_model(str(tmp_path / "run" / network))
+    assert model.quantized
+    params = _kernels(variables["params"])
+    target = float(polynomial_sparsity(2, initial=0.1, final=0.6, begin_step=0,
+                                       num_updates=kd_data.steps_per_epoch(len(digits.train), 32),
+                                       update_every=1))
+    for path in prunable_paths(variables["params"], exclude=("^fc/",)):
+      assert int(np.sum(params[path] == 0)) == int(round(target * params[path].size)), (network, path)
+
+
 def test_bad_compression_settings_are_refused(tmp_path, digits, teacher):
   with pytest.raises(KDJaxError, match="both set"):
     validate(_config(teacher, **{"compression.weight_bits": 4}))
   with pytest.raises(KDJaxError, match="sparsity"):
     validate(_config(teacher, **{"compression.sparsity": 1.0}))
-  with pytest.raises(KDJaxError, match="scheme 'distill'"):
-    validate(small_config(**{"scheme": "mutual", "peers": ("mlp_tiny",), **QAT}))
   phased = _config(teacher, **QAT, **{"compression.quant_begin_epoch": 1, "epochs": 2})
   with pytest.raises(KDJaxError, match="start of a phase"):
     kd_run.build_run(phased, digits, mesh=sharding.make_mesh(jax.devices()[:1]))

@@ -164,9 +164,10 @@ def quantizes_in(config: ml_collections.ConfigDict, phase: kd_phases.Phase) -> b
   return phase.start_epoch >= config.compression.quant_begin_epoch
 
 
-def _compressed_student(config: ml_collections.ConfigDict, networks, phases, steps_per_epoch: int):
-  """`networks` with the student wrapped in a `CompressedModel` when config.compression asks for pruning or
-  quantisation-aware training (quantising as the last phase does, for evaluation and export)."""
+def _compressed_networks(config: ml_collections.ConfigDict, networks, phases, steps_per_epoch: int):
+  """`networks` (every trained network: the student and, under 'mutual'/'adversarial', its peers), each
+  wrapped in a `CompressedModel` when config.compression asks for pruning or quantisation-aware training
+  (quantising as the last phase does, for evaluation and export)."""
   if not compression_enabled(config):
     return networks
   pruning, quant = compression_from_settings(config.compression.to_dict(), steps_per_epoch)
@@ -175,8 +176,8 @@ def _compressed_student(config: ml_collections.ConfigDict, networks, phases, ste
     raise KDJaxError(f"compression.quant_begin_epoch={config.compression.quant_begin_epoch} is not the start of a "
                      f"phase (phases start at epochs {', '.join(map(str, starts))}): quantisation-aware training "
                      "switches on at a phase boundary; give it a phase of its own in config.phases.")
-  (name, model), rest = networks[0], networks[1:]
-  return ((name, CompressedModel(model, pruning, quant, quantize=quantizes_in(config, phases[-1]))),) + tuple(rest)
+  quantize = quantizes_in(config, phases[-1])
+  return tuple((name, CompressedModel(model, pruning, quant, quantize=quantize)) for name, model in networks)
 
 
 def _distill_optimizers(phases, steps_per_epoch: int, trainable_tree: Optional[Dict[str, Any]]):
@@ -422,7 +423,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: kd_data.Dataset, workd
   networks = create_networks(config, task, dataset, kernels)
   sample = sample_batch(config, dataset)
   steps_per_epoch = kd_data.steps_per_epoch(len(dataset.train), config.batch_size)
-  networks = _compressed_student(config, networks, phases, steps_per_epoch)
+  networks = _compressed_networks(config, networks, phases, steps_per_epoch)
   total_steps = phases[-1].steps(steps_per_epoch)[1]
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)

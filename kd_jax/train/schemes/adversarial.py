@@ -49,6 +49,7 @@ from kd_jax.errors import KDJaxError
 from kd_jax.models.discriminator import FeatureDiscriminator, TransferLayer
 from kd_jax.tasks import Task
 from kd_jax.train.schemes.mutual import Models, check_distiller, init_networks
+from kd_jax.compression.model import CompressedModel
 from kd_jax.train.step import Metrics, TrainState, apply_train, apply_updates, jit_init, learning_rate, prepare_batch
 from kd_jax.train.teachers import Teachers
 
@@ -283,8 +284,10 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
   if transfers:
     params[TRANSFER] = {key: moved[t.network][TRANSFER][key] for t in taps for key in [t.key] if key in transfers}
   params[DISCRIMINATORS] = disc_params
-  for name in names:
+  for name, model in models:
     params[name], opt_state[name] = apply_updates(txs[name], grads[name], state.opt_state[name], net_params[name])
+    if isinstance(model, CompressedModel):  # pruned weights back to zero; the schedule's next masks
+      params[name], net_stats[name] = model.after_update(params[name], net_stats[name], state.step)
   batch_stats = dict(net_stats, **{DISCRIMINATORS: disc_stats})
 
   metrics: Metrics = {"loss": sum(v for v, _ in results), "discriminator_loss": d_loss, "generator_loss": g_loss,

@@ -41,6 +41,7 @@ import optax
 from kd_jax.distillers import Context, Distiller
 from kd_jax.errors import KDJaxError
 from kd_jax.tasks import Task
+from kd_jax.compression.model import CompressedModel
 from kd_jax.train.step import Metrics, TrainState, apply_train, apply_updates, jit_init, learning_rate, prepare_batch
 
 Models = Tuple[Tuple[str, nn.Module], ...]
@@ -180,6 +181,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
     (grads,) = pullbacks[k](out_grad)
     grads = jax.tree.map(jnp.add, grads, forward_grads)
     params[name], opt_state[name] = apply_updates(txs[name], grads, state.opt_state[name], state.params[name])
+    if isinstance(models[k][1], CompressedModel):  # pruned weights back to zero; the schedule's next masks
+      params[name], batch_stats[name] = models[k][1].after_update(params[name], batch_stats[name], state.step)
     results.append((value, term_metrics, outs[k].prediction))
     if update == "sequential" and k + 1 < len(names):
       # The networks after this one learn from its prediction after its update (statistics not kept).
