@@ -127,6 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.compression = ml_collections.ConfigDict()
   c.compression.sparsity = 0.0            # s_f: fraction of the prunable kernel weights that end at zero; 0 = off
   c.compression.initial_sparsity = 0.0    # s_i: sparsity of the first mask update
+  c.compression.prune_structure = "unstructured"  # or 'filters': L1 filter pruning of CIFAR ResNet blocks' conv1
   c.compression.prune_scope = "layer"     # 'layer' (each kernel loses s) or 'global' (one magnitude threshold)
   c.compression.prune_exclude = ()        # regexes of '/'-joined kernel paths kept dense, e.g. ('^conv1/', '^fc/')
   c.compression.prune_begin_epoch = 0     # t_0, in epochs of the whole run (all phases)
@@ -421,6 +422,11 @@ def _compression_problems(config: ml_collections.ConfigDict) -> list:
   if not 0.0 <= c.initial_sparsity <= c.sparsity < 1.0:
     problems.append(f"compression needs 0 <= initial_sparsity <= sparsity < 1, got initial_sparsity="
                     f"{c.initial_sparsity}, sparsity={c.sparsity}")
+  if c.prune_structure not in ("unstructured", "filters"):
+    problems.append(f"compression.prune_structure must be 'unstructured' or 'filters', got {c.prune_structure!r}")
+  elif c.prune_structure == "filters" and c.weight_bits and c.weight_range == "lsq":
+    problems.append("compression.prune_structure='filters' with weight_range='lsq' is not supported (the learned "
+                    "per-channel step sizes would have to shrink with the filters): use weight_range='minmax'")
   if c.prune_every_steps < 1:
     problems.append(f"compression.prune_every_steps must be >= 1, got {c.prune_every_steps}")
   if c.prune_begin_epoch < 0:

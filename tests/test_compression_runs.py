@@ -173,3 +173,21 @@ def test_ab_initialisation_then_gradual_pruning_then_qat_in_one_run(tmp_path_fac
   logits = model.apply(variables, jnp.asarray(test["image"]), train=False).prediction
   assert float(np.mean(np.argmax(logits, -1) == test["label"])) == pytest.approx(
       result["networks"][0]["test"]["accuracy"], abs=1e-6)
+
+
+def test_filter_pruning_trains_on_the_schedule_and_exports_the_smaller_resnet(tmp_path, digits, teacher):
+  config = _config(teacher, **{**PRUNE, "student.model": "resnet8", "compression.prune_structure": "filters",
+                               "compression.prune_exclude": ()})
+  result = train_and_evaluate(config, str(tmp_path / "run"), dataset=digits)
+  model, variables, info = kd_jax.load_model(str(tmp_path / "run"), with_info=True)
+  target = float(polynomial_sparsity(6, initial=0.1, final=0.6, begin_step=0,
+                                     num_updates=kd_data.steps_per_epoch(len(digits.train), 32) // 2, update_every=2))
+  full = kd_jax.models.create_model("resnet8", 10)
+  widths = [int(v["conv1"]["kernel"].shape[-1]) for k, v in sorted(jax.eval_shape(
+      full.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"].items()) if k.startswith("layer")]
+  assert tuple(info["inner_widths"]) == tuple(w - int(round(target * w)) for w in widths)
+  assert not isinstance(model, CompressedModel)  # nothing is masked any more: a plain, smaller resnet8
+  test = digits.test.get(np.arange(len(digits.test)))
+  logits = model.apply(variables, jnp.asarray(test["image"]), train=False).prediction
+  accuracy = float(np.mean(np.argmax(logits, -1) == test["label"]))
+  assert accuracy == pytest.approx(result["networks"][0]["test"]["accuracy"], abs=1.5 / len(digits.test))

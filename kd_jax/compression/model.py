@@ -12,7 +12,8 @@ checkpointed, sharded and restored with them:
 `quantize` is on, fake-quantised weights and layer inputs (`quantize.quantized_apply`). The train step
 calls `after_update` after each optimizer update: it sets pruned weights back to exactly zero (momentum and
 weight decay would otherwise move them) and, on the schedule's update steps, prunes further
-(`pruning.gradual_masks`, Zhu & Gupta's polynomial schedule; one-shot when `num_updates` is 0).
+(`Pruning.masks` at Zhu & Gupta's polynomial schedule, as `pruning.gradual_masks`; one-shot when
+`num_updates` is 0). `compact_export` turns a filter-pruned student into the smaller network it computes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kd_jax.errors import KDJaxError
 
 COMPRESSION = "compression"  # key of the compression state in batch_stats
 QUANTIZER = "quantizer"      # key of LSQ's learned step sizes in params
+STRUCTURES = ("unstructured", "filters")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Pruning:
     begin_step: t_0, the global step of the first mask update.
     num_updates: n, the number of Δt intervals after it (0: one-shot pruning to s_f at t_0).
     update_every: Δt in steps.
+    structure: 'unstructured' (magnitude masks over every prunable kernel) or 'filters' (L1-norm filter
+      pruning of each CIFAR ResNet block's first conv, `pruning.filter_masks`, at the same schedule; `scope`
+      and `exclude` do not apply; `pruning.prune_filters` then removes them from the exported network).
   """
 
   sparsity: float
@@ -52,12 +57,22 @@ class Pruning:
   begin_step: int = 0
   num_updates: int = 0
   update_every: int = 1
+  structure: str = "unstructured"
 
   def __post_init__(self):
     kd_pruning.polynomial_sparsity(0, initial=self.initial, final=self.sparsity, begin_step=self.begin_step,
                                    num_updates=self.num_updates, update_every=self.update_every)  # validates
     if self.scope not in ("layer", "global"):
       raise KDJaxError(f"pruning scope must be 'layer' or 'global', got {self.scope!r}.")
+    if self.structure not in STRUCTURES:
+      raise KDJaxError(f"pruning structure must be 'unstructured' or 'filters', got {self.structure!r}.")
+
+  def masks(self, params: Any, sparsity: Any, previous: Optional[Any] = None) -> Any:
+    """The masks at `sparsity` (possibly traced); `previous` keeps pruned weights pruned (unstructured;
+    pruned filters, exactly zero, have the smallest L1 norm and so stay pruned)."""
+    if self.structure == "filters":
+      return kd_pruning.filter_masks(params, sparsity)
+    return kd_pruning.magnitude_masks(params, sparsity, scope=self.scope, exclude=self.exclude, previous=previous)
 
 
 def _split(variables: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
@@ -97,7 +112,7 @@ class CompressedModel:
     params, stats = dict(variables["params"]), dict(variables.get("batch_stats", {}))
     state = {}
     if self.pruning is not None:
-      state["masks"] = kd_pruning.magnitude_masks(params, 0.0, scope=self.pruning.scope, exclude=self.pruning.exclude)
+      state["masks"] = self.pruning.masks(params, 0.0)
     if self.quant is not None:
       qstate, qparams = kd_quant.init_quant_state(self.model, variables, inputs, self.quant)
       state["observers"] = qstate.observers
@@ -129,7 +144,7 @@ class CompressedModel:
 
   def after_update(self, params: Any, batch_stats: Any, step: Any) -> Tuple[Any, Any]:
     """`(params, batch_stats)` after the optimizer update of global step `step` (the update just applied):
-    the masks for `step` (`gradual_masks`: new ones on the schedule's update steps) and the params with
+    the masks for `step` (new ones on the schedule's update steps, as `gradual_masks`) and the params with
     every pruned weight exactly zero."""
     if self.pruning is None:
       return params, batch_stats
@@ -137,9 +152,11 @@ class CompressedModel:
     state = dict(stats[COMPRESSION])
     quantizer = params.pop(QUANTIZER, None)
     p = self.pruning
-    masks = kd_pruning.gradual_masks(params, state["masks"], step, initial=p.initial, final=p.sparsity,
-                                     begin_step=p.begin_step, num_updates=p.num_updates,
-                                     update_every=p.update_every, scope=p.scope, exclude=p.exclude)
+    schedule = dict(begin_step=p.begin_step, num_updates=p.num_updates, update_every=p.update_every)
+    target = kd_pruning.polynomial_sparsity(step, initial=p.initial, final=p.sparsity, **schedule)
+    masks = jax.lax.cond(kd_pruning.is_update_step(step, **schedule),
+                         lambda: p.masks(params, target, previous=state["masks"]),
+                         lambda: jax.tree.map(lambda m: jax.numpy.asarray(m, bool), state["masks"]))
     params = kd_pruning.apply_masks(params, masks)
     if quantizer is not None:
       params[QUANTIZER] = quantizer
@@ -182,7 +199,8 @@ def compression_from_settings(settings: Dict[str, Any], steps_per_epoch: int = 1
     span = max(int(settings["prune_end_epoch"]) - int(settings["prune_begin_epoch"]), 0) * steps_per_epoch
     pruning = Pruning(sparsity=float(settings["sparsity"]), scope=settings["prune_scope"],
                       exclude=tuple(settings["prune_exclude"]), initial=float(settings["initial_sparsity"]),
-                      begin_step=begin, num_updates=span // every, update_every=every)
+                      begin_step=begin, num_updates=span // every, update_every=every,
+                      structure=settings.get("prune_structure", "unstructured"))
   if settings.get("weight_bits", 0):
     quant = kd_quant.QuantConfig(weight_bits=int(settings["weight_bits"]),
                                  activation_bits=int(settings["activation_bits"]),
@@ -191,3 +209,22 @@ def compression_from_settings(settings: Dict[str, Any], steps_per_epoch: int = 1
                                  observer_momentum=float(settings["observer_momentum"]),
                                  first_last_bits=int(settings["first_last_bits"]) or None)
   return pruning, quant
+
+
+def compact_export(model: CompressedModel, variables: Dict[str, Any], settings: Dict[str, Any]
+                   ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+  """`(variables, model.json entries)` to export a compressed network: a filter-pruned one as the physically
+  smaller ResNet (`pruning.remove_masked_filters`: `inner_widths` in the record; quantisation, if any, kept,
+  pruning settings dropped since nothing is masked any more); anything else as it is, with its settings."""
+  record = {"compression": {**settings, "quantized": model.quantized}}
+  if model.pruning is None or model.pruning.structure != "filters":
+    return variables, record
+  inner, qparams, state = _split(variables)
+  params = kd_pruning.apply_masks(inner["params"], state["masks"])
+  widths, params, stats = kd_pruning.remove_masked_filters(params, inner["batch_stats"], state["masks"])
+  record["inner_widths"] = list(widths)
+  record["compression"]["sparsity"] = 0.0
+  if model.quant is None:
+    return {**inner, "params": params, "batch_stats": stats}, {"inner_widths": list(widths)}
+  return ({**inner, "params": params, "batch_stats": {**stats, COMPRESSION: {"observers": state["observers"]}}},
+          record)

@@ -550,17 +550,23 @@ def filter_masks(params: Any, rate: float) -> Any:
 
   Returns:
     Masks in this module's convention: full-shape bool arrays for each block's conv1/kernel, bn1/scale,
-    bn1/bias and conv2/kernel, a scalar True everywhere else. Runs under jit (static `rate`).
+    bn1/bias and conv2/kernel, a scalar True everywhere else. Runs under jit; `rate` may be traced (then
+    `round(rate·C)` is capped at C − 1 instead of raising).
 
   Raises:
     KDJaxError: rate outside [0, 1] or removing every filter of a block, or parameters without BasicBlocks
       (another model, Bottleneck blocks, cheap convolutions).
   """
-  num_to_prune(0, rate)
+  if _is_static(rate):
+    num_to_prune(0, rate)
   masks = jax.tree.map(lambda _: _kept_scalar(), params)
   for name in _basic_blocks(params):
     conv1, conv2 = params[name]["conv1"]["kernel"], params[name]["conv2"]["kernel"]
-    keep = _filter_keep(conv1, _check_filter_rate(conv1.shape[-1], rate, name))
+    if _is_static(rate):
+      keep = _filter_keep(conv1, _check_filter_rate(conv1.shape[-1], rate, name))
+    else:  # a traced rate (the gradual schedule inside a train step): at least one filter is kept
+      k = jnp.minimum(_prune_count(conv1.shape[-1], rate), conv1.shape[-1] - 1)
+      keep = _keep_smallest_out(_filter_l1(conv1), k)
     masks = _with(masks, (name, "conv1", "kernel"), jnp.broadcast_to(keep[None, None, None, :], conv1.shape))
     masks = _with(masks, (name, "bn1", "scale"), keep)
     masks = _with(masks, (name, "bn1", "bias"), keep)
@@ -612,6 +618,26 @@ def prune_filters(params: Any, batch_stats: Any, rate: float) -> Tuple[Tuple[int
       raise KDJaxError(f"prune_filters: batch_stats has no {name}/bn1 statistics; pass variables['batch_stats'] "
                        "of the same model as params.") from e
     params = _with(params, (name, "conv1", "kernel"), take(conv1, 3, keep))
+    params = _with(params, (name, "bn1"), {k: take(v, 0, keep) for k, v in block["bn1"].items()})
+    params = _with(params, (name, "conv2", "kernel"), take(block["conv2"]["kernel"], 2, keep))
+    batch_stats = _with(batch_stats, (name, "bn1"), {k: take(v, 0, keep) for k, v in stats.items()})
+    widths.append(int(keep.size))
+  return tuple(widths), params, batch_stats
+
+
+def remove_masked_filters(params: Any, batch_stats: Any, masks: Any) -> Tuple[Tuple[int, ...], Any, Any]:
+  """`prune_filters` for the filters that `masks` (from `filter_masks`, e.g. a run's final masks) prune:
+  `(inner_widths, new_params, new_batch_stats)` of the physically smaller CIFAR ResNet, whatever rate made
+  the masks. On the host."""
+  widths = []
+
+  def take(array, axis: int, keep: np.ndarray) -> jax.Array:
+    return jnp.asarray(np.take(np.asarray(array), keep, axis=axis))
+
+  for name in _basic_blocks(params):
+    keep = np.flatnonzero(np.asarray(masks[name]["bn1"]["scale"]))
+    block, stats = params[name], batch_stats[name]["bn1"]
+    params = _with(params, (name, "conv1", "kernel"), take(block["conv1"]["kernel"], 3, keep))
     params = _with(params, (name, "bn1"), {k: take(v, 0, keep) for k, v in block["bn1"].items()})
     params = _with(params, (name, "conv2", "kernel"), take(block["conv2"]["kernel"], 2, keep))
     batch_stats = _with(batch_stats, (name, "bn1"), {k: take(v, 0, keep) for k, v in stats.items()})

@@ -174,6 +174,15 @@ def _flat_shapes(tree: Any) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+ARCHITECTURE_KEYS = ("inner_widths",)  # model arguments an export may record beyond the task's sizes
+
+
+def architecture_kwargs(info: dict) -> dict:
+  """The model arguments `info` (a `model.json`) records beyond the task's sizes: a filter-pruned ResNet's
+  `inner_widths`."""
+  return {k: tuple(info[k]) for k in ARCHITECTURE_KEYS if k in info}
+
+
 def as_exported(model: nn.Module, info: dict) -> Any:
   """`model` as the run that exported `info` (its `model.json`) trained it: wrapped in a
   `kd_jax.compression.CompressedModel` when the run pruned or quantised it (masks, observers and LSQ step
@@ -246,7 +255,7 @@ def load_model(workdir: str, *, with_info: bool = False, kernels: Optional[backe
   config = _run_config(workdir)
   dtype = str((config or {}).get("compute_dtype", "float32"))
   name = info["model"]
-  sizes = {k: info[k] for k in kd_models.model_arguments(name)
+  sizes = {k: tuple(info[k]) if isinstance(info[k], list) else info[k] for k in kd_models.model_arguments(name)
            if k in info and k not in ("dtype", "param_dtype", "kernels")}
   model = as_exported(kd_models.create_model(name, dtype=dtype, kernels=backends.DEFAULT_KERNELS if kernels is None
                                              else kernels, **sizes), info)

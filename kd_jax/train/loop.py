@@ -24,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from kd_jax import data as kd_data
-from kd_jax.compression.model import CompressedModel
+from kd_jax.compression.model import CompressedModel, compact_export
 from kd_jax.config import peer_specs, validate
 from kd_jax.distillers import describe as describe_loss
 from kd_jax.errors import KDJaxError, Preempted
@@ -350,11 +350,12 @@ def export_networks(run: Run, state: TrainState, workdir: str) -> None:
     info = {"model": _model_name(run.config, name), "dataset": run.dataset.name, "task": run.task.name,
             "image_shape": list(run.dataset.image_shape), "step": step, "network": name,
             **run.task.model_kwargs(run.dataset), **run.task.export_info(run.dataset)}
-    module = dict(run.models)[name]
-    if isinstance(module, CompressedModel):  # load_model and teacher runs rebuild the wrapper from this
-      info["compression"] = {**run.config.compression.to_dict(), "quantized": module.quantized}
+    module, variables = dict(run.models)[name], model_variables(run, state, name)
+    if isinstance(module, CompressedModel):  # load_model and teacher runs rebuild the wrapper from `info`
+      variables, record = compact_export(module, jax.device_get(variables), run.config.compression.to_dict())
+      info.update(record)
     target = workdir if name == run.model_names[0] else os.path.join(workdir, "networks", name)
-    ckpt.export_model(target, model_variables(run, state, name), info)
+    ckpt.export_model(target, variables, info)
 
 
 def _model_name(config: ml_collections.ConfigDict, name: str) -> str:

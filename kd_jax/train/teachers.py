@@ -141,7 +141,8 @@ def load_teachers(config: ml_collections.ConfigDict, model_kwargs: Union[int, Ma
         raise KDJaxError(f"The teacher in {workdir!r} has {info[key]} {what} but dataset "
                          f"{config.data.name!r} has {value}.")
     module = ckpt.as_exported(kd_models.create_model(name, dtype=config.get("compute_dtype", "float32"),
-                                                     kernels=kernels, **model_kwargs), info)
+                                                     kernels=kernels, **model_kwargs,
+                                                     **ckpt.architecture_kwargs(info)), info)
     modules.append(module)
     variables.append(ckpt.load_exported_model(workdir, module, sample_inputs))
   train_modes = [False] * len(modules)
