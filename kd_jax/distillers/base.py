@@ -246,7 +246,7 @@ class WeightedSum(Distiller):
       return forward
 
     def picked(inputs, mask=None):
-      student, teacher = forward(inputs, mask)
+      student, teacher = forward(inputs) if mask is None else forward(inputs, mask=mask)
       return student, self.teacher_for(name, teacher)
 
     return picked
