@@ -181,7 +181,7 @@ def test_stage_sizes_on_32x32(name):
   assert [s.shape[1:3] for s in out.stages] == [(32, 32), (16, 16), (8, 8)]
   assert [s.shape[1:3] for s in out.preact_stages] == [(32, 32), (16, 16), (8, 8)]
   channels = [s.shape[-1] for s in out.stages]
-  if name.endswith("x4"):
+  if name.endswith("x4") or "x4_" in name:
     assert channels == [64, 128, 256]
   elif name.startswith("wrn"):
     k = model.widen_factor

@@ -70,6 +70,9 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet110": resnet_cifar.resnet110,
     "resnet8x4": resnet_cifar.resnet8x4,
     "resnet32x4": resnet_cifar.resnet32x4,
+    # Cheap-convolution students (Moonshine): every block's 3x3 convs depthwise-separable.
+    "resnet8_dw_sep": resnet_cifar.resnet8_dw_sep,
+    "resnet8x4_dw_sep": resnet_cifar.resnet8x4_dw_sep,
     # ResNet-50 with Bottleneck blocks and a CIFAR stem (RepDistiller's `ResNet50`).
     "resnet50": resnet_bottleneck.resnet50,
     # ImageNet models: torchvision's ResNets (state-dict names map one-to-one) and mdistiller's MobileNetV1.
@@ -92,6 +95,7 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "wrn_16_2_2x3": wrn.wrn_16_2_2x3,
     "wrn_16_2_3x1_1x3": wrn.wrn_16_2_3x1_1x3,
     "wrn_16_2_1x3": wrn.wrn_16_2_1x3,
+    "wrn_16_2_dw_sep": wrn.wrn_16_2_dw_sep,
     # VGG with BatchNorm (Simonyan & Zisserman 2015), RepDistiller's `vgg8`/`vgg11`/`vgg13`.
     "vgg8": vgg.vgg8,
     "vgg11": vgg.vgg11,

@@ -307,8 +307,9 @@ def resnet(num_classes: int, *, depth: int, stem_width: int = 16, widths: Tuple[
                      inner_widths=validate_inner_widths(inner_widths, depth))
 
 
-def _named(depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16, 32, 64)):
-  def constructor(num_classes: int, *, conv: str = STANDARD_CONV, inner_widths: Optional[Sequence[int]] = None,
+def _named(depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16, 32, 64),
+           default_conv: str = STANDARD_CONV):
+  def constructor(num_classes: int, *, conv: str = default_conv, inner_widths: Optional[Sequence[int]] = None,
                   dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
                   kernels: Kernels = DEFAULT_KERNELS) -> ResNetCIFAR:
     return ResNetCIFAR(num_classes=num_classes, depth=depth, stem_width=stem_width, widths=widths,
@@ -316,11 +317,15 @@ def _named(depth: int, stem_width: int = 16, widths: Tuple[int, int, int] = (16,
                        inner_widths=validate_inner_widths(inner_widths, depth))
 
   x4 = "x4" if stem_width != 16 else ""
-  constructor.__name__ = constructor.__qualname__ = f"resnet{depth}{x4}"
-  constructor.__doc__ = (f"ResNet-{depth}{x4} for CIFAR: stem {stem_width}, stage widths {widths}, "
-                         f"{(depth - 2) // 6} BasicBlocks per stage "
-                         f"(RepDistiller's `{constructor.__name__}`); `conv` and `inner_widths` as in "
-                         "`ResNetCIFAR`.")
+  suffix = "" if default_conv == STANDARD_CONV else f"_{default_conv}"
+  constructor.__name__ = constructor.__qualname__ = f"resnet{depth}{x4}{suffix}"
+  if suffix:
+    constructor.__doc__ = f"ResNet-{depth}{x4}, depthwise-separable block convs (Moonshine; conv='{default_conv}')."
+  else:
+    constructor.__doc__ = (f"ResNet-{depth}{x4} for CIFAR: stem {stem_width}, stage widths {widths}, "
+                           f"{(depth - 2) // 6} BasicBlocks per stage "
+                           f"(RepDistiller's `{constructor.__name__}`); `conv` and `inner_widths` as in "
+                           "`ResNetCIFAR`.")
   return constructor
 
 
@@ -334,3 +339,6 @@ resnet56 = _named(56)
 resnet110 = _named(110)
 resnet8x4 = _named(8, 32, (64, 128, 256))
 resnet32x4 = _named(32, 32, (64, 128, 256))
+# Cheap-convolution students (Moonshine, arXiv:1711.02613) for the orthogonality study.
+resnet8_dw_sep = _named(8, default_conv=DEPTHWISE_SEPARABLE)
+resnet8x4_dw_sep = _named(8, 32, (64, 128, 256), default_conv=DEPTHWISE_SEPARABLE)

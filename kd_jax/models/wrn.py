@@ -234,18 +234,21 @@ def wrn(num_classes: int, *, depth: int, widen_factor: int, kernel: str = "3x3",
                     param_dtype=param_dtype, kernels=kernels, kernel=kernel, conv=conv)
 
 
-def _named(depth: int, widen_factor: int, kernel: str = "3x3", doc: str = ""):
+def _named(depth: int, widen_factor: int, kernel: str = "3x3", doc: str = "", default_conv: str = STANDARD_CONV):
   validate_kernel(kernel)
 
-  def constructor(num_classes: int, *, conv: str = STANDARD_CONV, dtype: Dtype = jnp.float32,
+  def constructor(num_classes: int, *, conv: str = default_conv, dtype: Dtype = jnp.float32,
                   param_dtype: Dtype = jnp.float32, kernels: Kernels = DEFAULT_KERNELS) -> WideResNet:
     validate_kernel_and_conv(kernel, conv)
     return WideResNet(num_classes=num_classes, depth=depth, widen_factor=widen_factor, dtype=dtype,
                       param_dtype=param_dtype, kernels=kernels, kernel=kernel, conv=conv)
 
   suffix = "" if kernel == "3x3" else f"_{kernel}"
+  suffix += "" if default_conv == STANDARD_CONV else f"_{default_conv}"
   name = constructor.__name__ = constructor.__qualname__ = f"wrn_{depth}_{widen_factor}{suffix}"
-  if kernel != "3x3":
+  if default_conv != STANDARD_CONV:
+    doc = f"WRN-{depth}-{widen_factor}, depthwise-separable block convs (Moonshine; conv='{default_conv}')"
+  elif kernel != "3x3":
     doc = f"WRN-{depth}-{widen_factor}, every 3x3 conv replaced by {_KERNEL_WORDS[kernel]} (Pacemaker KD)"
   else:
     doc = (doc or f"WRN-{depth}-{widen_factor} for CIFAR (RepDistiller's `{name}`)") + (
@@ -266,3 +269,5 @@ wrn_40_4_1x3 = _named(40, 4, "1x3")
 wrn_16_2_2x3 = _named(16, 2, "2x3")
 wrn_16_2_3x1_1x3 = _named(16, 2, "3x1_1x3")
 wrn_16_2_1x3 = _named(16, 2, "1x3")
+# Cheap-convolution student (Moonshine, arXiv:1711.02613) for the orthogonality study.
+wrn_16_2_dw_sep = _named(16, 2, default_conv="dw_sep")
