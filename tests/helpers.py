@@ -42,15 +42,20 @@ def segmentation_config(**overrides):
 
 def export_random_mlp_teacher(workdir, seed=7):
   """An untrained mlp_tiny exported to `workdir` as a digits teacher run: a fast teacher for short runs."""
+  return export_random_teacher(workdir, "mlp_tiny", seed)
+
+
+def export_random_teacher(workdir, model, seed=7):
+  """An untrained `model` exported to `workdir` as a digits teacher run (no training: a fast teacher)."""
   import os
   import jax
   import jax.numpy as jnp
   from kd_jax import models
   from kd_jax.train import checkpoint as ckpt
   os.makedirs(workdir)
-  teacher = models.create_model("mlp_tiny", 10)
+  teacher = models.create_model(model, 10)
   variables = jax.jit(teacher.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))
-  ckpt.export_model(workdir, variables, {"model": "mlp_tiny", "num_classes": 10, "dataset": "digits",
+  ckpt.export_model(workdir, variables, {"model": model, "num_classes": 10, "dataset": "digits",
                                          "image_shape": [8, 8, 1], "step": 0})
   return workdir
 
@@ -104,3 +109,21 @@ def numpy_variables(abstract_variables, seed: int = 0):
     return np.asarray(value, leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, abstract_variables)
+
+
+def scheme_steps_on(devices, config, digits, count=3):
+  """`count` steps of `config`'s run on a mesh of `devices` (digits batches of 32): the losses and the state."""
+  import jax
+  import numpy as np
+  from kd_jax import data as kd_data
+  from kd_jax.train import run as kd_run
+  from kd_jax.train import sharding
+  mesh = sharding.make_mesh(devices)
+  run = kd_run.build_run(config, digits, mesh=mesh)
+  state, losses_ = kd_run.init_state(run), []
+  step = kd_run.make_step(run, state, 0)
+  for i in range(count):
+    batch = sharding.shard_batch(kd_data.train_batch(digits.train, 32, seed=0, step=i), mesh)
+    state, metrics = step(state, batch, ())
+    losses_.append(float(metrics["loss"]))
+  return np.array(losses_), jax.device_get(state)

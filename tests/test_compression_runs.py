@@ -2,7 +2,6 @@
 exact sparsity on the schedule, exports that load back with the same accuracy and integer weights,
 bit-identical resume with masks and quantiser state, 8 devices equal 1, and the errors."""
 
-import os
 
 import chex
 import jax
@@ -44,10 +43,13 @@ def _kernels(params):
   return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf) for path, leaf in flat}
 
 
-def test_gradual_pruning_under_kd_reaches_the_schedules_sparsity_and_the_export_loads_back(tmp_path, digits, teacher):
-  result = train_and_evaluate(_config(teacher, **PRUNE), str(tmp_path / "run"), dataset=digits)
+def test_gradual_pruning_and_qat_under_kd_reach_the_schedule_and_the_export_loads_back(tmp_path, digits, teacher):
+  """Gradual pruning and int4 QAT together under KD: the schedule's exact sparsity, the export's accuracy,
+  and integer weights that reproduce the fake-quantised outputs."""
+  result = train_and_evaluate(_config(teacher, **PRUNE, **QAT), str(tmp_path / "run"), dataset=digits)
+  assert np.isfinite(result["networks"][0]["test"]["nll"])
   model, variables = kd_jax.load_model(str(tmp_path / "run"))
-  assert isinstance(model, CompressedModel) and not model.quantized
+  assert isinstance(model, CompressedModel) and model.quantized and model.quant.weight_bits == 4
   steps_per_epoch = kd_data.steps_per_epoch(len(digits.train), 32)
   # Steps 0..6 ran; masks were updated at steps 0, 2, 4, 6 (every 2), so the last target is s_6.
   target = float(polynomial_sparsity(6, initial=0.1, final=0.6, begin_step=0, num_updates=steps_per_epoch // 2,
@@ -67,14 +69,6 @@ def test_gradual_pruning_under_kd_reaches_the_schedules_sparsity_and_the_export_
   logits = model.apply(variables, jnp.asarray(test["image"]), train=False).prediction
   accuracy = float(np.mean(np.argmax(logits, -1) == test["label"]))
   assert accuracy == pytest.approx(result["networks"][0]["test"]["accuracy"], abs=1e-6)
-
-
-def test_a_quantised_student_learns_from_the_teacher_and_its_integer_weights_reproduce_it(tmp_path, digits, teacher):
-  result = train_and_evaluate(_config(teacher, **QAT, **{"compression.first_last_bits": 8}), str(tmp_path / "run"),
-                              dataset=digits)
-  assert np.isfinite(result["networks"][0]["test"]["nll"])
-  model, variables = kd_jax.load_model(str(tmp_path / "run"))
-  assert model.quantized and model.quant.weight_bits == 4
   observers = variables["batch_stats"][COMPRESSION]["observers"]
   assert observers and all(bool(o["initialized"]) for o in observers.values())
   images = jnp.asarray(digits.test.get(np.arange(64))["image"])
@@ -120,25 +114,6 @@ def test_eight_devices_match_one(digits, teacher):
   chex.assert_trees_all_close(eight.batch_stats, one.batch_stats, rtol=1e-5, atol=1e-6)
 
 
-# 'adversarial' only (its step updates each network twice: against the discriminators, then on its loss);
-# 'mutual' calls the same CompressedModel.after_update after its single update.
-@pytest.mark.parametrize("scheme", ["adversarial"])
-def test_every_network_of_an_online_scheme_is_compressed(tmp_path, digits, scheme):
-  config = small_config(**{"scheme": scheme, "peers": ("cnn_tiny",), "max_steps": 3,
-                           "loss": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}},
-                           **{**PRUNE, **QAT, "compression.prune_every_steps": 1}})
-  train_and_evaluate(config, str(tmp_path / "run"), dataset=digits)
-  for network in ("", "networks/peer1"):
-    model, variables = kd_jax.load_model(str(tmp_path / "run" / network))
-    assert model.quantized
-    params = _kernels(variables["params"])
-    target = float(polynomial_sparsity(2, initial=0.1, final=0.6, begin_step=0,
-                                       num_updates=kd_data.steps_per_epoch(len(digits.train), 32),
-                                       update_every=1))
-    for path in prunable_paths(variables["params"], exclude=("^fc/",)):
-      assert int(np.sum(params[path] == 0)) == int(round(target * params[path].size)), (network, path)
-
-
 def test_bad_compression_settings_are_refused(tmp_path, digits, teacher):
   with pytest.raises(KDJaxError, match="both set"):
     validate(_config(teacher, **{"compression.weight_bits": 4}))
@@ -147,47 +122,3 @@ def test_bad_compression_settings_are_refused(tmp_path, digits, teacher):
   phased = _config(teacher, **QAT, **{"compression.quant_begin_epoch": 1, "epochs": 2})
   with pytest.raises(KDJaxError, match="start of a phase"):
     kd_run.build_run(phased, digits, mesh=sharding.make_mesh(jax.devices()[:1]))
-
-
-def test_ab_initialisation_then_gradual_pruning_then_qat_in_one_run(tmp_path_factory, digits):
-  from helpers import train_teacher
-  from kd_jax.config import load_config_file
-  config = load_config_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
-                                         "digits_ab_prune_qat.py"))
-  config.teacher.workdir, config.teacher.model = train_teacher(tmp_path_factory, digits), "cnn_small"
-  # One epoch per phase, batch 128: pruning over the `prune` phase, QAT from the `qat` phase's start.
-  config.phases = tuple(dict(p, epochs=1) for p in config.phases)
-  config.epochs, config.batch_size, config.progress_bar = 3, 128, False
-  config.compression.prune_begin_epoch, config.compression.prune_end_epoch = 1, 2
-  config.compression.quant_begin_epoch = 2
-  config.compression.prune_every_steps = 2
-  workdir = str(tmp_path_factory.mktemp("ab_prune_qat"))
-  result = train_and_evaluate(config, workdir, dataset=digits)
-  model, variables = kd_jax.load_model(workdir)
-  assert model.quantized and model.pruning is not None
-  params = _kernels(variables["params"])
-  for path in prunable_paths(variables["params"], exclude=config.compression.prune_exclude):
-    assert int(np.sum(params[path] == 0)) == int(round(0.8 * params[path].size)), path
-  assert np.all(params["stage1_conv0/kernel"] != 0)
-  test = digits.test.get(np.arange(len(digits.test)))
-  logits = model.apply(variables, jnp.asarray(test["image"]), train=False).prediction
-  assert float(np.mean(np.argmax(logits, -1) == test["label"])) == pytest.approx(
-      result["networks"][0]["test"]["accuracy"], abs=1e-6)
-
-
-def test_filter_pruning_trains_on_the_schedule_and_exports_the_smaller_resnet(tmp_path, digits, teacher):
-  config = _config(teacher, **{**PRUNE, "student.model": "resnet8", "compression.prune_structure": "filters",
-                               "compression.prune_exclude": ()})
-  result = train_and_evaluate(config, str(tmp_path / "run"), dataset=digits)
-  model, variables, info = kd_jax.load_model(str(tmp_path / "run"), with_info=True)
-  target = float(polynomial_sparsity(6, initial=0.1, final=0.6, begin_step=0,
-                                     num_updates=kd_data.steps_per_epoch(len(digits.train), 32) // 2, update_every=2))
-  full = kd_jax.models.create_model("resnet8", 10)
-  widths = [int(v["conv1"]["kernel"].shape[-1]) for k, v in sorted(jax.eval_shape(
-      full.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"].items()) if k.startswith("layer")]
-  assert tuple(info["inner_widths"]) == tuple(w - int(round(target * w)) for w in widths)
-  assert not isinstance(model, CompressedModel)  # nothing is masked any more: a plain, smaller resnet8
-  test = digits.test.get(np.arange(len(digits.test)))
-  logits = model.apply(variables, jnp.asarray(test["image"]), train=False).prediction
-  accuracy = float(np.mean(np.argmax(logits, -1) == test["label"]))
-  assert accuracy == pytest.approx(result["networks"][0]["test"]["accuracy"], abs=1.5 / len(digits.test))
