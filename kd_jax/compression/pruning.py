@@ -602,27 +602,9 @@ def prune_filters(params: Any, batch_stats: Any, rate: float) -> Tuple[Tuple[int
   Raises:
     KDJaxError: as `filter_masks`, or `batch_stats` without the blocks' `bn1` statistics.
   """
-  num_to_prune(0, rate)
-  widths = []
-
-  def take(array, axis: int, keep: np.ndarray) -> jax.Array:
-    return jnp.asarray(np.take(np.asarray(array), keep, axis=axis))  # on the host: no kernel per shape
-
-  for name in _basic_blocks(params):
-    block = params[name]
-    conv1 = block["conv1"]["kernel"]
-    keep = np.flatnonzero(np.asarray(_filter_keep(conv1, _check_filter_rate(conv1.shape[-1], rate, name))))
-    try:
-      stats = batch_stats[name]["bn1"]
-    except (KeyError, TypeError) as e:
-      raise KDJaxError(f"prune_filters: batch_stats has no {name}/bn1 statistics; pass variables['batch_stats'] "
-                       "of the same model as params.") from e
-    params = _with(params, (name, "conv1", "kernel"), take(conv1, 3, keep))
-    params = _with(params, (name, "bn1"), {k: take(v, 0, keep) for k, v in block["bn1"].items()})
-    params = _with(params, (name, "conv2", "kernel"), take(block["conv2"]["kernel"], 2, keep))
-    batch_stats = _with(batch_stats, (name, "bn1"), {k: take(v, 0, keep) for k, v in stats.items()})
-    widths.append(int(keep.size))
-  return tuple(widths), params, batch_stats
+  if not _is_static(rate):
+    raise KDJaxError(f"prune_filters takes a Python number as its rate (output shapes depend on it); got {rate!r}.")
+  return remove_masked_filters(params, batch_stats, filter_masks(params, rate))
 
 
 def remove_masked_filters(params: Any, batch_stats: Any, masks: Any) -> Tuple[Tuple[int, ...], Any, Any]:
@@ -636,7 +618,12 @@ def remove_masked_filters(params: Any, batch_stats: Any, masks: Any) -> Tuple[Tu
 
   for name in _basic_blocks(params):
     keep = np.flatnonzero(np.asarray(masks[name]["bn1"]["scale"]))
-    block, stats = params[name], batch_stats[name]["bn1"]
+    block = params[name]
+    try:
+      stats = batch_stats[name]["bn1"]
+    except (KeyError, TypeError) as e:
+      raise KDJaxError(f"batch_stats has no {name}/bn1 statistics; pass variables['batch_stats'] of the same "
+                       "model as params.") from e
     params = _with(params, (name, "conv1", "kernel"), take(block["conv1"]["kernel"], 3, keep))
     params = _with(params, (name, "bn1"), {k: take(v, 0, keep) for k, v in block["bn1"].items()})
     params = _with(params, (name, "conv2", "kernel"), take(block["conv2"]["kernel"], 2, keep))
