@@ -19,10 +19,8 @@ Train the teacher with experiments/cifar100_teacher.py and --config.student.mode
 import cifar100_kd
 
 
-def get_config():
-  c = cifar100_kd.get_config()
-  c.student.model = "resnet20"
-  c.teacher.model = "resnet56"
+def get_config(pair: str = "res56_res20"):
+  c = cifar100_kd.get_config(pair)
   c.loss = {"ce": {"weight": 0.1},
             "ctkd": {"weight": 0.9, "form": "global", "t_start": 1.0, "t_range": 20.0, "init_value": 1.0,
                      "lambda_min": 0.0, "lambda_max": 1.0, "lambda_epochs": 10.0}}

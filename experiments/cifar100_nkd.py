@@ -17,7 +17,7 @@ Launch:
 import cifar100_kd
 
 
-def get_config():
-  c = cifar100_kd.get_config()
+def get_config(pair: str = "res32x4_res8x4"):
+  c = cifar100_kd.get_config(pair)
   c.loss = {"ce": {"weight": 1.0}, "nkd": {"weight": 1.0, "temperature": 3.0, "gamma": 3.5}}
   return c

@@ -16,7 +16,7 @@ Launch:
 import cifar100_kd
 
 
-def get_config():
-  c = cifar100_kd.get_config()
+def get_config(pair: str = "res32x4_res8x4"):
+  c = cifar100_kd.get_config(pair)
   c.loss = {"ce": {"weight": 1.0}, "ttm": {"weight": 45.0, "exponent": 0.1}}
   return c

@@ -29,7 +29,7 @@ def test_every_experiment_config_loads_and_validates_with_each_argument_it_names
 
 def test_students_that_every_reference_trains_at_lr_0_01():
   for pair, student, lr in (("res32x4_shuv2", "shufflenetv2", 0.01), ("res32x4_shuv1", "shufflenetv1", 0.01),
-                            ("vgg13_mv2", "mobilenetv2", 0.01), ("vgg13_vgg8", "vgg8", 0.05),
+                            ("vgg13_mv2", "mobilenetv2_half", 0.01), ("vgg13_vgg8", "vgg8", 0.05),
                             ("res32x4_res8x4", "resnet8x4", 0.05)):
     c = _config(f"cifar100_kd.py:{pair}")
     assert (c.student.model, c.optim.lr) == (student, lr)

@@ -14,6 +14,11 @@
 #   steps_per_call.json tools/bench_steps_per_call.py, the programs alone; steps_per_call_loop.json
 #                       the same with whole training runs (--loop)
 #   teacher_cache.json  tools/bench_teacher_cache.py
+#   issue24.jsonl       (issue 24) tools/bench.py against tools/bench_torch.py (eager and --compile, bf16 autocast,
+#                       channels-last) on the same device, with achieved TFLOP/s and MFU: resnet32x4 -> resnet8x4 at
+#                       batch 64 and 256, and ImageNet ResNet-34 -> ResNet-18 at 224x224, batch 128, bfloat16
+#   epoch_c100.json     (issue 24) one CIFAR-100-sized epoch (50,000 tfds mock images, resnet8x4, CE, batch 64)
+#                       trained by kd_jax's loop: wall time per epoch, compilation included
 #   profile_kd_float32.tar.gz  jax.profiler traces of the first part's three programs (bench.py --profile)
 # and the progress of all of them in OUT_DIR/log.txt. BENCH_STEPS (default 30) sets the timed steps.
 set -u
@@ -25,6 +30,8 @@ log="$out/log.txt"
 deadline=$(( $(date +%s) + budget ))
 here=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONUNBUFFERED=1
+# The tools import kd_jax from the checkout even where it is not pip-installed.
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 
 # part NAME MAX_SECONDS OUTFILE COMMAND...: runs COMMAND with stdout to OUTFILE and stderr to the log,
 # for at most MAX_SECONDS and never past the deadline.
@@ -80,6 +87,41 @@ part teacher_cache 90 "$out/teacher_cache.json" python3 tools/bench_teacher_cach
 for group in vid,pkt,rkd,area_rkd,cc nst,ft,fsp,ab,feed dkd,dist,ls_kd,cskd energy_kd,he_da,ensemble_kd,r2kd; do
   group "$group"
 done
+# Issue 24: kd_jax next to PyTorch eager and compiled, same device, same batch, with MFU.
+i24() {  # i24 NAME CAP TOOL ARGS...: one issue-24 row
+  local name=$1 cap=$2; shift 2
+  part "$name" "$cap" "$out/issue24.jsonl" python3 "$@" --steps "$steps" --json
+}
+imagenet=(--teacher imagenet_resnet34 --student imagenet_resnet18 --image-size 224 --num-classes 1000 --batch 128)
+for batch in 64 256; do
+  i24 "i24_jax_c100_b$batch" 120 tools/bench.py "${pair[@]}" --batch "$batch" --distillers kd --dtype bfloat16
+  if [[ $device != none ]]; then
+    i24 "i24_torch_c100_b$batch" 60 tools/bench_torch.py "${pair[@]}" --batch "$batch" --device "$device" \
+      --dtype bfloat16 --channels-last
+    i24 "i24_torch_compile_c100_b$batch" 240 tools/bench_torch.py "${pair[@]}" --batch "$batch" --device "$device" \
+      --dtype bfloat16 --channels-last --compile
+  fi
+done
+i24 i24_jax_imagenet_b128 180 tools/bench.py "${imagenet[@]}" --distillers kd --dtype bfloat16 --crop-pad 0
+if [[ $device != none ]]; then
+  i24 i24_torch_imagenet_b128 90 tools/bench_torch.py "${imagenet[@]}" --device "$device" --dtype bfloat16 \
+    --channels-last
+  i24 i24_torch_compile_imagenet_b128 300 tools/bench_torch.py "${imagenet[@]}" --device "$device" \
+    --dtype bfloat16 --channels-last --compile
+fi
+part epoch_c100 240 "$out/epoch_c100.json" python3 - <<'PY'
+import json, tempfile, time
+import tensorflow_datasets as tfds
+from kd_jax.config import load_config_file
+from kd_jax.train.loop import train_and_evaluate
+config = load_config_file("experiments/cifar100/ce.py:res32x4_res8x4")
+config.epochs, config.progress_bar, config.data.val_fraction = 1, False, 0.0
+with tfds.testing.mock_data(num_examples=50000), tempfile.TemporaryDirectory() as workdir:
+  start = time.perf_counter()
+  train_and_evaluate(config, workdir)
+  print(json.dumps({"what": "one CIFAR-100-sized epoch (50,000 mock images, 781 steps of batch 64) and one test "
+                    "pass over 50,000, resnet8x4 CE, compilation included", "wall_s": time.perf_counter() - start}))
+PY
 # A batch that fills an accelerator better than 64 does.
 part kd_bfloat16_b512 120 "$out/kd.jsonl" python3 tools/bench.py "${pair[@]}" --batch 512 --distillers kd \
   --steps "$steps" --dtype bfloat16 --json
