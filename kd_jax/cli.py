@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_jax [study|sr|train|pipeline|sweep|list]`.
+"""Command line: `python -m kd_jax [study|sr|train|pipeline|sweep|list|import-torch|export-torch]`.
 
 `python -m kd_jax` with no arguments runs the default study on the embedded digits data.
 """
@@ -23,6 +23,11 @@ EPILOG = """commands:
                    file: --config FILE --workdir DIR [--config.KEY=VALUE ...] [--shard I/N]; finished runs
                    are skipped; writes results.md (mean ± std per cell, best chosen on validation) and plots
   list             registered models, distillers and datasets
+  import-torch     a PyTorch checkpoint (torchvision / RepDistiller / mdistiller layout) as a kd_jax run that
+                   config.teacher.workdir and kd_jax.load_model accept: FILE.pth|FILE.safetensors --model NAME
+                   --workdir DIR [--dataset NAME] [--prefix P] (docs/models.md, "Teachers from PyTorch")
+  export-torch     a finished run's network as a PyTorch state dict in the same layout:
+                   --workdir DIR --output FILE.pth|FILE.safetensors
 
 examples:
   python -m kd_jax
@@ -31,6 +36,8 @@ examples:
   python -m kd_jax pipeline --config experiments/digits_dgkd.py --config.seed=1 --workdir runs/dgkd_s1
   python -m kd_jax sweep --config experiments/digits_kd.py --grid loss.kd.temperature=1,2,4 --seeds 0,1,2 \
       --workdir runs/kd_sweep
+  python -m kd_jax import-torch ckpt_epoch_240.pth --model resnet32x4 --dataset cifar100 --workdir runs/t_res32x4
+  python -m kd_jax export-torch --workdir runs/student --output student.safetensors
 Config files are Python and are executed: only run configs you trust."""
 
 
@@ -74,6 +81,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only the combinations whose index is I modulo N (job arrays, several hosts)")
   sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
   sub.add_parser("list", help="list models, distillers and datasets")
+  imp = sub.add_parser("import-torch", help="convert a PyTorch checkpoint into a kd_jax run (a teacher)",
+                       description="Writes <workdir>/model.json and <workdir>/model/, what a finished run exports.")
+  imp.add_argument("checkpoint", help="state dict file: .safetensors (read without PyTorch) or a torch.save file "
+                                      "(.pth, .pt, ...; {'model': state_dict} wrappers and 'module.' prefixes are "
+                                      "handled)")
+  imp.add_argument("--model", required=True, help="registered model whose PyTorch layout the file has, e.g. "
+                                                  "resnet32x4, wrn_40_2, imagenet_resnet50")
+  imp.add_argument("--workdir", required=True, help="run directory to create (must not exist, or be empty)")
+  imp.add_argument("--dataset", default="", help="the data the network was trained on, recorded in model.json; "
+                                                 "one kd_jax knows (cifar100, ...) must have the class count")
+  imp.add_argument("--prefix", default=None, help="keep only keys starting with this, without it (e.g. 'student.' "
+                                                  "for a whole mdistiller distiller)")
+  exp = sub.add_parser("export-torch", help="write a finished run's network as a PyTorch state dict")
+  exp.add_argument("--workdir", required=True, help="a finished run (or <workdir>/networks/<name>)")
+  exp.add_argument("--output", required=True, help="file to write: .safetensors (no PyTorch needed) or a "
+                                                   "torch.save file (.pth)")
   return parser
 
 
@@ -125,6 +148,16 @@ def main(argv: Optional[List[str]] = None) -> int:
       for path, why in out["failed"].items():
         print(f"error: run {path} failed: {why}", file=sys.stderr)
       return 2 if out["failed"] else 0
+    elif args.command == "import-torch":
+      from kd_jax import torch_io
+      info = torch_io.import_torch(args.checkpoint, args.model, args.workdir, dataset=args.dataset,
+                                   prefix=args.prefix)
+      print(torch_io.describe_import(info, args.workdir))
+    elif args.command == "export-torch":
+      from kd_jax import torch_io
+      info = torch_io.export_torch(args.workdir, args.output)
+      print(f"Wrote the {info['model']!r} network of {args.workdir} to {args.output} "
+            f"({torch_io.torch_layout(info['model']).source} state dict).")
     elif args.command == "sr":
       from kd_jax.sr_study import run_sr_study
       out = run_sr_study(args.workdir, seed=args.seed, scale=args.scale, quick=args.quick,
