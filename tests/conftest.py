@@ -9,6 +9,14 @@ executable the first compilation produced, so results are unchanged. A partly wr
 concurrent process is a warning and a recompilation inside JAX, never a wrong program. Set
 JAX_COMPILATION_CACHE_DIR yourself to keep a cache across sessions, or to "" to turn it off.
 
+JAX's `jax_disable_most_optimizations` is on for the suite (JAX_DISABLE_MOST_OPTIMIZATIONS=1, inherited by the
+processes tests start; set it to 0 to test optimised code): it turns down XLA's LLVM back end (optimisation
+level 0, no expensive passes), not the HLO passes (fusion, layouts, SPMD partitioning), so the programs
+compute the same operations; they only run slower. The tests' programs are tiny and compiled once or twice
+each, so compiling is what costs: with it, a two-phase training test used 29% less CPU time
+(docs/benchmarks.md, "Test suite"). Float sums may be vectorised differently (reassociation, a few ulps),
+which no test depends on: comparisons between runs compare programs compiled the same way.
+
 kd_jax's oneDNN convolutions (kd_jax.backends.cpu.onednn) are built into a fresh KD_JAX_CACHE_DIR per session as
 well, unless it is set, so that the tests never read or write a user's ~/.cache/kd_jax.
 """
@@ -21,6 +29,7 @@ _DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
 if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit it from the controller
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _DEVICES_FLAG).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session (xdist's controller)
   _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="kd_jax_tests_xla_cache_")
