@@ -147,6 +147,27 @@ def test_negatives_are_uniform_over_the_allowed_examples():
   np.testing.assert_allclose(counts[3:] / len(index), 2 / 7, atol=0.03)
 
 
+@pytest.mark.parametrize("exclude_same_class", [True, False])
+def test_negatives_are_the_draws_of_a_stable_argsort_of_the_keys(exclude_same_class):
+  # The sampler takes the K smallest keys with top_k; the draws must be those of the full stable argsort it
+  # replaced (same examples, same order), including where float32 keys tie: with 2^23 key values and N = 4096
+  # about one tie per row, so 16 rows are sure to hold some.
+  n, k = 4096, 1500
+  labels = jnp.asarray(np.arange(n) % 7, jnp.int32)
+  index = jnp.asarray(np.random.default_rng(0).permutation(n)[:16], jnp.int32)
+  rng = jax.random.PRNGKey(3)
+  got = np.asarray(losses.crd_sample_indices(rng, index, labels, k, exclude_same_class=exclude_same_class))
+  keys = np.asarray(jax.random.uniform(rng, (index.shape[0], n)))
+  assert any(len(np.unique(row)) < n for row in keys)  # ties exist
+  if exclude_same_class:
+    disallowed = np.asarray(labels)[None, :] == np.asarray(labels)[np.asarray(index)][:, None]
+  else:
+    disallowed = np.arange(n)[None, :] == np.asarray(index)[:, None]
+  expected = np.argsort(np.where(disallowed, np.inf, keys), axis=1, kind="stable")[:, :k]
+  np.testing.assert_array_equal(got[:, 0], index)
+  np.testing.assert_array_equal(got[:, 1:], expected)
+
+
 def test_too_many_negatives_are_rejected_with_the_limit():
   with pytest.raises(KDJaxError, match=r"nce_k=7 .* only 6 .*nce_k ≤ 6"):
     _prepared(LABELS, nce_k=7)

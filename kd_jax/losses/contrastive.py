@@ -40,7 +40,7 @@ published CIFAR-100 tables):
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Tuple
+from typing import Callable, Literal, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +80,24 @@ def _rows_split(x: jax.Array, like: jax.Array, axis_name: str = "data") -> jax.A
     return x
   spec = jax.sharding.PartitionSpec(axis_name, *([None] * (x.ndim - 1)))
   return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+
+
+def _row_wise(fn: Callable[[jax.Array], jax.Array], x: jax.Array, like: jax.Array,
+              axis_name: str = "data") -> jax.Array:
+  """`fn(x)` for an `fn` that treats the rows of `x` independently; where `like` is traced on a mesh with a
+  `data` axis of several devices (and the rows split evenly), each device applies `fn` to its own rows.
+
+  For `lax.top_k`: XLA's SPMD partitioner does not split its custom call by the batch dimension, it
+  all-gathers the operand and every device computes every row; `shard_map` keeps the work per device.
+  """
+  mesh = getattr(getattr(jax.typeof(like), "sharding", None), "mesh", None)
+  if mesh is None or axis_name not in getattr(mesh, "axis_names", ()):
+    return fn(x)
+  devices = dict(zip(mesh.axis_names, mesh.axis_sizes))[axis_name]
+  if devices == 1 or x.shape[0] % devices:
+    return fn(x)
+  spec = jax.sharding.PartitionSpec(axis_name, *([None] * (x.ndim - 1)))
+  return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec)(x)
 
 
 def crd_scores(memory: jax.Array, anchors: jax.Array, sample_indices: jax.Array, *,
@@ -239,9 +257,16 @@ def crd_sample_indices(rng: jax.Array, index: jax.Array, labels: jax.Array, num_
   set: with `exclude_same_class` (RepDistiller's 'exact' mode, `CIFAR100InstanceSample`) every example
   whose label differs from `labels[index_b]`; otherwise (the paper's product of marginals) every example
   but `index_b` itself. Draws are independent across anchors. Implemented as one uniform key per
-  (anchor, example), disallowed examples keyed +∞, and the K smallest keys taken by a sort along the
-  examples: O(B·N) work, split over the batch on a data-parallel mesh. The caller must ensure that
-  K ≤ the smallest allowed set (`crd_available_negatives`); otherwise disallowed examples would be drawn.
+  (anchor, example), disallowed examples keyed +∞, and the K smallest keys taken along the examples,
+  in increasing key order: the first K of a random permutation of the allowed set, so a uniform K-subset
+  (in uniform order); O(B·N) work, split over the batch on a data-parallel mesh. The caller must ensure
+  that K ≤ the smallest allowed set (`crd_available_negatives`); otherwise disallowed examples would be drawn.
+
+  The K smallest are taken with `lax.top_k` of the negated keys, not a full `argsort`: both list them in
+  increasing key order and break ties (float32 keys do repeat) by the lower example index first, so the
+  draws are the same, while a full sort of the [B, N] keys was most of CRD's cost over KD's on CPUs at
+  CIFAR-100's sizes (docs/benchmarks.md, "CRD and ReviewKD"). On a mesh, top_k runs per device on its own
+  anchors (`_row_wise`), as the sort did.
 
   Args:
     rng: PRNG key.
@@ -264,7 +289,8 @@ def crd_sample_indices(rng: jax.Array, index: jax.Array, labels: jax.Array, num_
   else:
     disallowed = examples[None, :] == index[:, None]
   keys = jnp.where(disallowed, jnp.inf, jax.random.uniform(rng, (index.shape[0], n)))
-  negatives = jnp.argsort(keys, axis=1)[:, :num_negatives].astype(jnp.int32)
+  # top_k of −keys = the K smallest keys, ascending, lower index first on ties: argsort's first K columns.
+  negatives = _row_wise(lambda k: jax.lax.top_k(-k, num_negatives)[1].astype(jnp.int32), keys, index)
   return jnp.concatenate([index[:, None], negatives], axis=1)
 
 
