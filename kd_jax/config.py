@@ -33,11 +33,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.scheme = "distill"
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"          # 'digits' (embedded), 'cifar10', 'cifar100' (tfds in data_dir)
+  c.data.name = "digits"          # 'digits' (embedded), 'cifar10', 'cifar100' (tfds in data_dir), 'imagenet2012'
+  #                                 or 'tfds:<builder>' (tfds JPEG builds, streamed: kd_jax/data/streaming.py)
   c.data.data_dir = ""            # tfds data_dir holding array_record builds; '' = tfds default
   c.data.val_fraction = 0.1       # carved from training data; used for any selection, never the test split
+  #                                 (streamed data: also a whole number of examples, e.g. 10000 for ImageNet)
   c.data.crop_pad = 0             # random-crop padding (4 for CIFAR); 0 = no crop
   c.data.flip = False             # random horizontal flip (True for CIFAR; super-resolution: flips and rotations)
+  # Streamed datasets (imagenet2012, 'tfds:<builder>'): JPEGs decoded and augmented on the host (random-resized
+  # crop, plus the random flip if data.flip, for training; resize + centre crop for evaluation); crop_pad = 0.
+  c.data.image_size = 224         # side of the square crops fed to the network
+  c.data.num_workers = 0          # grain worker processes decoding batches; 0 = a thread of the main process
+  c.data.prefetch = 2             # batches decoded ahead of the step that consumes them
   # Super-resolution (config.task='super_resolution', kd_jax/data/super_resolution.py): data.name 'sr_photos'
   # (embedded), 'sr_folders' (the folders below) or 'div2k' (tfds in data_dir).
   c.data.scale = 2                # upscaling factor
@@ -172,14 +179,17 @@ def base_config() -> ml_collections.ConfigDict:
   # TPUs), 'xla' (always XLA's), 'matmul' or 'blocked' (always that form). Same values up to float32
   # reassociation; only speed differs.
   c.conv_backward = "auto"
-  # Which kernels run convolutions on CPU (kd_jax.backends.cpu.conv.compiler_options): 'xla' (XLA's own,
-  # which use every core; YNNPACK keeps matrix products and reductions), 'ynnpack' (XLA's default in jax
-  # 0.10) or 'onednn' (oneDNN's, called from the compiled program through XLA's FFI, forward and both
-  # gradients; needs the system's oneDNN, e.g. `apt-get install libdnnl-dev`, and a C++ compiler, and builds
-  # once: kd_jax.backends.cpu.onednn). The same sums in every case, in another order (float32 products and
-  # accumulation; bf16 operands under compute_dtype='bfloat16'); 'xla' is faster than 'ynnpack', and
-  # 'onednn' faster still where oneDNN is installed (docs/benchmarks.md). Ignored on GPUs and TPUs.
-  c.cpu_conv_kernels = "xla"
+  # Which kernels run convolutions on CPU (kd_jax.backends.cpu.conv.compiler_options): 'auto' (oneDNN's
+  # where kd_jax's oneDNN handlers build and pass a self-check, else XLA's; the run's log says which and
+  # why, and its workdir records the choice so a resume keeps it: kd_jax.train.workdir.pin_cpu_conv_kernels;
+  # KD_JAX_ONEDNN=0 makes it XLA's), 'xla' (XLA's own, which use every core; YNNPACK keeps matrix products
+  # and reductions), 'ynnpack' (XLA's default in jax 0.10) or 'onednn' (oneDNN's, called from the compiled
+  # program through XLA's FFI, forward and both gradients; needs oneDNN, `pip install -e '.[cpu]'` or
+  # `apt-get install libdnnl-dev`, and a C++ compiler, and builds once: kd_jax.backends.cpu.onednn). The
+  # same sums in every case, in another order (float32 products and accumulation; bf16 operands under
+  # compute_dtype='bfloat16'); 'xla' is faster than 'ynnpack', and 'onednn' faster still where oneDNN is
+  # installed (docs/benchmarks.md). Ignored on GPUs and TPUs.
+  c.cpu_conv_kernels = "auto"
 
   # How parameters live on the `data` mesh: 'replicated' (every device holds the whole model) or 'fsdp'
   # (parameters, optimizer state and frozen teachers split across devices, each array along one dimension;
@@ -388,8 +398,13 @@ def validate(config: ml_collections.ConfigDict, schema: Optional[ml_collections.
   if not 0.0 <= rate < 1.0:
     problems.append(f"teacher.pruned_copy_rate must be in [0, 1), got {rate}")
   val = config.get("data", {}).get("val_fraction", 0.0)
-  if not 0.0 <= val < 1.0:
-    problems.append(f"data.val_fraction must be in [0, 1), got {val}")
+  if not (0.0 <= val < 1.0 or (val >= 1.0 and val == int(val))):
+    problems.append(f"data.val_fraction must be in [0, 1) (or, for streamed data, a whole number of examples), "
+                    f"got {val}")
+  for key, low in (("image_size", 1), ("num_workers", 0), ("prefetch", 0)):
+    value = config.get("data", {}).get(key, low)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      problems.append(f"data.{key} must be an integer >= {low}, got {value!r}")
   labeled = config.get("data", {}).get("labeled_fraction", 1.0)
   if not 0.0 < labeled <= 1.0:
     problems.append(f"data.labeled_fraction must be in (0, 1], got {labeled}")

@@ -3,7 +3,8 @@
 `load_dataset` / `from_arrays` (and `from_ratings` / `load_rating_dataset`, `load_sr_dataset`, `load_regression_dataset` /
 `from_regression_arrays` for the other tasks) give a `Dataset` of train / val / test `Split`s (val carved from training
 data); `train_batch` and `eval_batches` cut batches from a split; `augment` is applied inside the jitted
-train step. See `datasets.py` and `pipeline.py` for the determinism guarantees.
+train step. See `datasets.py` and `pipeline.py` for the determinism guarantees. `streaming.py` streams tfds JPEG
+datasets too large for memory (ImageNet), decoded and augmented on the host by grain workers.
 """
 
 from kd_jax.data.augment import augment, augment_jointly, cutmix, cutout, mixup, partner_within
@@ -27,6 +28,7 @@ from kd_jax.data.pipeline import batch_indices
 from kd_jax.data.pipeline import eval_batches
 from kd_jax.data.pipeline import steps_per_epoch
 from kd_jax.data.pipeline import train_batch
+from kd_jax.data.streaming import StreamingSplit
 
 __all__ = [
     "ArraySplit", "DATASETS", "Dataset", "augment_jointly", "from_ratings", "DatasetSpec", "Split", "augment", "cutmix", "cutout", "mixup", "partner_within", "batch_indices", "dataset_names", "eval_batches",
@@ -35,5 +37,6 @@ __all__ = [
     "trajectory_arrays", "RATING_DATASETS", "load_movielens", "load_rating_dataset", "rated_matrix",
     "synthetic_rating_matrix", "synthetic_ratings",
 ]
+__all__ += ["StreamingSplit"]
 __all__ += ["SEGMENTATION_DATASETS", "buildings_arrays", "from_segmentation_arrays", "load_segmentation_dataset",
             "read_segmentation_folders"]

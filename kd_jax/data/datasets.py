@@ -1,4 +1,5 @@
-"""Datasets as random-access, in-memory splits: the embedded digits, tfds CIFAR, or your own arrays.
+"""Datasets as random-access, in-memory splits: the embedded digits, tfds CIFAR, or your own arrays (and,
+through `kd_jax.data.streaming`, tfds JPEG datasets too large for memory, such as ImageNet).
 
 A `Dataset` holds three `Split`s (train / val / test). The validation split is always carved from the
 training data, so anything chosen during a run (best epoch, calibration temperature) is chosen on it; the
@@ -15,7 +16,9 @@ Inside every split examples keep their source order; shuffling happens in `pipel
 
 Only `tfds.data_source` (array_record files) and `tfds.builder(...).info` are used, so no TensorFlow is
 needed. Whole splits are read into memory once (uint8) and normalised per batch in `Split.get`; that suits
-CIFAR-sized data. ImageNet-sized data will need a lazily decoding `Split` with the same `get` contract.
+CIFAR-sized data. ImageNet-sized data (source 'tfds_stream': `imagenet2012`, or any build named
+'tfds:<builder>') is read by `kd_jax.data.streaming.StreamingSplit`, which has the same `get` contract and
+decodes and augments JPEGs on the host as batches are needed.
 """
 
 from __future__ import annotations
@@ -116,9 +119,9 @@ class Dataset:
   `config.data.flip`), nothing applies them implicitly. Digits, for instance, must not be mirrored.
   """
   name: str
-  train: Union[Split, ArraySplit]
-  val: Union[Split, ArraySplit]
-  test: Union[Split, ArraySplit]
+  train: Union[Split, ArraySplit, Any]  # Any: a kd_jax.data.streaming.StreamingSplit
+  val: Union[Split, ArraySplit, Any]
+  test: Union[Split, ArraySplit, Any]
   num_classes: int
   image_shape: Tuple[int, ...]
   augment_pad: int = 0
@@ -132,10 +135,11 @@ class DatasetSpec:
   """How to load one named dataset.
 
   Attributes:
-    source: 'embedded' (shipped with a Python package) or 'tfds' (array_record build in a data_dir).
+    source: 'embedded' (shipped with a Python package), 'tfds' (array_record build in a data_dir, read into
+      memory) or 'tfds_stream' (array_record build of JPEGs, streamed: `kd_jax.data.streaming`).
     tfds_name: the tfds builder name (for source 'tfds').
     num_classes: number of classes.
-    image_shape: (H, W, C) of every image.
+    image_shape: (H, W, C) of every image (streamed: the default crop, `config.data.image_size` overrides it).
     mean, std: per-channel normalisation in [0, 1] units (images are scaled by 1/255 first); None means
       computed from the training data (before the validation split is carved, so independent of the seed).
     augment_pad, augment_flip: the augmentation that suits the data (see `Dataset`).
@@ -164,6 +168,11 @@ DATASETS: Dict[str, DatasetSpec] = {
     "cifar100": DatasetSpec(
         source="tfds", tfds_name="cifar100", num_classes=100, image_shape=(32, 32, 3),
         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), augment_pad=4, augment_flip=True),
+    # Streamed: augmented on the host (random-resized crop, and the flip if config.data.flip), never padded.
+    # tfds has no labelled ImageNet test split: its 'validation' split is the reported test split.
+    "imagenet2012": DatasetSpec(
+        source="tfds_stream", tfds_name="imagenet2012", num_classes=1000, image_shape=(224, 224, 3),
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), augment_flip=True, test_split="validation"),
 }
 
 
@@ -173,24 +182,37 @@ def dataset_names() -> List[str]:
 
 
 def load_dataset(name: str, *, data_dir: Optional[str] = None, val_fraction: float = 0.1,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, image_size: Optional[int] = None, flip: bool = True, num_workers: int = 0,
+                 prefetch: int = 2) -> Dataset:
   """Loads a named dataset (see `DATASETS`) with a validation split carved from its training data.
 
   Args:
     name: 'digits' (embedded, scikit-learn's 8x8 digits), 'cifar10' or 'cifar100' (tfds array_record
-      builds in `data_dir`).
+      builds in `data_dir`), 'imagenet2012' or 'tfds:<builder>' (tfds builds of JPEGs, streamed).
     data_dir: tfds data directory; None means tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR).
     val_fraction: fraction of the training data moved to the validation split, in [0, 1); 0 gives an
-      empty validation split.
+      empty validation split. Streamed datasets also take a whole number of examples (>= 1).
     seed: draws the validation split (stratified by class).
+    image_size, flip, num_workers, prefetch: streamed datasets only (`kd_jax.data.streaming`): the side of
+      the crops (default: the spec's), the training images' random flip (done on the host), grain worker
+      processes (0: a thread of this process), batches built ahead.
 
   Raises:
     KDJaxError: unknown name, bad val_fraction, or tfds data not prepared in `data_dir`.
   """
   spec = DATASETS.get(name)
+  if name.startswith("tfds:") or (spec is not None and spec.source == "tfds_stream"):
+    from kd_jax.data import streaming  # pylint: disable=g-import-not-at-top  (it imports this module)
+
+    data_dir = os.path.expanduser(data_dir) if data_dir else None
+    spec = spec or streaming.spec_for(name, data_dir)
+    return streaming.load_streaming_dataset(name, spec, data_dir=data_dir, val_fraction=val_fraction, seed=seed,
+                                            image_size=image_size, flip=flip, num_workers=num_workers,
+                                            prefetch=prefetch)
   if spec is None:
-    raise KDJaxError(f"Unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}. "
-                     "For your own arrays use kd_jax.data.from_arrays.")
+    raise KDJaxError(f"Unknown dataset {name!r}; known datasets: {', '.join(dataset_names())} (or "
+                     "'tfds:<builder>' to stream a tfds image-classification build). For your own arrays use "
+                     "kd_jax.data.from_arrays.")
   _check_fraction(val_fraction)
   if spec.source == "embedded":
     if name != "digits":
@@ -198,7 +220,8 @@ def load_dataset(name: str, *, data_dir: Optional[str] = None, val_fraction: flo
     return _load_digits(spec, val_fraction, seed)
   if spec.source == "tfds":
     return _load_tfds(name, spec, data_dir, val_fraction, seed)
-  raise KDJaxError(f"Dataset {name!r} has unknown source {spec.source!r}; expected 'embedded' or 'tfds'.")
+  raise KDJaxError(f"Dataset {name!r} has unknown source {spec.source!r}; expected 'embedded', 'tfds' or "
+                   "'tfds_stream'.")
 
 
 def from_arrays(x_train: ArrayLike, y_train: ArrayLike, *, x_test: Optional[ArrayLike] = None,

@@ -63,12 +63,21 @@ def eval_batches(split: Split, batch_size: int, multiple: int = 1) -> Iterator[D
   repeating its first example, so padded rows are valid inputs; weight per-example results by 'mask'.
   An empty split yields nothing.
 
+  A `StreamingSplit` (`kd_jax.data.streaming`) gives the same batches, built ahead by its grain workers.
+
   A split of examples of different shapes (whole images for super-resolution: it has `shape_groups()`)
   is covered one shape group at a time, each in batches of `min(batch_size, group size)` rounded up to a
   multiple of `multiple` (the devices a batch is split over), so a lone image is not padded to a full batch.
   """
   if batch_size < 1:
     raise KDJaxError(f"eval batch_size must be a positive integer, got {batch_size}.")
+  if hasattr(split, "eval_batches"):  # a StreamingSplit: the same batches, decoded ahead by its workers
+    stream = split.eval_batches(batch_size)
+    try:
+      yield from stream
+    finally:
+      stream.close()
+    return
   if hasattr(split, "shape_groups"):
     for group in split.shape_groups():
       size = min(batch_size, -(-len(group) // multiple) * multiple)

@@ -32,7 +32,7 @@ from kd_jax.train import checkpoint as ckpt
 from kd_jax.train import distributed
 from kd_jax.train import sharding
 from kd_jax.train import workdir as kd_workdir
-from kd_jax.train.run import (Run, build_run, check_inputs, host_batch, init_state, load_data, make_step,
+from kd_jax.train.run import (Run, build_run, check_inputs, host_batches, init_state, load_data, make_step,
                               model_variables, prepare_distiller, with_fresh_optimizer)
 from kd_jax.train.step import CLASSIFICATION, TrainState, eval_step, predict_step
 from kd_jax.train.workdir import prepare_workdir
@@ -58,7 +58,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   check_inputs(config, mesh)  # bad input is reported as such before any comparison with the workdir
   manager = ckpt.checkpoint_manager(workdir, config.keep_checkpoints)
   changes = _check_workdir_config(workdir, config, manager, allow_config_change)
-  run = build_run(config, load_data(config, dataset), workdir, mesh=mesh)
+  # cpu_conv_kernels='auto' made concrete and recorded, so that a resume runs the kernels the run started with.
+  pinned = kd_workdir.pin_cpu_conv_kernels(workdir, config, bool(manager.all_steps()), distributed.is_main_process())
+  run = build_run(pinned, load_data(config, dataset), workdir, mesh=mesh)
   state = init_state(run)
   state, resumed_from = restore(run, manager, state)
   if distributed.is_main_process():
@@ -216,6 +218,10 @@ def train_epochs(run: Run, state: TrainState, manager: ocp.CheckpointManager, wr
   progress = Progress(name, run.total_steps, step, run.steps_per_epoch, enabled=config.progress_bar and main)
   pending, pending_steps, epoch, val = [], 0, _Epoch(), None
   stop = StopRequest()
+  # One stream of host batches, steps `step`, `step + 1`, ... in order (streamed data: decoded ahead by grain
+  # workers); each call below takes its n. Phases and call sizes change only which step runs them, so the
+  # stream needs no restart; a resumed run opens it at its first step.
+  batches = host_batches(run, step, rows)
   try:
     stop.install()
     while step < run.total_steps:
@@ -226,7 +232,8 @@ def train_epochs(run: Run, state: TrainState, manager: ocp.CheckpointManager, wr
       n = config.steps_per_call if epoch_end - step >= config.steps_per_call else 1
       if (index, n) not in steps:
         steps[index, n] = make_step(run, state, index, n)
-      state, metrics = steps[index, n](state, _device_batch(run, index, step, n, rows), run.teacher_variables)
+      host = [next(batches) for _ in range(n)]
+      state, metrics = steps[index, n](state, _device_batch(run, host), run.teacher_variables)
       pending.append(metrics)
       pending_steps += n
       step += n
@@ -257,15 +264,15 @@ def train_epochs(run: Run, state: TrainState, manager: ocp.CheckpointManager, wr
   finally:
     stop.restore()
     progress.close()
+    batches.close()
   return state, val
 
 
-def _device_batch(run: Run, index: int, step: int, n: int, rows: slice) -> Dict[str, jax.Array]:
-  if n == 1:
-    return sharding.shard_batch(host_batch(run, index, step, rows), run.mesh,
-                                global_batch_size=run.config.batch_size)
-  return sharding.shard_batches([host_batch(run, index, s, rows) for s in range(step, step + n)], run.mesh,
-                                global_batch_size=run.config.batch_size)
+def _device_batch(run: Run, host: List[Dict[str, np.ndarray]]) -> Dict[str, jax.Array]:
+  """This process's rows of one step's batch on the mesh, or of n steps' batches stacked (a call of n steps)."""
+  if len(host) == 1:
+    return sharding.shard_batch(host[0], run.mesh, global_batch_size=run.config.batch_size)
+  return sharding.shard_batches(host, run.mesh, global_batch_size=run.config.batch_size)
 
 
 def end_epoch(run: Run, state: TrainState, epoch: _Epoch, step: int, phase: int,

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -132,10 +132,27 @@ def load_data(config: ml_collections.ConfigDict, dataset: Optional[kd_data.Datas
     dataset = kd_data.load_rating_dataset(config.data.name, data_dir=config.data.data_dir,
                                           val_fraction=config.data.val_fraction, seed=config.seed)
   elif dataset is None:
-    dataset = kd_data.load_dataset(config.data.name, data_dir=config.data.data_dir or None,
-                                   val_fraction=config.data.val_fraction, seed=config.seed)
+    d = config.data
+    dataset = kd_data.load_dataset(d.name, data_dir=d.data_dir or None, val_fraction=d.val_fraction,
+                                   seed=config.seed, image_size=d.get("image_size", 224), flip=bool(d.flip),
+                                   num_workers=d.get("num_workers", 0), prefetch=d.get("prefetch", 2))
   kd_tasks.task_for(config, dataset)
+  if isinstance(dataset.train, kd_data.StreamingSplit):
+    _check_streaming(config, dataset)
   return dataset
+
+
+def _check_streaming(config: ml_collections.ConfigDict, dataset: kd_data.Dataset) -> None:
+  """Streamed data arrive augmented and normalised from the host (`kd_jax.data.streaming`; `config.data.flip`
+  is applied there and `step_function` leaves it out of the step): a padded crop on top of the random-resized
+  crop is refused, and so is the teacher-output cache, which indexes in-memory images."""
+  if config.data.crop_pad:
+    raise KDJaxError(f"Dataset {dataset.name!r} is streamed: its training images are random-resized crops made on "
+                     f"the host (kd_jax.data.streaming), not padded crops. Set config.data.crop_pad=0 (got "
+                     f"{config.data.crop_pad}).")
+  if config.teacher.cache:
+    raise KDJaxError(f"config.teacher.cache stores teacher outputs of in-memory images; dataset {dataset.name!r} is "
+                     "streamed with fresh random crops every step. Set config.teacher.cache=False.")
 
 
 def sample_batch(config: ml_collections.ConfigDict, dataset: kd_data.Dataset) -> Dict[str, np.ndarray]:
@@ -548,7 +565,9 @@ def step_function(run: Run, index: int):
   """Phase `index`'s step of the run's scheme with its static arguments bound:
   `(state, batch, teacher_variables) -> (state, metrics)`."""
   config, phase = run.config, run.phases[index]
-  common = dict(steps_per_epoch=run.steps_per_epoch, crop_pad=config.data.crop_pad, flip=config.data.flip,
+  streamed = isinstance(run.dataset.train, kd_data.StreamingSplit)  # flipped on the host already
+  common = dict(steps_per_epoch=run.steps_per_epoch, crop_pad=config.data.crop_pad,
+                flip=config.data.flip and not streamed,
                 task=run.task)
   if run.scheme == "distill":
     teachers = run.teachers
@@ -592,3 +611,15 @@ def host_batch(run: Run, index: int, step: int, rows: slice) -> Dict[str, np.nda
   if run.uses_cache(index):  # gathered by example, so the batch stays a pure function of (seed, step)
     batch.update(run.output_cache.gather(indices))
   return batch
+
+
+def host_batches(run: Run, start: int, rows: slice) -> Iterator[Dict[str, np.ndarray]]:
+  """This process's `rows` of the training batches of steps `start`, `start + 1`, ..., `run.total_steps - 1`, in
+  order; close it when done. Streamed data come from the split's grain workers, decoded ahead
+  (`kd_jax.data.streaming.train_batches`); in-memory data are `host_batch` step by step. Either way a batch is a
+  pure function of (seed, step), so the stream of a resumed run is the tail of an uninterrupted run's."""
+  train = run.dataset.train
+  if isinstance(train, kd_data.StreamingSplit):
+    return kd_data.streaming.train_batches(train, run.config.batch_size, seed=run.config.seed, start=start,
+                                           stop=run.total_steps, rows=rows)
+  return (host_batch(run, run.phase_at(step), step, rows) for step in range(start, run.total_steps))

@@ -22,11 +22,14 @@ from kd_jax.errors import KDJaxError
 
 CONFIG = "config.json"
 CHANGES = "config_changes.jsonl"
+# Which kernels ran the run's CPU convolutions (`pin_cpu_conv_kernels`).
+KERNELS = "kernels.json"
 # Keys (or section prefixes) that change logging, checkpoint cadence, where data and caches live, how the
 # same computation is laid out on the hardware, or how long the run goes; a resume may change them.
 BOOKKEEPING = ("log_every_steps", "progress_bar", "checkpoint_every_epochs", "keep_checkpoints", "epochs",
                "max_steps", "eval_batch_size", "steps_per_call", "conv_backward", "cpu_conv_kernels",
-               "distributed.", "sharding.", "data.data_dir", "teacher.cache_dir", "teacher.cache_max_gb")
+               "distributed.", "sharding.", "data.data_dir", "data.num_workers", "data.prefetch",
+               "teacher.cache_dir", "teacher.cache_max_gb")
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -107,3 +110,52 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, changes: Dict
   with open(path + ".tmp", "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   os.replace(path + ".tmp", path)
+
+
+def pin_cpu_conv_kernels(workdir: str, config: ml_collections.ConfigDict, resuming: bool,
+                         write: bool = True) -> ml_collections.ConfigDict:
+  """`config` with `cpu_conv_kernels` set to the kernels this run uses, recorded in `kernels.json`.
+
+  Why: `cpu_conv_kernels='auto'` picks oneDNN's kernels where they build and pass a self-check and XLA's
+  elsewhere (`kd_jax.backends.cpu_conv_kernels_for`), so the same command could switch kernels between a
+  run's start and its resume when oneDNN is installed or removed in between; a resumed run would then no
+  longer match an uninterrupted one bit for bit. So a fresh run (`resuming` False: no checkpoints yet)
+  decides and records `{"cpu_conv_kernels": ..., "why": ...}`, and a resumed run with 'auto' takes the
+  recorded kernels (a workdir from before the record existed: the concrete setting in its config.json). A
+  recorded 'onednn' that cannot be built or fails its self-check here is a KDJaxError that says how to go
+  on. An explicit setting ('xla', 'ynnpack', 'onednn') is used as given and recorded. Prints one line
+  saying which kernels and why; `write` False (other processes of a multi-process run) records nothing.
+  """
+  from kd_jax import backends
+  from kd_jax.backends.cpu import onednn
+  setting = config.get("cpu_conv_kernels", "auto")
+  path = os.path.join(workdir, KERNELS)
+  recorded = None
+  if resuming and setting == "auto":
+    if os.path.isfile(path):
+      with open(path) as f:
+        recorded = json.load(f).get("cpu_conv_kernels")
+    else:
+      recorded = flatten_config(stored_config(workdir) or {}).get("cpu_conv_kernels")
+    if recorded not in ("xla", "ynnpack", "onednn"):  # nothing usable recorded ('auto' in an older config.json)
+      recorded = None
+  if recorded is None:
+    kernels, why = backends.cpu_conv_kernels_for(config)
+  else:
+    problem = onednn.self_check() if recorded == "onednn" else None
+    if problem is not None:
+      raise KDJaxError(
+          f"{workdir} was trained with oneDNN's CPU convolutions (recorded in {path}), and they cannot be used "
+          f"here: {problem.splitlines()[0].rstrip('.')}. To resume it as it started, install oneDNN again "
+          "(`pip install -e '.[cpu]'`, kd_jax.backends.cpu.onednn); to continue with XLA's kernels on purpose, pass "
+          "--config.cpu_conv_kernels=xla (the values then differ from an uninterrupted run by float32 rounding).")
+    name = {"xla": "XLA", "ynnpack": "YNNPACK", "onednn": None}[recorded] or onednn.describe()
+    kernels, why = recorded, f"{name} (recorded in {KERNELS} when the run started; a resume keeps it)"
+  if write:
+    print(f"[kd_jax] CPU convolutions: {why}", flush=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump({"cpu_conv_kernels": kernels, "why": why, "setting": setting}, f, indent=2)
+    os.replace(path + ".tmp", path)
+  pinned = config.copy_and_resolve_references()
+  pinned.cpu_conv_kernels = kernels
+  return pinned
