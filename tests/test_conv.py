@@ -282,12 +282,12 @@ def test_cpu_conv_kernels_options_and_what_auto_resolves_to():
   with unittest.mock.patch.object(kd_conv, "_cpu_option_supported", lambda key, value: False):
     with pytest.warns(RuntimeWarning, match="does not accept the XLA option"):  # a jaxlib without it
       assert kd_conv.resolve_conv_backward("auto", "xla") == kd_conv.AUTO_MATMUL
-  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be .xla., .ynnpack. or .onednn.; got"):
+  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be .auto., .xla., .ynnpack. or .onednn.; got"):
     kd_conv.compiler_options("mkl", "cpu")
   config = base_config()
-  assert config.cpu_conv_kernels == "xla"
+  assert config.cpu_conv_kernels == "auto"  # oneDNN where it passes its self-check, XLA's kernels otherwise
   config.cpu_conv_kernels = "mkl"
-  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be 'xla', 'ynnpack' or 'onednn'"):
+  with pytest.raises(KDJaxError, match="cpu_conv_kernels must be 'auto', 'xla', 'ynnpack' or 'onednn'"):
     validate(config)
 
 
@@ -419,4 +419,6 @@ def test_a_training_run_restores_the_callers_conv_backward(tmp_path):
     with unittest.mock.patch.object(kd_conv, "conv_general_dilated", spy):
       loop.train_and_evaluate(config, str(tmp_path))
     assert kd_conv.get_conv_backward() == "matmul"  # the run's mode did not leak out
-  assert traced and set(traced) == {"auto"}  # config: auto with XLA's CPU kernels (the blocked backward)
+  # config: 'auto' with the default kernels ('auto': oneDNN where it passes its self-check, else the blocked
+  # backward with XLA's kernels)
+  assert traced and set(traced) == {kd_conv.resolve_conv_backward("auto", "auto")}

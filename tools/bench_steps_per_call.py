@@ -29,6 +29,7 @@ wall time over its steps, evaluation excluded) over every epoch but the first (w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -91,6 +92,14 @@ def _config_for(args, student: str, loss: str, per_call: int, epochs: int, teach
   return config
 
 
+def _quietly(fn):
+  """`fn` with its printed progress lines sent to stderr, so that stdout holds only the report (--json)."""
+  def call(*args, **kwargs):
+    with contextlib.redirect_stdout(sys.stderr):
+      return fn(*args, **kwargs)
+  return call
+
+
 def _loop_rows(args, dataset) -> list:
   """Per-step cost of whole `train_and_evaluate` runs with steps_per_call 1 and each k (see the module doc)."""
   rows, runs = [], 0
@@ -98,7 +107,8 @@ def _loop_rows(args, dataset) -> list:
     teacher_dir = os.path.join(work, "teacher")
     teacher_config = _config_for(args, "cnn_large", "ce", 1, 1)
     teacher_config.max_steps = 1
-    loop.train_and_evaluate(teacher_config, teacher_dir, dataset=dataset)
+    run = _quietly(loop.train_and_evaluate)
+    run(teacher_config, teacher_dir, dataset=dataset)
     for student in args.students.split(","):
       for loss in args.losses.split(","):
         variants = [1] + [int(v) for v in args.k.split(",")]
@@ -108,7 +118,7 @@ def _loop_rows(args, dataset) -> list:
             runs += 1
             workdir = os.path.join(work, f"run{runs}")
             config = _config_for(args, student, loss, k, args.epochs, teacher_dir if loss == "kd" else "")
-            loop.train_and_evaluate(config, workdir, dataset=dataset)
+            run(config, workdir, dataset=dataset)
             with open(os.path.join(workdir, "metrics.jsonl")) as f:
               epochs = [json.loads(line) for line in f]
             step_ms[k].extend(e["perf/step_ms"] for e in epochs[1:])  # the first epoch compiles

@@ -16,7 +16,7 @@ convolutions in every mode (`lax.platform_dependent`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 
@@ -24,7 +24,7 @@ from kd_jax.backends.cpu import conv as cpu_conv
 from kd_jax.backends.cpu.conv import AUTO_MATMUL, AUTO_ONEDNN, CONV_BACKWARDS, CPU_CONV_KERNELS
 
 __all__ = ["AUTO_MATMUL", "AUTO_ONEDNN", "CONV_BACKWARDS", "CPU_CONV_KERNELS", "DEFAULT_KERNELS", "Kernels",
-           "compiler_options_for", "fusion_barrier", "kernels_for"]
+           "compiler_options_for", "cpu_conv_kernels_for", "fusion_barrier", "kernels_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,9 @@ def fusion_barrier(x: jax.Array) -> jax.Array:
   return cpu_conv.ynnpack_fusion_barrier(x)
 
 
-# What a model built without kernels uses: the default config's mode ('auto' with XLA's CPU kernels).
+# What a model built without kernels uses: 'auto' with XLA's CPU kernels (the blocked backward on CPU). Not
+# the default config's, whose cpu_conv_kernels='auto' may pick oneDNN: that needs a build and a self-check,
+# which importing a model must not trigger.
 DEFAULT_KERNELS = Kernels()
 
 
@@ -72,14 +74,26 @@ def kernels_for(config: Any) -> Kernels:
 
   With `cpu_conv_kernels='onednn'` (and `conv_backward='auto'`) the oneDNN handlers are built and
   registered here, so that a missing oneDNN stops the run before anything is traced; the KDJaxError says
-  what to install.
+  what to install. With 'auto' (the default) they are used where they build and pass their self-check, XLA's
+  kernels otherwise (`cpu_conv_kernels_for`; a training run pins that choice in its workdir,
+  `kd_jax.train.workdir.pin_cpu_conv_kernels`).
   """
   mode = cpu_conv.resolve_conv_backward(config.get("conv_backward", "auto"),
-                                        config.get("cpu_conv_kernels", "xla"))
+                                        config.get("cpu_conv_kernels", "auto"))
   return Kernels(mode)
+
+
+def cpu_conv_kernels_for(config: Any, platform: Optional[str] = None) -> Tuple[str, str]:
+  """`(kernels, why)`: the CPU kernels a config's `cpu_conv_kernels` runs ('xla', 'ynnpack' or 'onednn';
+  'auto' resolved by `kd_jax.backends.cpu.conv.auto_cpu_conv_kernels`) and a phrase for the run's log."""
+  kernels = cpu_conv.validate_cpu_conv_kernels(config.get("cpu_conv_kernels", "auto"))
+  if kernels == "auto":
+    return cpu_conv.auto_cpu_conv_kernels(platform)
+  names = {"xla": "XLA", "ynnpack": "YNNPACK", "onednn": "oneDNN"}
+  return kernels, f"{names[kernels]} (config.cpu_conv_kernels={kernels!r})"
 
 
 def compiler_options_for(config: Any, platform: Optional[str] = None) -> Optional[Dict[str, str]]:
   """XLA compiler options for a program of a run with this config, compiled for `platform` (default: JAX's
   default backend): `kd_jax.backends.cpu.conv.compiler_options` of its `cpu_conv_kernels`."""
-  return cpu_conv.compiler_options(config.get("cpu_conv_kernels", "xla"), platform)
+  return cpu_conv.compiler_options(config.get("cpu_conv_kernels", "auto"), platform)

@@ -64,7 +64,9 @@ jitting the *same* function object again after changing it may reuse the earlier
 Which CPU kernels run the convolutions (`cpu_conv_kernels`, `compiler_options`): jax 0.10's CPU backend
 hands convolutions, matrix products and reductions to YNNPACK. YNNPACK ran the 64-channel 32x32
 convolutions of the CIFAR ResNets on one of the machine's two cores, while XLA's own convolution kernels
-use both, about twice as fast there (docs/benchmarks.md). 'xla' (the default) compiles
+use both, about twice as fast there (docs/benchmarks.md). 'auto' (the default) runs them in oneDNN
+where kd_jax's oneDNN handlers build and pass a self-check, with XLA's kernels otherwise
+(`auto_cpu_conv_kernels`, `kd_jax.backends.cpu.onednn`). 'xla' compiles
 every program with `xla_cpu_experimental_ynn_fusion_type` set to matrix products and reductions only, so
 convolutions use XLA's kernels while reductions keep YNNPACK's (XLA's own reductions, which that option
 would otherwise also bring back, made train-mode BatchNorm outputs about 10x further from float64);
@@ -85,6 +87,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -98,7 +101,7 @@ from kd_jax.errors import KDJaxError, one_of
 # The values of config.conv_backward and config.cpu_conv_kernels (the first is the default); kd_jax.config
 # validates configs against these.
 CONV_BACKWARDS = ("auto", "xla", "matmul", "blocked")
-CPU_CONV_KERNELS = ("xla", "ynnpack", "onednn")
+CPU_CONV_KERNELS = ("auto", "xla", "ynnpack", "onednn")
 # "auto" with YNNPACK's CPU kernels: the matmul backward when lowered for CPU, XLA's elsewhere. A resolved
 # mode only (`resolve_conv_backward`), not a config value.
 AUTO_MATMUL = "auto-matmul"
@@ -141,9 +144,38 @@ def set_conv_backward(mode: str) -> None:
 def validate_cpu_conv_kernels(kernels: Any) -> str:
   if kernels not in CPU_CONV_KERNELS:
     raise KDJaxError(f"cpu_conv_kernels must be {one_of(CPU_CONV_KERNELS)}; got {kernels!r}. "
-                     "'xla' runs CPU convolutions with XLA's own kernels, 'ynnpack' with YNNPACK's (XLA's default), "
-                     "'onednn' with oneDNN's (needs the system's oneDNN; kd_jax.backends.cpu.onednn).")
+                     "'auto' runs CPU convolutions with oneDNN's kernels where they build and pass a self-check, "
+                     "else XLA's; 'xla' with XLA's own kernels, 'ynnpack' with YNNPACK's (XLA's default), "
+                     "'onednn' with oneDNN's (needs oneDNN: kd_jax.backends.cpu.onednn).")
   return kernels
+
+
+# Set to 0 to make cpu_conv_kernels='auto' use XLA's kernels without trying oneDNN.
+ONEDNN_ENV = "KD_JAX_ONEDNN"
+
+
+def auto_cpu_conv_kernels(platform: Optional[str] = None) -> Tuple[str, str]:
+  """What `cpu_conv_kernels='auto'` runs for programs compiled for `platform` (default: JAX's default
+  backend), and why: `('onednn', why)` on CPU where kd_jax's oneDNN handlers build and pass their
+  self-check (`onednn.self_check`, once per process), else `('xla', why)`: XLA's kernels, the forms
+  'xla' uses. Off CPU the setting changes nothing (XLA's convolutions there in every case). `KD_JAX_ONEDNN=0`
+  skips oneDNN (no build, no check). `why` completes "CPU convolutions: ..." for a run's log.
+  """
+  platform = jax.default_backend() if platform is None else platform
+  if platform != "cpu":
+    return "xla", f"XLA (the backend is {platform}, not CPU)"
+  if os.environ.get(ONEDNN_ENV, "").strip() == "0":
+    return "xla", f"XLA ({ONEDNN_ENV}=0)"
+  problem = onednn.self_check()
+  if problem is not None:
+    return "xla", f"XLA (oneDNN not used: {problem.splitlines()[0]})"
+  return "onednn", f"{onednn.describe()}, self-check passed"
+
+
+def concrete_cpu_conv_kernels(kernels: str, platform: Optional[str] = None) -> str:
+  """`kernels` with 'auto' replaced by what it runs (`auto_cpu_conv_kernels`)."""
+  validate_cpu_conv_kernels(kernels)
+  return auto_cpu_conv_kernels(platform)[0] if kernels == "auto" else kernels
 
 
 def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str) -> str:
@@ -151,9 +183,13 @@ def resolve_conv_backward(conv_backward: str, cpu_conv_kernels: str) -> str:
   XLA's kernels, AUTO_MATMUL (the matmul backward on CPU, XLA elsewhere) when they use YNNPACK's,
   asked for or because this jaxlib refuses the option, and AUTO_ONEDNN (oneDNN on CPU, XLA elsewhere)
   with oneDNN's, which are built and registered here (a KDJaxError says what to install if they cannot
-  be); the other modes are themselves."""
+  be); `cpu_conv_kernels='auto'` is first replaced by what it runs (`auto_cpu_conv_kernels`); the other
+  modes are themselves."""
   validate_conv_backward(conv_backward)
-  if conv_backward == "auto" and validate_cpu_conv_kernels(cpu_conv_kernels) == "onednn":
+  validate_cpu_conv_kernels(cpu_conv_kernels)
+  if conv_backward == "auto":
+    cpu_conv_kernels = concrete_cpu_conv_kernels(cpu_conv_kernels)
+  if conv_backward == "auto" and cpu_conv_kernels == "onednn":
     onednn.ensure_available()  # a missing oneDNN stops the run here, before anything is traced
     return AUTO_ONEDNN
   if conv_backward == "auto" and compiler_options(cpu_conv_kernels, "cpu") is None:
@@ -175,9 +211,9 @@ def _cpu_option_supported(key: str, value: str) -> bool:
 def compiler_options(cpu_conv_kernels: str, platform: Optional[str] = None) -> Optional[Dict[str, str]]:
   """XLA compiler options for a program compiled for `platform` (default: JAX's default backend).
 
-  None (XLA's defaults) except on CPU with `cpu_conv_kernels='xla'` or 'onednn', where YNNPACK keeps matrix
-  products and reductions and XLA's own kernels run the convolutions (with 'onednn', those the oneDNN form
-  does not take: dilated ones, say). Where the installed jaxlib does not accept the
+  None (XLA's defaults) except on CPU with `cpu_conv_kernels='xla'`, 'onednn' or 'auto', where YNNPACK
+  keeps matrix products and reductions and XLA's own kernels run the convolutions (with 'onednn', those the
+  oneDNN form does not take: dilated ones, say). Where the installed jaxlib does not accept the
   option, a warning says so and XLA's defaults are used. Pass the result as `jax.jit(...,
   compiler_options=...)`; it takes precedence over the same field in `XLA_FLAGS` for that program.
   """

@@ -90,6 +90,34 @@ std::shared_ptr<Plan> MakePlan(const Key& k) {
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
 
   const auto direct = dnnl::algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+  // oneDNN 3.x: primitive descriptors are built directly from the engine and the memory descriptors.
+  if (kind == kForward) {
+    dnnl::convolution_forward::primitive_desc pd(Engine(), dnnl::prop_kind::forward_inference, direct, plan->x_md,
+                                                 any_w, plan->y_md, strides, pad_l, pad_r, attr);
+    plan->conv_w_md = pd.weights_desc();
+    plan->scratch_md = pd.scratchpad_desc();
+    plan->conv = dnnl::convolution_forward(pd);
+  } else {
+    // The backward primitives need the forward primitive's description as a hint.
+    dnnl::convolution_forward::primitive_desc fwd_pd(Engine(), dnnl::prop_kind::forward_training, direct,
+                                                     plan->x_md, any_w, plan->y_md, strides, pad_l, pad_r);
+    if (kind == kBackwardData) {
+      dnnl::convolution_backward_data::primitive_desc pd(Engine(), direct, plan->x_md, any_w, plan->y_md, strides,
+                                                         pad_l, pad_r, fwd_pd, attr);
+      plan->conv_w_md = pd.weights_desc();
+      plan->scratch_md = pd.scratchpad_desc();
+      plan->conv = dnnl::convolution_backward_data(pd);
+    } else {
+      dnnl::convolution_backward_weights::primitive_desc pd(Engine(), direct, plan->x_md, any_dw, plan->y_md,
+                                                            strides, pad_l, pad_r, fwd_pd, attr);
+      plan->conv_w_md = pd.diff_weights_desc();
+      plan->scratch_md = pd.scratchpad_desc();
+      plan->conv = dnnl::convolution_backward_weights(pd);
+    }
+  }
+#else
+  // oneDNN 2.x (e.g. Debian's libdnnl-dev 2.6): an operation descriptor first, then its primitive descriptor.
   if (kind == kForward) {
     dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, direct, plan->x_md, any_w,
                                          plan->y_md, strides, pad_l, pad_r);
@@ -117,6 +145,7 @@ std::shared_ptr<Plan> MakePlan(const Key& k) {
       plan->conv = dnnl::convolution_backward_weights(pd);
     }
   }
+#endif
   plan->reorder = plan->conv_w_md != plan->user_w_md;
   if (plan->reorder) {
     // A layout reorder of a kernel needs no scratch memory.
@@ -259,4 +288,18 @@ extern "C" int kd_jax_onednn_version(int* major, int* minor, int* patch) {
   *minor = v->minor;
   *patch = v->patch;
   return 0;
+}
+
+// 1 if this oneDNN builds bfloat16 primitives of all three kinds on this CPU, else 0. oneDNN 3.x has no
+// bfloat16 convolution on CPUs without AVX-512 or AVX2-VNNI-2 (e.g. AMD Zen 2/3), where 2.x fell back to a
+// reference kernel; kd_jax then leaves bfloat16 convolutions to XLA (onednn.supports).
+extern "C" int kd_jax_onednn_bf16_supported() {
+  for (int64_t kind : {kForward, kBackwardData, kBackwardWeights}) {
+    try {
+      MakePlan(Key{kind, 2, 4, 4, 16, 3, 3, 16, 4, 4, 1, 1, 1, 1, 1, 1, 1});
+    } catch (const dnnl::error&) {
+      return 0;
+    }
+  }
+  return 1;
 }
