@@ -30,6 +30,10 @@ if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inheri
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _DEVICES_FLAG).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# One OpenMP thread per process: xdist already runs one worker per core, and oneDNN's convolutions (what
+# cpu_conv_kernels='auto' picks where oneDNN is installed) would start one spinning OpenMP thread per core in
+# every worker and in every training process a test starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session (xdist's controller)
   _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="kd_jax_tests_xla_cache_")
