@@ -44,7 +44,8 @@ CASES = [
 ]
 # Other depths and widths of those families (the deepest among them: two-digit block indices): their keys and
 # shapes against the reference, without running them (a compile each would double this module's time).
-KEYS_ONLY = ["resnet20", "resnet32x4", "resnet110", "wrn_40_2", "vgg8", "mobilenetv2", "imagenet_resnet101"]
+KEYS_ONLY = ["resnet20", "resnet32x4", "resnet56", "resnet110", "wrn_40_2", "vgg8", "mobilenetv2",
+             "imagenet_resnet34", "imagenet_resnet101"]
 
 
 @pytest.fixture(scope="module", autouse=True)
