@@ -39,10 +39,10 @@ DIGITS_TEST_FRACTION = 0.3
 _DIGITS_TEST_SEED = 0
 # Tag mixed into the run seed when drawing the validation split, so that stream is distinct from the
 # (seed, epoch) streams that shuffle the training batches.
-_VAL_STREAM = 0x76616C  # "val"
+VAL_STREAM = 0x76616C  # "val"
 
 
-def _positions(indices: ArrayLike, size: int, what: str) -> np.ndarray:
+def check_positions(indices: ArrayLike, size: int, what: str) -> np.ndarray:
   """`indices` as int64 positions into a split of `size` examples; IndexError unless 1-D integers in range."""
   idx = np.asarray(indices)
   if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
@@ -86,7 +86,7 @@ class Split:
     Returns {'image': float32 [n, H, W, C] normalised, 'label': int32 [n], 'index': int32 [n]}, where
     'index' echoes the positions (contrastive distillers such as CRD key their memory on it).
     """
-    idx = _positions(indices, len(self), "Split.get")
+    idx = check_positions(indices, len(self), "Split.get")
     gain = (self.scale / self.std).astype(np.float32)
     offset = (-self.mean / self.std).astype(np.float32)
     images = self.images[idx].astype(np.float32) * gain + offset
@@ -104,7 +104,7 @@ class ArraySplit:
     return int(len(next(iter(self.arrays.values()))))
 
   def get(self, indices: ArrayLike) -> Dict[str, np.ndarray]:
-    idx = _positions(indices, len(self), "ArraySplit.get")
+    idx = check_positions(indices, len(self), "ArraySplit.get")
     return {**{k: v[idx] for k, v in self.arrays.items()}, "index": idx.astype(np.int32)}
 
 
@@ -281,7 +281,7 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, *, x_test: Optional[Arra
   std_v = _channel_stat(std, channels, "std") if std is not None else data_std
   if np.any(std_v <= 0):
     raise KDJaxError(f"std must be positive in every channel, got {std_v.tolist()}.")
-  train_idx, val_idx = _carve(y_tr, val_fraction, np.random.default_rng([_seed_entropy(seed), _VAL_STREAM]))
+  train_idx, val_idx = carve_stratified(y_tr, val_fraction, np.random.default_rng([seed_entropy(seed), VAL_STREAM]))
   if len(train_idx) == 0:
     raise KDJaxError(f"val_fraction={val_fraction} leaves no training examples out of {len(y_tr)}.")
   make = lambda x, y: _split(x, y, mean_v, std_v, 1.0)
@@ -324,7 +324,7 @@ def from_ratings(users: ArrayLike, items: ArrayLike, ratings: ArrayLike, *, num_
   n = len(u)
   test_idx = np.sort(np.random.default_rng([_DIGITS_TEST_SEED]).permutation(n)[:int(round(test_fraction * n))])
   pool = np.setdiff1d(np.arange(n), test_idx)
-  carve = np.random.default_rng([_seed_entropy(seed), _VAL_STREAM]).permutation(len(pool))
+  carve = np.random.default_rng([seed_entropy(seed), VAL_STREAM]).permutation(len(pool))
   val_idx = np.sort(pool[carve[:int(round(val_fraction * len(pool)))]])
   train_idx = np.setdiff1d(pool, val_idx)
   if len(train_idx) == 0:
@@ -351,10 +351,10 @@ def _load_digits(spec: DatasetSpec, val_fraction: float, seed: int) -> Dataset:
   bunch = load_digits()
   images = (bunch.images.astype(np.float32) / 16.0)[..., None]  # [1797, 8, 8, 1] in [0, 1]
   labels = bunch.target.astype(np.int32)
-  pool_idx, test_idx = _carve(labels, DIGITS_TEST_FRACTION, np.random.default_rng([_DIGITS_TEST_SEED]))
+  pool_idx, test_idx = carve_stratified(labels, DIGITS_TEST_FRACTION, np.random.default_rng([_DIGITS_TEST_SEED]))
   mean, std = _moments(images[pool_idx], 1.0)
-  train_idx, val_idx = _carve(labels[pool_idx], val_fraction,
-                              np.random.default_rng([_seed_entropy(seed), _VAL_STREAM]))
+  train_idx, val_idx = carve_stratified(labels[pool_idx], val_fraction,
+                              np.random.default_rng([seed_entropy(seed), VAL_STREAM]))
   train_idx, val_idx = pool_idx[train_idx], pool_idx[val_idx]
   make = lambda idx: _split(images[idx], labels[idx], mean, std, 1.0)
   return Dataset(name="digits", train=make(train_idx), val=make(val_idx), test=make(test_idx),
@@ -372,8 +372,8 @@ def _load_tfds(name: str, spec: DatasetSpec, data_dir: Optional[str], val_fracti
     std = np.asarray(spec.std, np.float32)
   else:
     mean, std = _moments(train_x, scale)
-  train_idx, val_idx = _carve(train_y, val_fraction,
-                              np.random.default_rng([_seed_entropy(seed), _VAL_STREAM]))
+  train_idx, val_idx = carve_stratified(train_y, val_fraction,
+                              np.random.default_rng([seed_entropy(seed), VAL_STREAM]))
   make = lambda x, y: _split(x, y, mean, std, scale)
   return Dataset(name=name, train=make(train_x[train_idx], train_y[train_idx]),
                  val=make(train_x[val_idx], train_y[val_idx]), test=make(test_x, test_y),
@@ -381,7 +381,7 @@ def _load_tfds(name: str, spec: DatasetSpec, data_dir: Optional[str], val_fracti
                  augment_pad=spec.augment_pad, augment_flip=spec.augment_flip)
 
 
-def _not_prepared_message(name: str, spec: DatasetSpec, data_dir: Optional[str], split: str,
+def not_prepared_message(name: str, spec: DatasetSpec, data_dir: Optional[str], split: str,
                           cause: BaseException) -> str:
   where = repr(data_dir) if data_dir else "tfds' default data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
   shown_dir = data_dir or "DIR"
@@ -405,7 +405,7 @@ def _read_tfds_split(name: str, spec: DatasetSpec, data_dir: Optional[str],
     source = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False)
     n = len(source)
   except Exception as e:  # tfds raises many types here (NotImplementedError, AssertionError, OSError...)
-    raise KDJaxError(_not_prepared_message(name, spec, data_dir, split, e)) from e
+    raise KDJaxError(not_prepared_message(name, spec, data_dir, split, e)) from e
   images = np.empty((n,) + tuple(spec.image_shape), np.uint8)
   labels = np.empty((n,), np.int32)
   for i in range(n):  # one example at a time: a few seconds for CIFAR, and memory stays at uint8
@@ -423,10 +423,10 @@ def _read_tfds_split(name: str, spec: DatasetSpec, data_dir: Optional[str],
 
 
 # ---------------------------------------------------------------------------------------------------
-# Helpers.
+# Helpers, shared with the streaming and super-resolution loaders.
 
 
-def _seed_entropy(seed: int) -> int:
+def seed_entropy(seed: int) -> int:
   """Any Python int as a non-negative entropy word for numpy's SeedSequence."""
   return int(seed) % (1 << 64)
 
@@ -436,7 +436,7 @@ def _check_fraction(val_fraction: float) -> None:
     raise KDJaxError(f"val_fraction must be in [0, 1), got {val_fraction}.")
 
 
-def _carve(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+def carve_stratified(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
   """A stratified split of positions: (kept, carved), each sorted, with round(fraction * n) carved.
 
   Each class gives floor(fraction * n_c) examples; the remaining quota goes to the classes with the

@@ -38,8 +38,8 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kd_jax.data.datasets import (Dataset, DatasetSpec, _carve, _not_prepared_message, _positions, _seed_entropy,
-                                  _VAL_STREAM)
+from kd_jax.data.datasets import (VAL_STREAM, Dataset, DatasetSpec, carve_stratified, check_positions,
+                                  not_prepared_message, seed_entropy)
 from kd_jax.data.pipeline import batch_indices
 from kd_jax.errors import KDJaxError
 
@@ -50,7 +50,7 @@ CROP_RATIO = (3 / 4, 4 / 3)    # and its aspect ratio (width / height)
 CROP_TRIES = 10                # draws before falling back to a centre crop (torchvision's count)
 EVAL_CROP_FRACTION = 0.875     # evaluation: the centre crop covers this share of the resized shorter side
 # Tag mixed into the run seed for the augmentation's draws, so they are distinct from the streams that
-# shuffle the batches ([seed, epoch]) and carve the validation split ([seed, _VAL_STREAM]).
+# shuffle the batches ([seed, epoch]) and carve the validation split ([seed, VAL_STREAM]).
 _AUGMENT_STREAM = 0x617567  # "aug"
 # Name prefix that streams any tfds image-classification build: config.data.name = 'tfds:food101'.
 TFDS_PREFIX = "tfds:"
@@ -212,17 +212,17 @@ class StreamingSplit:
   def get(self, indices) -> Dict[str, np.ndarray]:
     """The evaluation view of the examples at `indices` (positions in this split): {'image': float32
     [n, S, S, 3] normalised, 'label': int32 [n], 'index': int32 [n]}, as `Split.get` returns them."""
-    idx = _positions(indices, len(self), "StreamingSplit.get")
+    idx = check_positions(indices, len(self), "StreamingSplit.get")
     records = self._records(idx)
     return self._batch(idx, [eval_view(r[self.source.image_key], self.image_size) for r in records])
 
   def augmented(self, indices, *, seed: int, step: int) -> Dict[str, np.ndarray]:
     """The training view of the examples at `indices` for global step `step` (see the module docstring):
     like `get`, with each example's crop and flip drawn from (seed, step, its position in this split)."""
-    idx = _positions(indices, len(self), "StreamingSplit.augmented")
+    idx = check_positions(indices, len(self), "StreamingSplit.augmented")
     records = self._records(idx)
     pixels = [train_view(r[self.source.image_key], self.image_size,
-                         np.random.default_rng([_seed_entropy(seed), _AUGMENT_STREAM, int(step), int(i)]), self.flip)
+                         np.random.default_rng([seed_entropy(seed), _AUGMENT_STREAM, int(step), int(i)]), self.flip)
               for r, i in zip(records, idx)]
     return self._batch(idx, pixels)
 
@@ -339,7 +339,7 @@ def spec_for(name: str, data_dir: Optional[str]) -> DatasetSpec:
   try:
     info = tfds.builder(tfds_name, data_dir=data_dir).info
   except Exception as e:  # tfds raises many types for a missing build
-    raise KDJaxError(_not_prepared_message(name, probe, data_dir, "train", e)) from e
+    raise KDJaxError(not_prepared_message(name, probe, data_dir, "train", e)) from e
   label = info.features["label"] if "label" in info.features else None
   if label is None or not hasattr(label, "num_classes"):
     raise KDJaxError(f"Dataset {name!r} has no 'label' ClassLabel feature (features: {', '.join(info.features)}); "
@@ -374,8 +374,8 @@ def load_streaming_dataset(name: str, spec: DatasetSpec, *, data_dir: Optional[s
   train_labels = _labels(name, spec, sources["train"])
   test_labels = _labels(name, spec, sources["test"])
   carved = _val_count(val_fraction, len(train_labels))
-  train_idx, val_idx = _carve(train_labels, carved / max(len(train_labels), 1),
-                              np.random.default_rng([_seed_entropy(seed), _VAL_STREAM]))
+  train_idx, val_idx = carve_stratified(train_labels, carved / max(len(train_labels), 1),
+                              np.random.default_rng([seed_entropy(seed), VAL_STREAM]))
   if len(train_idx) == 0:
     raise KDJaxError(f"val_fraction={val_fraction} leaves no training examples out of {len(train_labels)}.")
   mean = np.asarray(spec.mean or IMAGENET_MEAN, np.float32)
@@ -415,7 +415,7 @@ def _labels(name: str, spec: DatasetSpec, source: TfdsSource) -> np.ndarray:
     records = source.open()
     n = len(records)
   except Exception as e:  # tfds raises many types here (NotImplementedError, AssertionError, OSError...)
-    raise KDJaxError(_not_prepared_message(name, spec, source.data_dir, source.split, e)) from e
+    raise KDJaxError(not_prepared_message(name, spec, source.data_dir, source.split, e)) from e
   cache = _labels_cache_path(source)
   if cache and os.path.isfile(cache):
     labels = np.load(cache)

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kd_jax.data.datasets import Dataset, _positions, _seed_entropy
+from kd_jax.data.datasets import Dataset, check_positions, seed_entropy
 from kd_jax.data.resize import bicubic_downscale, modcrop
 from kd_jax.errors import KDJaxError
 
@@ -69,7 +69,7 @@ class PairedImages:
     return [np.asarray(g, np.int64) for g in groups.values()]
 
   def get(self, indices) -> Dict[str, np.ndarray]:
-    idx = _positions(indices, len(self), "PairedImages.get")
+    idx = check_positions(indices, len(self), "PairedImages.get")
     shapes = {self.lr[i].shape for i in idx}
     if len(shapes) > 1:
       raise KDJaxError(f"PairedImages.get stacks images of one shape; positions {idx.tolist()} have LR shapes "
@@ -100,7 +100,7 @@ class PatchPairs:
     return int(self.tiles.shape[0])
 
   def get(self, indices) -> Dict[str, np.ndarray]:
-    idx = _positions(indices, len(self), "PatchPairs.get")
+    idx = check_positions(indices, len(self), "PatchPairs.get")
     t, s = self.tile, self.scale
     lr = np.empty((len(idx), t, t, self.lr[0].shape[-1]), np.float32)
     hr = np.empty((len(idx), t * s, t * s, self.hr[0].shape[-1]), np.float32)
@@ -149,7 +149,7 @@ def sr_dataset(name: str, train_lr: Sequence[np.ndarray], train_hr: Sequence[np.
   if len(tiles) == 0:
     raise KDJaxError(f"No training image of {name!r} holds one {tile * scale}-pixel HR tile; lower "
                      "config.data.tile_size or add larger images.")
-  order = np.random.default_rng([_seed_entropy(seed), _VAL_STREAM]).permutation(len(tiles))
+  order = np.random.default_rng([seed_entropy(seed), _VAL_STREAM]).permutation(len(tiles))
   n_val = int(round(val_fraction * len(tiles)))
   val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
   if len(train_rows) == 0:
