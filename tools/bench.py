@@ -217,10 +217,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="the models' convolution backward pass (config.conv_backward): auto (default: on CPU "
                            "the blocked backward, or the matmul one with --cpu-conv-kernels ynnpack; XLA's "
                            "gradients on GPUs/TPUs), xla, matmul, blocked")
-  parser.add_argument("--cpu-conv-kernels", default="xla", choices=backends.CPU_CONV_KERNELS,
-                      help="which kernels run CPU convolutions (config.cpu_conv_kernels): xla (XLA's own; "
-                           "default), ynnpack (XLA's default in jax 0.10) or onednn (oneDNN's through XLA's FFI; "
-                           "needs the system's oneDNN); ignored on GPUs/TPUs")
+  parser.add_argument("--cpu-conv-kernels", default="auto", choices=backends.CPU_CONV_KERNELS,
+                      help="which kernels run CPU convolutions (config.cpu_conv_kernels): auto (the library's "
+                           "default: oneDNN where it builds and passes its self-check, else xla), xla (XLA's own), "
+                           "ynnpack (XLA's default in jax 0.10) or onednn (needs the cpu extra); ignored on "
+                           "GPUs/TPUs. The report's cpu_conv_kernels is what ran, 'auto' resolved")
   parser.add_argument("--distillers", default=None,
                       help="comma-separated registered names, or 'all' (default; SR: "
                            f"{TASK_DEFAULTS['super_resolution']['distillers']})")
@@ -773,7 +774,8 @@ def _run(args: argparse.Namespace) -> Dict[str, Any]:
       "student": args.student, "batch": args.batch, "image_shape": [args.image_size, args.image_size, args.channels],
       "num_classes": args.num_classes if args.task == "classification" else None, "supervised_term": supervised,
       "train_examples": args.train_examples, "dtype": args.dtype, "conv_backward": args.conv,
-      "cpu_conv_kernels": args.cpu_conv_kernels, "compiler_options": setup.compiler_options,
+      "cpu_conv_kernels": backends.cpu_conv_kernels_for(bench_config(args), device0.platform)[0],
+      "cpu_conv_kernels_asked": args.cpu_conv_kernels, "compiler_options": setup.compiler_options,
       "steps": args.steps, "warmup": args.warmup,
       "crop_pad": args.crop_pad, "flip": args.flip, "weights": {supervised: args.ce_weight, "distiller": args.weight},
       "jax_version": jax.__version__, "backend_version": _backend_version(),
