@@ -80,6 +80,8 @@ class Context:
     forward: see `Forward`; None where no model is at hand (unit tests of the pure parts).
     task: the run's `kd_jax.tasks.Task` (the `supervised` term asks it for the loss); None means
       classification.
+    kernels: the run's `kd_jax.backends.Kernels`, the convolutions its networks use; a distiller's own
+      convolutions (regressors, ReviewKD's fusion) take them through `conv_of(ctx.kernels)`. None: XLA's.
   """
 
   rng: Optional[jax.Array] = None
@@ -88,6 +90,14 @@ class Context:
   epoch: Any = 1
   forward: Optional[Forward] = None
   task: Any = None
+  kernels: Any = None
+
+
+def conv_of(kernels: Any) -> Callable[..., jax.Array]:
+  """The `conv_general_dilated` for a distiller module's `nn.Conv`: `kernels.conv_general_dilated` (the run's
+  kernels, `Context.kernels`), or `lax.conv_general_dilated` when `kernels` is None. Either computes the same
+  values, so a module's parameters do not depend on it (its `init` may leave it None)."""
+  return jax.lax.conv_general_dilated if kernels is None else kernels.conv_general_dilated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +140,8 @@ class Distiller:
   def __call__(self, variables: Variables, student: ModelOutput, teacher: TeacherOutput, batch: Batch, *,
                rng: Optional[jax.Array] = None, train: bool = False, step: jax.Array | int = 0,
                epoch: jax.Array | int = 1, forward: Optional[Forward] = None,
-               task: Any = None) -> Tuple[jax.Array, Metrics, Variables]:
-    return self.loss(variables, student, teacher, batch, Context(rng, train, step, epoch, forward, task))
+               task: Any = None, kernels: Any = None) -> Tuple[jax.Array, Metrics, Variables]:
+    return self.loss(variables, student, teacher, batch, Context(rng, train, step, epoch, forward, task, kernels))
 
 
 def require_positive(name: str, **values: float) -> None:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.distillers.base import Distiller, conv_of, require_positive
 from kd_jax.errors import KDJaxError
 from kd_jax.models.outputs import ModelOutput
 
@@ -29,20 +29,22 @@ class Regressor(nn.Module):
   target_shape: Tuple[int, ...]
   activate: bool = True  # False: no ReLU after the BatchNorm (AB's connector reads pre-activations)
   batch_norm: bool = True  # False: no BatchNorm after the conv (and no batch_stats collection)
+  kernels: Any = None  # the run's convolutions (`Context.kernels`); None: XLA's. Parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if x.ndim == 2:
       return nn.Dense(self.target_shape[-1])(x)
     (hs, ws), (ht, wt), out = x.shape[1:3], self.target_shape[1:3], self.target_shape[-1]
+    conv = conv_of(self.kernels)
     if (hs, ws) == (ht, wt):
-      x = nn.Conv(out, (3, 3), padding=1)(x)
+      x = nn.Conv(out, (3, 3), padding=1, conv_general_dilated=conv)(x)
     elif (hs, ws) == (2 * ht, 2 * wt):
-      x = nn.Conv(out, (3, 3), strides=2, padding=1)(x)
+      x = nn.Conv(out, (3, 3), strides=2, padding=1, conv_general_dilated=conv)(x)
     elif (2 * hs, 2 * ws) == (ht, wt):
       x = nn.ConvTranspose(out, (4, 4), strides=(2, 2), padding="SAME")(x)
     elif hs >= ht and ws >= wt:
-      x = nn.Conv(out, (1 + hs - ht, 1 + ws - wt), padding="VALID")(x)
+      x = nn.Conv(out, (1 + hs - ht, 1 + ws - wt), padding="VALID", conv_general_dilated=conv)(x)
     else:
       raise ValueError(f"Regressor: cannot map a student feature of spatial size {(hs, ws)} onto a "
                        f"teacher feature of size {(ht, wt)}; choose stages whose sizes agree or differ by 2×.")
@@ -79,9 +81,9 @@ class FitNet(Distiller):
     return (_stage("fitnet", "student", student, self.stage),
             jax.lax.stop_gradient(_stage("fitnet", "teacher", teacher, t_stage)))
 
-  def _regressor(self, target_shape):
+  def _regressor(self, target_shape, kernels=None):
     plain = self.regressor == "conv"
-    return Regressor(target_shape, activate=not plain, batch_norm=not plain)
+    return Regressor(target_shape, activate=not plain, batch_norm=not plain, kernels=kernels)
 
   def init(self, rng, student, teacher, batch):
     s, t = self._features(student, teacher)
@@ -89,7 +91,7 @@ class FitNet(Distiller):
 
   def loss(self, variables, student, teacher, batch, ctx):
     s, t = self._features(student, teacher)
-    regressor = self._regressor(t.shape)
+    regressor = self._regressor(t.shape, ctx.kernels)
     if ctx.train and "batch_stats" in variables:
       regressed, state = regressor.apply(variables, s, train=True, mutable=["batch_stats"])
       state = dict(state)
@@ -414,14 +416,16 @@ class ABConnector(nn.Module):
   (RepDistiller's `ConvReg(use_relu=False)`; the original code has no such case)."""
 
   target_shape: Tuple[int, ...]
+  kernels: Any = None  # the run's convolutions (`Context.kernels`); None: XLA's. Parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if x.ndim == 4 and x.shape[1:3] != tuple(self.target_shape[1:3]):
-      return Regressor(self.target_shape, activate=False)(x, train)
+      return Regressor(self.target_shape, activate=False, kernels=self.kernels)(x, train)
     if x.ndim == 2:
       return nn.Dense(self.target_shape[-1], use_bias=False, kernel_init=AB_CONNECTOR_INIT)(x)
-    x = nn.Conv(self.target_shape[-1], (1, 1), use_bias=False, kernel_init=AB_CONNECTOR_INIT)(x)
+    x = nn.Conv(self.target_shape[-1], (1, 1), use_bias=False, kernel_init=AB_CONNECTOR_INIT,
+                conv_general_dilated=conv_of(self.kernels))(x)
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
 
 
@@ -484,7 +488,7 @@ class AB(Distiller):
     for i, (key, s, t) in enumerate(pairs):
       if key in variables.get("params", {}):
         sub = {col: tree[key] for col, tree in variables.items() if key in tree}
-        s, sub_state = _apply_with_state(ABConnector(t.shape), sub, s, ctx.train)
+        s, sub_state = _apply_with_state(ABConnector(t.shape, kernels=ctx.kernels), sub, s, ctx.train)
         for col, tree in sub_state.items():
           state.setdefault(col, {})[key] = tree
       value = losses.activation_boundary(s, t, margin=self.margin)
@@ -502,12 +506,16 @@ class FTConvStack(nn.Module):
 
   widths: Tuple[int, int, int]
   transpose: bool = False
+  kernels: Any = None  # the run's convolutions for the plain (not transposed) convs; None: XLA's
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    layer = nn.ConvTranspose if self.transpose else nn.Conv
     for width in self.widths:
-      x = nn.leaky_relu(layer(width, (3, 3), padding=1 if not self.transpose else "SAME")(x), 0.1)
+      if self.transpose:
+        x = nn.ConvTranspose(width, (3, 3), padding="SAME")(x)
+      else:
+        x = nn.Conv(width, (3, 3), padding=1, conv_general_dilated=conv_of(self.kernels))(x)
+      x = nn.leaky_relu(x, 0.1)
     return x
 
 
@@ -516,9 +524,10 @@ class Paraphraser(nn.Module):
 
   channels: int
   factor_channels: int
+  kernels: Any = None  # the run's convolutions for the encoder; None: XLA's
 
   def setup(self):
-    self.encoder = FTConvStack((self.channels, self.factor_channels, self.factor_channels))
+    self.encoder = FTConvStack((self.channels, self.factor_channels, self.factor_channels), kernels=self.kernels)
     self.decoder = FTConvStack((self.factor_channels, self.channels, self.channels), transpose=True)
 
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -568,11 +577,12 @@ class FT(Distiller):
     require_positive("ft", rate=self.rate)
     _check_form("ft", self.form)
 
-  def _modules(self, s: jax.Array, t: jax.Array) -> Tuple[Paraphraser, FTConvStack]:
+  def _modules(self, s: jax.Array, t: jax.Array, kernels: Any = None) -> Tuple[Paraphraser, FTConvStack]:
     if s.ndim != 4 or t.ndim != 4:
       raise ValueError(f"ft: needs NHWC stage outputs; got student {s.shape} and teacher {t.shape}.")
     factor = max(1, int(round(self.rate * t.shape[-1])))
-    return Paraphraser(t.shape[-1], factor), FTConvStack((s.shape[-1], factor, factor))
+    return (Paraphraser(t.shape[-1], factor, kernels=kernels),
+            FTConvStack((s.shape[-1], factor, factor), kernels=kernels))
 
   def _features(self, student, teacher):
     return (_stage("ft", "student", student, self.stage),
@@ -587,7 +597,7 @@ class FT(Distiller):
 
   def loss(self, variables, student, teacher, batch, ctx):
     s, t = self._features(student, teacher)
-    paraphraser, translator = self._modules(s, t)
+    paraphraser, translator = self._modules(s, t, ctx.kernels)
     params = variables["params"]
     if self.mode == "paraphraser":
       _, reconstruction = paraphraser.apply({"params": params["paraphraser"]}, t)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.distillers.base import Distiller, conv_of, require_positive
 from kd_jax.distillers.feature import _stage
 from kd_jax.models.outputs import ModelOutput
 
@@ -36,12 +36,14 @@ class FEEDTranslator(nn.Module):
   """
 
   out_channels: int
+  kernels: Any = None  # the run's convolutions (`Context.kernels`); None: XLA's. Parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, width in enumerate((x.shape[-1], self.out_channels, self.out_channels)):
       kernel_init, bias_init = _torch_conv_init(9 * x.shape[-1])
-      x = nn.Conv(width, (3, 3), padding=1, kernel_init=kernel_init, bias_init=bias_init, name=f"conv{i}")(x)
+      x = nn.Conv(width, (3, 3), padding=1, kernel_init=kernel_init, bias_init=bias_init,
+                  conv_general_dilated=conv_of(self.kernels), name=f"conv{i}")(x)
       x = nn.leaky_relu(x, negative_slope=0.1)
     return x
 
@@ -50,10 +52,12 @@ class FEEDTranslators(nn.Module):
   """One `FEEDTranslator` per teacher (`translator<k>`), all reading the same student map."""
 
   out_channels: Tuple[int, ...]
+  kernels: Any = None  # the run's convolutions (`Context.kernels`); None: XLA's. Parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, ...]:
-    return tuple(FEEDTranslator(c, name=f"translator{k}")(x) for k, c in enumerate(self.out_channels))
+    return tuple(FEEDTranslator(c, kernels=self.kernels, name=f"translator{k}")(x)
+                 for k, c in enumerate(self.out_channels))
 
 
 def _teachers(teacher) -> Tuple[ModelOutput, ...]:
@@ -112,7 +116,7 @@ class FEED(Distiller):
 
   def loss(self, variables, student, teacher, batch, ctx):
     s, ts = self._features(student, teacher)
-    translated = FEEDTranslators(tuple(t.shape[-1] for t in ts)).apply(variables, s)
+    translated = FEEDTranslators(tuple(t.shape[-1] for t in ts), kernels=ctx.kernels).apply(variables, s)
     terms = {f"teacher{k}": losses.factor_transfer(f, t, p=self.p, form="paper")
              for k, (f, t) in enumerate(zip(translated, ts))}
     return self.beta * sum(terms.values()), terms, {}

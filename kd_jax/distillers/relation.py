@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.distillers.base import Distiller, conv_of, require_positive
 from kd_jax.distillers.feature import _int_tuple, _stage
 from kd_jax.losses.relations import AREA_EPS, VID_EPS, vid_log_scale_for_variance, vid_variance
 from kd_jax.models.outputs import ModelOutput
@@ -116,12 +116,15 @@ class VIDRegressor(nn.Module):
 
   hidden: int
   out: int
+  kernels: Any = None  # the run's convolutions (`Context.kernels`); None: XLA's. Parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.relu(nn.Conv(self.hidden, (1, 1), use_bias=False, kernel_init=_torch_conv_init)(x))
-    x = nn.relu(nn.Conv(self.hidden, (1, 1), use_bias=False, kernel_init=_torch_conv_init)(x))
-    return nn.Conv(self.out, (1, 1), use_bias=False, kernel_init=_torch_conv_init)(x)
+    conv = lambda width: nn.Conv(width, (1, 1), use_bias=False, kernel_init=_torch_conv_init,
+                                 conv_general_dilated=conv_of(self.kernels))
+    x = nn.relu(conv(self.hidden)(x))
+    x = nn.relu(conv(self.hidden)(x))
+    return conv(self.out)(x)
 
 
 class VIDStage(nn.Module):
@@ -130,10 +133,11 @@ class VIDStage(nn.Module):
   hidden: int
   channels: int
   init_log_scale: float
+  kernels: Any = None  # the run's convolutions (`Context.kernels`); None: XLA's. Parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
-    mu = VIDRegressor(self.hidden, self.channels, name="regressor")(x)
+    mu = VIDRegressor(self.hidden, self.channels, kernels=self.kernels, name="regressor")(x)
     log_scale = self.param("log_scale", nn.initializers.constant(self.init_log_scale), (self.channels,),
                            jnp.float32)
     return mu, log_scale
@@ -220,10 +224,10 @@ class VID(Distiller):
       pairs.append((f"stage{i % len(student.stages)}", _avg_pool_to("vid", s, size), _avg_pool_to("vid", t, size)))
     return tuple(pairs)
 
-  def _module(self, teacher_feature: jax.Array) -> VIDStage:
+  def _module(self, teacher_feature: jax.Array, kernels: Any = None) -> VIDStage:
     channels = teacher_feature.shape[-1]
     return VIDStage(hidden=self.hidden_channels or channels, channels=channels,
-                    init_log_scale=vid_log_scale_for_variance(self.init_variance, eps=self.eps))
+                    init_log_scale=vid_log_scale_for_variance(self.init_variance, eps=self.eps), kernels=kernels)
 
   def init(self, rng, student, teacher, batch):
     params = {}
@@ -235,7 +239,7 @@ class VID(Distiller):
     total = jnp.zeros((), jnp.float32)
     metrics, variances = {}, []
     for name, s, t in self._pairs(student, teacher):
-      mu, log_scale = self._module(t).apply({"params": variables["params"][name]}, s)
+      mu, log_scale = self._module(t, ctx.kernels).apply({"params": variables["params"][name]}, s)
       value = losses.vid(mu, t, log_scale, eps=self.eps, reduction=self.reduction)
       metrics[name] = value
       variances.append(vid_variance(log_scale, eps=self.eps))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.distillers.base import Distiller, conv_of, require_positive
 from kd_jax.models.outputs import ModelOutput
 
 # `nn.init.kaiming_uniform_(w, a=1)` of the reference's ABF convs: gain 1, bound sqrt(3 / fan_in).
@@ -54,29 +54,35 @@ class ABF(nn.Module):
     mid_channels: width of the fused maps.
     out_channels: the teacher feature's channels.
     fuse: False for the deepest level, which has no residual.
+    kernels: the run's convolutions (`Context.kernels`; None: XLA's), which do not change the parameters.
   """
 
   mid_channels: int
   out_channels: int
   fuse: bool
+  kernels: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, residual: Optional[jax.Array] = None,
                out_size: Optional[Tuple[int, int]] = None, train: bool = False) -> Tuple[jax.Array, jax.Array]:
     bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
-    x = nn.Conv(self.mid_channels, (1, 1), use_bias=False, kernel_init=_abf_conv_init, name="conv1")(x)
+    conv = conv_of(self.kernels)
+    x = nn.Conv(self.mid_channels, (1, 1), use_bias=False, kernel_init=_abf_conv_init,
+                conv_general_dilated=conv, name="conv1")(x)
     x = bn("bn1")(x)
     if self.fuse:
       if residual is None:
         raise ValueError("ABF: a fusing level needs the residual of the deeper level.")
       residual = nearest_resize(residual, x.shape[1:3])
       kernel_init, bias_init = _torch_conv_init(2 * self.mid_channels)
-      attention = nn.sigmoid(nn.Conv(2, (1, 1), kernel_init=kernel_init, bias_init=bias_init, name="att_conv")(
+      attention = nn.sigmoid(nn.Conv(2, (1, 1), kernel_init=kernel_init, bias_init=bias_init,
+                                     conv_general_dilated=conv, name="att_conv")(
           jnp.concatenate([x, residual], axis=-1)))
       x = x * attention[..., 0:1] + residual * attention[..., 1:2]
     if out_size is not None:
       x = nearest_resize(x, tuple(out_size))
-    y = nn.Conv(self.out_channels, (3, 3), padding=1, use_bias=False, kernel_init=_abf_conv_init, name="conv2")(x)
+    y = nn.Conv(self.out_channels, (3, 3), padding=1, use_bias=False, kernel_init=_abf_conv_init,
+                conv_general_dilated=conv, name="conv2")(x)
     return bn("bn2")(y), x
 
 
@@ -92,11 +98,13 @@ class ReviewFusion(nn.Module):
     out_channels: teacher channels per level, shallow first.
     out_sizes: teacher (H, W) per level, shallow first.
     mid_channels: width of the fused maps (the reference: min(512, channels of the deepest student level)).
+    kernels: the run's convolutions for every ABF (`Context.kernels`; None: XLA's).
   """
 
   out_channels: Tuple[int, ...]
   out_sizes: Tuple[Tuple[int, int], ...]
   mid_channels: int
+  kernels: Any = None
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array], train: bool = False) -> Tuple[jax.Array, ...]:
@@ -106,7 +114,7 @@ class ReviewFusion(nn.Module):
     outputs: list = [None] * n
     residual = None
     for i in reversed(range(n)):
-      abf = ABF(self.mid_channels, self.out_channels[i], fuse=i < n - 1, name=f"abf{i}")
+      abf = ABF(self.mid_channels, self.out_channels[i], fuse=i < n - 1, kernels=self.kernels, name=f"abf{i}")
       outputs[i], residual = abf(features[i], residual, self.out_sizes[i], train=train)
     return tuple(outputs)
 
@@ -180,10 +188,10 @@ class ReviewKD(Distiller):
                        "ReviewKD pairs every stage, so both need the same number.")
     return s, t
 
-  def fusion(self, student_levels, teacher_levels) -> ReviewFusion:
+  def fusion(self, student_levels, teacher_levels, kernels: Any = None) -> ReviewFusion:
     return ReviewFusion(out_channels=tuple(t.shape[-1] for t in teacher_levels),
                         out_sizes=tuple(tuple(t.shape[1:3]) for t in teacher_levels),
-                        mid_channels=min(self.max_mid_channels, student_levels[-1].shape[-1]))
+                        mid_channels=min(self.max_mid_channels, student_levels[-1].shape[-1]), kernels=kernels)
 
   def init(self, rng, student, teacher, batch):
     s, t = self._features(student, teacher)
@@ -191,7 +199,7 @@ class ReviewKD(Distiller):
 
   def loss(self, variables, student, teacher, batch, ctx):
     s, t = self._features(student, teacher)
-    fusion = self.fusion(s, t)
+    fusion = self.fusion(s, t, ctx.kernels)
     if ctx.train and "batch_stats" in variables:
       fused, state = fusion.apply(variables, s, train=True, mutable=["batch_stats"])
       state = dict(state)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kd_jax import losses
-from kd_jax.distillers.base import Distiller, require_positive
+from kd_jax.distillers.base import Distiller, conv_of, require_positive
 from kd_jax.distillers.feature import _int_tuple, _stage
 from kd_jax.models.outputs import ModelOutput
 
@@ -106,13 +106,15 @@ class LocalRegressor(nn.Module):
   features: int
   layers: int = 1
   kernel_size: int = 3
+  kernels: Any = None  # the run's convolutions (`Context.kernels`); None: XLA's. Parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(self.layers):
       if i:
         x = nn.relu(x)
-      x = nn.Conv(self.features, (self.kernel_size, self.kernel_size), padding="SAME")(x)
+      x = nn.Conv(self.features, (self.kernel_size, self.kernel_size), padding="SAME",
+                  conv_general_dilated=conv_of(self.kernels))(x)
     return x
 
 
@@ -170,8 +172,8 @@ class LSFD(Distiller):
       raise ValueError(f"lsfd: kernel_size must be an odd integer >= 1 (so 'SAME' padding is centred), got "
                        f"{self.kernel_size}.")
 
-  def _regressor(self, teacher_map: jax.Array) -> LocalRegressor:
-    return LocalRegressor(teacher_map.shape[-1], int(self.regressor_layers), int(self.kernel_size))
+  def _regressor(self, teacher_map: jax.Array, kernels: Any = None) -> LocalRegressor:
+    return LocalRegressor(teacher_map.shape[-1], int(self.regressor_layers), int(self.kernel_size), kernels)
 
   def _pairs(self, student, teacher):
     pairs = _stage_pairs("lsfd", self.stages, self.teacher_stages, student, teacher)
@@ -191,7 +193,7 @@ class LSFD(Distiller):
     params = variables["params"]
     total, metrics = jnp.zeros((), jnp.float32), {}
     for key, s, t in self._pairs(student, teacher):
-      regressed = self._regressor(t).apply({"params": params[key]}, s)
+      regressed = self._regressor(t, ctx.kernels).apply({"params": params[key]}, s)
       value = losses.lsfd(regressed, t, temperature=self.temperature)
       attention = losses.lsfd_attention(regressed, t, temperature=self.temperature)
       metrics[key] = value

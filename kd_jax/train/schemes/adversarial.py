@@ -263,7 +263,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
 
   # 3. Networks on their own losses, each distilling from its partner (or the teacher): main optimizers.
   ctx = Context(rng=distiller_rng, train=True, step=state.step, epoch=state.step // steps_per_epoch + 1,
-                task=task)
+                task=task, kernels=getattr(models[0][1], "kernels", None))
 
   def own_losses(params):
     outs, new_stats = [], {}
@@ -273,8 +273,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
     results = []
     for k, out in enumerate(outs):
       guide = teacher_out if teacher_out is not None else jax.lax.stop_gradient(outs[partner(k, count)])
-      value, term_metrics, _ = distiller.loss({}, out, guide, batch, Context(
-          jax.random.fold_in(ctx.rng, k), ctx.train, ctx.step, ctx.epoch, None, task))
+      value, term_metrics, _ = distiller.loss({}, out, guide, batch, dataclasses.replace(
+          ctx, rng=jax.random.fold_in(ctx.rng, k), forward=None))
       results.append((value, term_metrics))
     return sum(v for v, _ in results), (results, new_stats, [o.prediction for o in outs])
 

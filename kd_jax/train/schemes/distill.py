@@ -174,7 +174,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
       return other_out, teachers(teacher_variables, teacher_view)
 
     ctx = Context(rng=distiller_rng, train=True, step=phase_step, epoch=phase_step // steps_per_epoch + 1,
-                  forward=forward, task=task)
+                  forward=forward, task=task, kernels=getattr(student, "kernels", None))
     loss, metrics, new_distiller_state = distiller.loss(
         {"params": trainable["distiller"], **own_state}, student_out, teacher_out, batch, ctx)
     return loss, (metrics, latest_stats[0], new_distiller_state, student_out.prediction)

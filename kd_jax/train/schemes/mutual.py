@@ -106,8 +106,8 @@ def network_loss(distiller: Distiller, outs: Sequence[Any], k: int, batch: Dict[
   values, metrics = [], []
   others = [(j, jax.lax.stop_gradient(o)) for j, o in enumerate(outs) if j != k]
   for n, (j, other) in enumerate(others):
-    pair_ctx = ctx if ctx.rng is None else Context(jax.random.fold_in(ctx.rng, k * len(outs) + n), ctx.train,
-                                                    ctx.step, ctx.epoch, None, ctx.task)
+    pair_ctx = ctx if ctx.rng is None else dataclasses.replace(
+        ctx, rng=jax.random.fold_in(ctx.rng, k * len(outs) + n), forward=None)
     if forwards is not None:
       pair_ctx = dataclasses.replace(pair_ctx, forward=forwards[j])
     value, m, _ = distiller.loss({}, outs[k], other, batch, pair_ctx)
@@ -153,7 +153,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], teacher_variables
   batch, _ = prepare_batch(augment_rng, batch, task, crop_pad, flip)
   inputs = task.inputs(batch)
   ctx = Context(rng=distiller_rng, train=True, step=state.step, epoch=state.step // steps_per_epoch + 1,
-                task=task)
+                task=task, kernels=getattr(models[0][1], "kernels", None))
   names = [name for name, _ in models]
 
   # Every network once, in train mode, keeping what its own gradient needs.
