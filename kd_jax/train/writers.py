@@ -8,8 +8,31 @@ import sys
 import time
 from typing import Mapping, Optional, TextIO
 
-from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
+
+
+def _summary_writer_class():
+  """tensorboardX's `SummaryWriter`, imported without PyTorch.
+
+  tensorboardX's writer module imports torch, where it is installed, only to accept torch tensors, which
+  kd_jax never passes; that import alone adds about 200 MiB of resident memory and a second of start-up
+  to every kd_jax process (docs/benchmarks.md, "Peak memory"). A None entry in `sys.modules` makes that
+  `import torch` fail as if torch were absent, which tensorboardX handles; the entry is removed right after,
+  so torch stays importable (`kd_jax.torch_io`). Where torch is already imported nothing is saved or changed.
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if "torch" in sys.modules and sys.modules["torch"] is None:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
+SummaryWriter = _summary_writer_class()
 
 
 class MetricWriter:
