@@ -433,3 +433,24 @@ def test_a_resumed_run_keeps_the_kernels_it_started_with(tmp_path, digits, monke
   with pytest.raises(KDJaxError, match=r"(?s)trained with oneDNN's CPU convolutions.*simulated failure.*"
                                        r"--config.cpu_conv_kernels=xla"):
     train_and_evaluate(small_config(max_steps=4), workdir, dataset=digits)
+
+
+def test_the_processes_of_a_run_agree_on_auto_kernels(tmp_path, monkeypatch, capsys):
+  from kd_jax.train import workdir as kd_workdir
+  assert kd_workdir.agree_on_kernels("onednn", "why", ["onednn", "onednn"]) == ("onednn", "why")
+  kernels, why = kd_workdir.agree_on_kernels("onednn", "why", ["onednn", "xla", "onednn", "xla"])
+  assert kernels == "xla" and "process(es) 1, 3" in why
+  assert kd_workdir.agree_on_kernels("xla", "why", ["xla", "onednn"])[0] == "xla"
+  # pin_cpu_conv_kernels gathers the choices of a multi-process run (simulated: two processes, the other
+  # without oneDNN) and records the agreed one; an explicit setting is not gathered.
+  monkeypatch.setattr(onednn, "self_check", lambda: None)
+  monkeypatch.setattr(onednn, "describe", lambda: "oneDNN 9.9.9 (simulated)")
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  gathered = []
+  monkeypatch.setattr(kd_workdir, "_gather_choices", lambda k: gathered.append(k) or [k, "xla"])
+  assert kd_workdir.pin_cpu_conv_kernels(str(tmp_path), small_config(), False).cpu_conv_kernels == "xla"
+  assert gathered == ["onednn"] and "not usable on process(es) 1" in capsys.readouterr().out
+  with open(os.path.join(tmp_path, kd_workdir.KERNELS)) as f:
+    assert json.load(f)["cpu_conv_kernels"] == "xla"
+  pinned = kd_workdir.pin_cpu_conv_kernels(str(tmp_path), small_config(cpu_conv_kernels="onednn"), False)
+  assert pinned.cpu_conv_kernels == "onednn" and gathered == ["onednn"]

@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import jax
 import ml_collections
+import numpy as np
 
 from kd_jax.errors import KDJaxError
 
@@ -112,6 +114,30 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, changes: Dict
   os.replace(path + ".tmp", path)
 
 
+_KERNEL_CODES = ("xla", "ynnpack", "onednn")
+
+
+def _gather_choices(kernels: str) -> List[str]:
+  """Every process's `kernels`, in process order (a collective: every process must call it)."""
+  from jax.experimental import multihost_utils
+  codes = multihost_utils.process_allgather(np.asarray([_KERNEL_CODES.index(kernels)], np.int32))
+  return [_KERNEL_CODES[int(c)] for c in np.asarray(codes).reshape(-1)]
+
+
+def agree_on_kernels(kernels: str, why: str, choices: Sequence[str]) -> Tuple[str, str]:
+  """One `cpu_conv_kernels='auto'` choice for all processes of a run, given each process's (`choices`).
+
+  Every process traces the same programs, so they must agree: where oneDNN builds and passes its
+  self-check on some hosts but not on others, every process uses XLA's kernels, which all of them have.
+  Returns `(kernels, why)`: this process's own when all agree.
+  """
+  if len(set(choices)) <= 1:
+    return kernels, why
+  without = [i for i, choice in enumerate(choices) if choice != "onednn"]
+  return "xla", (f"XLA (oneDNN is not usable on process(es) {', '.join(map(str, without))} of this run, and all "
+                 "processes must run the same kernels)")
+
+
 def pin_cpu_conv_kernels(workdir: str, config: ml_collections.ConfigDict, resuming: bool,
                          write: bool = True) -> ml_collections.ConfigDict:
   """`config` with `cpu_conv_kernels` set to the kernels this run uses, recorded in `kernels.json`.
@@ -123,8 +149,9 @@ def pin_cpu_conv_kernels(workdir: str, config: ml_collections.ConfigDict, resumi
   decides and records `{"cpu_conv_kernels": ..., "why": ...}`, and a resumed run with 'auto' takes the
   recorded kernels (a workdir from before the record existed: the concrete setting in its config.json). A
   recorded 'onednn' that cannot be built or fails its self-check here is a KDJaxError that says how to go
-  on. An explicit setting ('xla', 'ynnpack', 'onednn') is used as given and recorded. Prints one line
-  saying which kernels and why; `write` False (other processes of a multi-process run) records nothing.
+  on. An explicit setting ('xla', 'ynnpack', 'onednn') is used as given and recorded. In a multi-process
+  run a fresh 'auto' choice is agreed between the processes (`agree_on_kernels`). Prints one line saying
+  which kernels and why; `write` False (other processes of a multi-process run) records nothing.
   """
   from kd_jax import backends
   from kd_jax.backends.cpu import onednn
@@ -141,6 +168,8 @@ def pin_cpu_conv_kernels(workdir: str, config: ml_collections.ConfigDict, resumi
       recorded = None
   if recorded is None:
     kernels, why = backends.cpu_conv_kernels_for(config)
+    if setting == "auto" and jax.process_count() > 1:
+      kernels, why = agree_on_kernels(kernels, why, _gather_choices(kernels))
   else:
     problem = onednn.self_check() if recorded == "onednn" else None
     if problem is not None:
