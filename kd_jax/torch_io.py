@@ -33,6 +33,7 @@ rather than executed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import os
 import re
@@ -433,8 +434,8 @@ def import_torch(checkpoint: str, model: str, workdir: str, *, dataset: str = ""
     model: a registered model name with a PyTorch layout (`TORCH_LAYOUTS`).
     workdir: the run directory to create; it must not exist, or be empty.
     dataset: the data the teacher was trained on, recorded in `model.json`. A name `kd_jax.data.DATASETS`
-      knows ('cifar100', ...) also fixes the input shape and must have the classifier's class count; any
-      other name is recorded as given, with the input shape of the reference (32x32x3 for the CIFAR
+      knows ('cifar100', ...) also fixes the input shape and must have the classifier's class count; a name
+      close to one of those ('cifar-100') is refused as a likely typo; any other name is recorded as given, with the input shape of the reference (32x32x3 for the CIFAR
       models, 224x224x3 for the ImageNet ones; only the channel count matters to the variables).
     prefix: keep only the keys that start with it, without it (e.g. 'student.').
 
@@ -451,6 +452,11 @@ def import_torch(checkpoint: str, model: str, workdir: str, *, dataset: str = ""
     raise KDJaxError(f"{workdir} already exists and is not an empty directory; choose a new --workdir (an import "
                      "never overwrites a run).")
   spec = DATASETS.get(dataset) if dataset else None
+  near = difflib.get_close_matches(dataset.lower(), list(DATASETS), n=1, cutoff=0.8) if dataset and spec is None else []
+  if near:
+    raise KDJaxError(f"--dataset {dataset!r} is not a dataset kd_jax knows, but close to {near[0]!r}; pass "
+                     f"--dataset {near[0]} (known: {', '.join(sorted(DATASETS))}), or a name of your own that "
+                     "is not so close to one of these.")
   image_shape = tuple(spec.image_shape) if spec is not None else layout.image_shape
   state = read_state_dict(checkpoint, prefix)
   variables, classes = convert_state_dict(state, model, image_shape=image_shape,

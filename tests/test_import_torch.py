@@ -210,6 +210,11 @@ def test_refusals_say_why(resnet8_state, tmp_path):
     torch_io.import_torch(path, "wrn_16_2_dw_sep", str(tmp_path / "a"))
   with pytest.raises(KDJaxError, match="classifier has 10 classes but the dataset has 100"):
     torch_io.import_torch(path, "resnet8", str(tmp_path / "b"), dataset="cifar100")
+  with pytest.raises(KDJaxError, match="'cifar-10' is not a dataset kd_jax knows, but close to 'cifar10'"):
+    torch_io.import_torch(path, "resnet8", str(tmp_path / "b"), dataset="cifar-10")
+  with pytest.raises(KDJaxError, match="close to 'cifar100'"):
+    torch_io.import_torch(path, "resnet8", str(tmp_path / "b"), dataset="CIFAR100")
+  assert not os.path.exists(tmp_path / "b")
   with pytest.raises(KDJaxError, match="No key .* starts with --prefix 'student.'"):
     torch_io.import_torch(path, "resnet8", str(tmp_path / "c"), prefix="student.")
   (tmp_path / "taken").mkdir()
