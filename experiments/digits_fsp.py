@@ -16,8 +16,8 @@ layer (its first stage is its first conv), so with it only the stage pairs exist
 cnn_small --config.phases="({'name': 'init', 'epochs': 4, 'loss': {'fsp': {'weight': 1.0, 'stage_pairs':
 ((0, 1), (1, 2))}}, 'optim': {'lr': 0.05, 'schedule': 'constant'}}, {'name': 'main'})"`.
 
-The phases keep the default `trainable` (student and distiller): FSP owns no parameters, and a phase that
-names only 'student' while the distiller tree is empty fails to build its masked optimizer.
+The phases keep the default `trainable` (student and distiller): FSP owns no parameters, so naming only
+'student' trains the same.
 
 Difference from the reference: RepDistiller's init optimizer holds the student's feature layers only; a
 kd_jax phase trains the whole student, so its classifier (zero FSP gradient) also sees weight decay 5e-4
