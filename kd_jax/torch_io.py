@@ -180,32 +180,30 @@ class _Slot:
   torch_shape: Tuple[int, ...]
 
 
+# Axis orders between the layouts, by rank: conv kernels HWIO <-> OIHW, Dense [in, out] <-> Linear [out, in].
+_TO_TORCH = {4: (3, 2, 0, 1), 2: (1, 0)}
+_FROM_TORCH = {4: (2, 3, 1, 0), 2: (1, 0)}
+
+
 def _torch_shape(shape: Tuple[int, ...]) -> Tuple[int, ...]:
-  if len(shape) == 4:  # HWIO -> OIHW
-    return (shape[3], shape[2], shape[0], shape[1])
-  if len(shape) == 2:  # Dense [in, out] -> Linear [out, in]
-    return (shape[1], shape[0])
-  return tuple(shape)
+  axes = _TO_TORCH.get(len(shape))
+  return tuple(shape) if axes is None else tuple(shape[a] for a in axes)
+
+
+def _permuted(value: np.ndarray, orders: Dict[int, Tuple[int, ...]]) -> np.ndarray:
+  value = np.asarray(value)
+  axes = orders.get(value.ndim)
+  return np.ascontiguousarray(value if axes is None else value.transpose(axes))
 
 
 def to_torch(value: np.ndarray) -> np.ndarray:
   """A Flax variable in PyTorch's layout: conv kernels HWIO -> OIHW, Dense kernels transposed, the rest as is."""
-  value = np.asarray(value)
-  if value.ndim == 4:
-    value = value.transpose(3, 2, 0, 1)
-  elif value.ndim == 2:
-    value = value.T
-  return np.ascontiguousarray(value)
+  return _permuted(value, _TO_TORCH)
 
 
 def from_torch(value: np.ndarray) -> np.ndarray:
   """A PyTorch tensor (as numpy) in Flax's layout: the inverse of `to_torch`."""
-  value = np.asarray(value)
-  if value.ndim == 4:
-    value = value.transpose(2, 3, 1, 0)
-  elif value.ndim == 2:
-    value = value.T
-  return np.ascontiguousarray(value)
+  return _permuted(value, _FROM_TORCH)
 
 
 def torch_slots(model: str, num_classes: int, image_shape: Sequence[int] = CIFAR_SHAPE) -> Dict[str, _Slot]:
